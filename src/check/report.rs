@@ -1,0 +1,276 @@
+//! The `check` report: counts, violations grouped by path and keyword with examples and line
+//! numbers, completeness and freshness against the contract's SLAs.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::contract::Contract;
+use crate::verdict::{Evaluation, Stage};
+
+/// How many line references are kept per violation group.
+const MAX_LINES: usize = 10;
+
+/// A location of a record: input name and 1-based line (or record number for Avro).
+#[derive(Debug, Clone, Serialize)]
+pub struct At {
+    /// Input name.
+    pub input: String,
+    /// Line or record number.
+    pub line: u64,
+}
+
+/// Violations sharing a path and keyword.
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    /// JSON pointer.
+    pub path: String,
+    /// Keyword.
+    pub keyword: String,
+    /// How many records.
+    pub count: u64,
+    /// The first message seen.
+    pub example: String,
+    /// The first few locations.
+    pub lines: Vec<At>,
+}
+
+/// Completeness summary.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CompletenessSummary {
+    /// Required fields present, over all records.
+    pub present: u64,
+    /// Required fields applicable, over all records.
+    pub applicable: u64,
+    /// Share present, in percent.
+    pub percent: f64,
+    /// Records with every required field.
+    pub complete_records: u64,
+    /// The contract's SLA.
+    pub sla: String,
+    /// Whether the share meets the SLA.
+    pub meets_sla: bool,
+}
+
+/// Freshness summary (seconds).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FreshnessSummary {
+    /// Records with an event time.
+    pub measured: u64,
+    /// Records without one.
+    pub without_event_time: u64,
+    /// Median age.
+    pub p50_seconds: Option<f64>,
+    /// 99th percentile age.
+    pub p99_seconds: Option<f64>,
+    /// Oldest.
+    pub max_seconds: Option<f64>,
+    /// The contract's SLA.
+    pub sla: String,
+    /// Records older than the SLA.
+    pub over_sla: u64,
+}
+
+/// The whole report for one contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Product name.
+    pub product: String,
+    /// Contract name.
+    pub contract: String,
+    /// Contract version.
+    pub version: String,
+    /// Schema file.
+    pub schema: String,
+    /// Inputs read.
+    pub inputs: Vec<String>,
+    /// Records read.
+    pub records: u64,
+    /// Valid records.
+    pub valid: u64,
+    /// Invalid records.
+    pub invalid: u64,
+    /// Invalid because undecodable.
+    pub undecodable: u64,
+    /// Violation groups, most frequent first.
+    pub violations: Vec<Group>,
+    /// Completeness.
+    pub completeness: CompletenessSummary,
+    /// Freshness.
+    pub freshness: FreshnessSummary,
+    #[serde(skip)]
+    groups: BTreeMap<(String, String), Group>,
+    #[serde(skip)]
+    ages: Vec<Duration>,
+    #[serde(skip)]
+    sla: Duration,
+}
+
+impl Report {
+    /// An empty report for `contract`.
+    pub fn new(contract: &Contract) -> Self {
+        Self {
+            product: contract.product.clone(),
+            contract: contract.name.clone(),
+            version: contract.version.clone(),
+            schema: contract.schema_file.display().to_string(),
+            inputs: Vec::new(),
+            records: 0,
+            valid: 0,
+            invalid: 0,
+            undecodable: 0,
+            violations: Vec::new(),
+            completeness: CompletenessSummary { sla: contract.quality.completeness.to_string(), ..Default::default() },
+            freshness: FreshnessSummary { sla: contract.quality.freshness.to_string(), ..Default::default() },
+            groups: BTreeMap::new(),
+            ages: Vec::new(),
+            sla: contract.quality.freshness.0,
+        }
+    }
+
+    /// Adds one evaluated record found at `at`.
+    pub fn add(&mut self, at: &At, eval: &Evaluation) {
+        self.records += 1;
+        match &eval.rejection {
+            None => self.valid += 1,
+            Some(r) => {
+                self.invalid += 1;
+                if r.stage == Stage::Decode {
+                    self.undecodable += 1;
+                }
+                // One count per record and group, even if a keyword fails twice at one path.
+                let mut seen = Vec::new();
+                for v in &r.violations {
+                    let key = (v.path.clone(), v.keyword.clone());
+                    if seen.contains(&key) {
+                        continue;
+                    }
+                    seen.push(key.clone());
+                    let group = self.groups.entry(key).or_insert_with(|| Group {
+                        path: v.path.clone(),
+                        keyword: v.keyword.clone(),
+                        count: 0,
+                        example: v.message.clone(),
+                        lines: Vec::new(),
+                    });
+                    group.count += 1;
+                    if group.lines.len() < MAX_LINES {
+                        group.lines.push(at.clone());
+                    }
+                }
+            }
+        }
+        let c = eval.completeness;
+        self.completeness.present += u64::from(c.present);
+        self.completeness.applicable += u64::from(c.applicable);
+        if c.is_full() && eval.record.is_some() {
+            self.completeness.complete_records += 1;
+        }
+        match eval.freshness {
+            Some(age) => {
+                self.freshness.measured += 1;
+                if age > self.sla {
+                    self.freshness.over_sla += 1;
+                }
+                self.ages.push(age);
+            }
+            None => self.freshness.without_event_time += 1,
+        }
+    }
+
+    /// Computes the summaries; call once after the last record.
+    pub fn finish(&mut self, contract: &Contract) {
+        let mut groups: Vec<Group> = std::mem::take(&mut self.groups).into_values().collect();
+        groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
+        self.violations = groups;
+        let c = &mut self.completeness;
+        c.percent = if c.applicable == 0 { 100.0 } else { c.present as f64 * 100.0 / c.applicable as f64 };
+        c.meets_sla = contract.quality.completeness.is_met_by(c.present, c.applicable);
+        self.ages.sort_unstable();
+        let pick = |q: f64| -> Option<f64> {
+            if self.ages.is_empty() {
+                return None;
+            }
+            let idx = ((self.ages.len() - 1) as f64 * q).round() as usize;
+            self.ages.get(idx).map(Duration::as_secs_f64)
+        };
+        self.freshness.p50_seconds = pick(0.50);
+        self.freshness.p99_seconds = pick(0.99);
+        self.freshness.max_seconds = self.ages.last().map(Duration::as_secs_f64);
+    }
+}
+
+/// Seconds as a short human duration.
+fn human(seconds: f64) -> String {
+    if seconds < 1.0 {
+        format!("{:.0}ms", seconds * 1000.0)
+    } else if seconds < 120.0 {
+        format!("{seconds:.1}s")
+    } else if seconds < 7_200.0 {
+        format!("{:.1}m", seconds / 60.0)
+    } else if seconds < 172_800.0 {
+        format!("{:.1}h", seconds / 3_600.0)
+    } else {
+        format!("{:.1}d", seconds / 86_400.0)
+    }
+}
+
+/// The human report.
+pub fn render_text(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{} / {} {}  ({})", r.product, r.contract, r.version, r.schema);
+    let _ = writeln!(s, "  inputs        {}", r.inputs.join(", "));
+    let _ = writeln!(
+        s,
+        "  records       {}  valid {}  invalid {} (undecodable {}, contract violations {})",
+        r.records,
+        r.valid,
+        r.invalid,
+        r.undecodable,
+        r.invalid - r.undecodable
+    );
+    if !r.violations.is_empty() {
+        let _ = writeln!(s, "  violations by path and keyword:");
+        for g in &r.violations {
+            let path = if g.path.is_empty() { "/" } else { g.path.as_str() };
+            let lines: Vec<String> = g.lines.iter().map(|a| a.line.to_string()).collect();
+            let more = if g.count as usize > g.lines.len() { ", …" } else { "" };
+            let _ = writeln!(s, "    {path:<24} {:<14} {:>6}  lines {}{more}", g.keyword, g.count, lines.join(", "));
+            let _ = writeln!(s, "      e.g. {}", g.example);
+        }
+    }
+    let c = &r.completeness;
+    let _ = writeln!(
+        s,
+        "  completeness  {:.2}% of required fields present, {} of {} records complete (SLA {}: {})",
+        c.percent,
+        c.complete_records,
+        r.records,
+        c.sla,
+        if c.meets_sla { "met" } else { "BREACHED" }
+    );
+    let f = &r.freshness;
+    match (f.p50_seconds, f.p99_seconds, f.max_seconds) {
+        (Some(p50), Some(p99), Some(max)) => {
+            let _ = writeln!(
+                s,
+                "  freshness     p50 {}  p99 {}  max {}  ({} of {} older than the SLA {}; {} without event time)",
+                human(p50),
+                human(p99),
+                human(max),
+                f.over_sla,
+                f.measured,
+                f.sla,
+                f.without_event_time
+            );
+        }
+        _ => {
+            let _ = writeln!(s, "  freshness     no record has an event time");
+        }
+    }
+    let verdict = if r.invalid == 0 { "PASS: every record holds to the contract".to_owned() } else { format!("FAIL: {} of {} records break the contract", r.invalid, r.records) };
+    let _ = writeln!(s, "  {verdict}");
+    s
+}

@@ -1,0 +1,143 @@
+//! `meshguard check`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{ConfigArg, fail};
+use crate::check::{Input, Report, read_records, render_text};
+use crate::check::input::Item;
+use crate::config::Settings;
+use crate::contract::SchemaEngine;
+use crate::product::{Catalog, Files};
+use crate::verdict::{Evaluation, Rejection, Stage, evaluate, evaluate_record};
+use crate::contract::Violation;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A report for people.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// Arguments of `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Data product whose contract applies (metadata.name). Needed when several are loaded.
+    #[arg(long, short = 'p', value_name = "NAME")]
+    pub product: Option<String>,
+    /// Contract of the product (default: its first contract).
+    #[arg(long, short = 'c', value_name = "NAME")]
+    pub contract: Option<String>,
+    /// Report format.
+    #[arg(long, short = 'f', value_enum, default_value = "text")]
+    pub format: Format,
+    /// Measure freshness as of this instant (RFC 3339) instead of now, for reproducible reports.
+    #[arg(long, value_name = "RFC3339")]
+    pub now: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// NDJSON files (one record per line), Avro object container files, or - for stdin.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+pub(super) fn run(args: CheckArgs) -> ExitCode {
+    let settings = match Settings::load(args.config.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let now = match &args.now {
+        None => OffsetDateTime::now_utc(),
+        Some(s) => match OffsetDateTime::parse(s, &Rfc3339) {
+            Ok(t) => t,
+            Err(e) => return fail(format!("--now {s:?} is not an RFC 3339 instant: {e}")),
+        },
+    };
+    let files = Files::from_settings(&settings, args.config.config.is_some());
+    let catalog = match Catalog::load(&files) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot load data products from {}:\n{e}", files.describe())),
+    };
+    let names: Vec<&str> = catalog.products.iter().map(|p| p.name()).collect();
+    let product = match (&args.product, catalog.products.as_slice()) {
+        (Some(name), _) => match catalog.product(name) {
+            Some(p) => p,
+            None => return fail(format!("unknown product {name:?}; known products: {}", names.join(", "))),
+        },
+        (None, [only]) => only,
+        (None, _) => return fail(format!("several data products are loaded; choose one with --product ({})", names.join(", "))),
+    };
+    let Some(contract) = product.contract(args.contract.as_deref()) else {
+        let known: Vec<&str> = product.contracts.iter().map(|c| c.name.as_str()).collect();
+        return fail(format!(
+            "product {:?} has no contract {:?}; its contracts: {}",
+            product.name(),
+            args.contract.as_deref().unwrap_or_default(),
+            known.join(", ")
+        ));
+    };
+    let reader_schema = match &contract.engine {
+        SchemaEngine::Avro(a) => Some(a.schema),
+        SchemaEngine::Json(_) => None,
+    };
+    let mut report = Report::new(contract);
+    for file in &args.files {
+        let input = Input::from_arg(file);
+        let name = input.name();
+        report.inputs.push(name.clone());
+        let mut avro_contract_given_lines = false;
+        let result = read_records(&input, reader_schema, |line, item| {
+            let eval = match item {
+                Item::Line(bytes) => {
+                    if contract.is_avro() && bytes.first() == Some(&b'{') {
+                        avro_contract_given_lines = true;
+                    }
+                    evaluate(contract, &bytes, now)
+                }
+                Item::Avro(value) => evaluate_record(contract, value, now),
+                Item::AvroError(message) => rejected(contract, Stage::Decode, "avro_datum", "decode", message),
+                Item::AvroMismatch(message) => rejected(contract, Stage::Validate, "contract_violation", "avro", message),
+            };
+            report.add(&crate::check::report_at(&name, line), &eval);
+        });
+        if let Err(e) = result {
+            return fail(e);
+        }
+        if avro_contract_given_lines {
+            eprintln!(
+                "meshguard: note: {name} looks like JSON text, but contract {:?} is Avro: give an Avro object container file",
+                contract.name
+            );
+        }
+    }
+    report.finish(contract);
+    match args.format {
+        Format::Text => print!("{}", render_text(&report)),
+        Format::Json => match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => return fail(format!("cannot render the report: {e}")),
+        },
+    }
+    if report.invalid == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+fn rejected(contract: &crate::contract::Contract, stage: Stage, class: &'static str, keyword: &str, message: String) -> Evaluation {
+    Evaluation {
+        rejection: Some(Rejection {
+            stage,
+            class,
+            violations: vec![Violation { path: String::new(), keyword: keyword.into(), message }],
+        }),
+        record: None,
+        record_id: None,
+        completeness: crate::quality::Completeness { present: 0, applicable: u32::try_from(contract.required.len()).unwrap_or(u32::MAX) },
+        event_time: None,
+        freshness: None,
+    }
+}

@@ -1,0 +1,215 @@
+//! `meshguard produce`: the event generator standing in for the domain services.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{ConfigArg, fail};
+use crate::config::Settings;
+use crate::generate::{CardFraming, Generator, container_record, container_schema};
+use crate::product::{Catalog, Files};
+
+/// Arguments of `produce`.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Topic to publish to; its bound contract decides what is generated.
+    #[arg(long, short = 't', value_name = "TOPIC")]
+    pub topic: String,
+    /// Events per second (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// How many events.
+    #[arg(long, short = 'n', default_value_t = 1000)]
+    pub count: u64,
+    /// Share of events that break the contract or cannot be decoded (0–1).
+    #[arg(long, default_value_t = 0.01)]
+    pub invalid_ratio: f64,
+    /// Share of valid events whose source row (with --mysql) has a different amount (0–1).
+    #[arg(long, default_value_t = 0.0)]
+    pub mismatch_ratio: f64,
+    /// Seed of the generator, for reproducible streams.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Stamp events around this instant (RFC 3339) instead of the current time.
+    #[arg(long, value_name = "RFC3339")]
+    pub now: Option<String>,
+    /// Write to this file instead of Kafka: NDJSON, or an Avro container file for Avro
+    /// contracts when the name ends in .avro.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Also write each valid event's source row to this MySQL/MariaDB database.
+    #[arg(long, value_name = "URL")]
+    pub mysql: Option<String>,
+    /// Avro framing of card events.
+    #[arg(long, value_enum, default_value = "mixed")]
+    pub card_framing: CardFraming,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+pub(super) fn run(args: ProduceArgs) -> ExitCode {
+    let settings = match Settings::load(args.config.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let files = Files::from_settings(&settings, args.config.config.is_some());
+    let catalog = match Catalog::load(&files) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot load data products from {}:\n{e}", files.describe())),
+    };
+    let Some(binding) = catalog.binding(&args.topic) else {
+        return fail(format!("topic {:?} is not bound to any contract; bound topics: {}", args.topic, catalog.topics().join(", ")));
+    };
+    let contract = binding.contract.clone();
+    let Some(generator) = Generator::for_contract(&contract, args.seed, args.invalid_ratio, args.mismatch_ratio) else {
+        return fail(format!("no generator for contract {:?}", contract.name));
+    };
+    let mut generator = generator.with_card_framing(args.card_framing);
+    let fixed_now = match &args.now {
+        None => None,
+        Some(s) => match OffsetDateTime::parse(s, &Rfc3339) {
+            Ok(t) => Some(t),
+            Err(e) => return fail(format!("--now {s:?} is not an RFC 3339 instant: {e}")),
+        },
+    };
+    let now = || fixed_now.unwrap_or_else(OffsetDateTime::now_utc);
+
+    if let Some(path) = &args.output {
+        if contract.is_avro() && path.extension().and_then(|e| e.to_str()) == Some("avro") {
+            return write_container(path, &mut generator, args.count, args.invalid_ratio, now());
+        }
+        return write_ndjson(path, &mut generator, args.count, &now);
+    }
+
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    let mysql = match &args.mysql {
+        None => None,
+        Some(url) => match runtime.block_on(crate::reconcile::source_rows::SourceWriter::connect(url, &contract)) {
+            Ok(w) => Some(w),
+            Err(e) => return fail(e),
+        },
+    };
+    let mut config = ClientConfig::new();
+    let _ = config
+        .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", "30000");
+    for (k, v) in &settings.kafka.producer {
+        let _ = config.set(k, v);
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = match config.create() {
+        Ok(p) => p,
+        Err(e) => return fail(format!("cannot create the Kafka producer: {e}")),
+    };
+    let start = Instant::now();
+    let mut rows = Vec::new();
+    let (mut valid, mut invalid) = (0u64, 0u64);
+    for i in 0..args.count {
+        if args.rate > 0 {
+            let due = start + Duration::from_secs_f64(i as f64 / args.rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let event = generator.next_event(now());
+        if event.intent.is_valid() { valid += 1 } else { invalid += 1 }
+        if let Some(row) = event.source.clone() {
+            rows.push(row);
+        }
+        // Source rows are written before their events, so reconciliation normally finds them.
+        if let Some(w) = &mysql {
+            if rows.len() >= 500 {
+                if let Err(e) = runtime.block_on(w.write(&rows)) {
+                    return fail(e);
+                }
+                rows.clear();
+            }
+        }
+        let mut record = BaseRecord::to(&args.topic).key(event.key.as_bytes()).payload(&event.payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, r)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return fail(format!("cannot send to {}: {e}", args.topic)),
+            }
+        }
+        // Rows of the last partial batch still precede their events' delivery below.
+        if mysql.is_some() && !rows.is_empty() && i + 1 == args.count {
+            if let Some(w) = &mysql {
+                if let Err(e) = runtime.block_on(w.write(&rows)) {
+                    return fail(e);
+                }
+            }
+        }
+    }
+    if let Err(e) = producer.flush(Duration::from_secs(60)) {
+        return fail(format!("not every event was delivered: {e}"));
+    }
+    eprintln!(
+        "produced {} events to {} ({valid} valid, {invalid} invalid) in {:.2}s",
+        args.count,
+        args.topic,
+        start.elapsed().as_secs_f64()
+    );
+    ExitCode::SUCCESS
+}
+
+fn write_ndjson(path: &PathBuf, generator: &mut Generator, count: u64, now: &dyn Fn() -> OffsetDateTime) -> ExitCode {
+    let file = match std::fs::File::create(path) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("{}: {e}", path.display())),
+    };
+    let mut out = std::io::BufWriter::new(file);
+    for _ in 0..count {
+        let event = generator.next_event(now());
+        if out.write_all(&event.payload).and_then(|()| out.write_all(b"\n")).is_err() {
+            return fail(format!("{}: write failed", path.display()));
+        }
+    }
+    match out.flush() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("{}: {e}", path.display())),
+    }
+}
+
+fn write_container(path: &PathBuf, generator: &mut Generator, count: u64, invalid_ratio: f64, now: OffsetDateTime) -> ExitCode {
+    use rand::Rng;
+    let Some(schema) = container_schema() else {
+        return fail("the built-in card schemas do not parse");
+    };
+    let file = match std::fs::File::create(path) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("{}: {e}", path.display())),
+    };
+    let mut writer = match apache_avro::Writer::new(schema, file) {
+        Ok(w) => w,
+        Err(e) => return fail(format!("{}: {e}", path.display())),
+    };
+    for _ in 0..count {
+        let invalid = generator.rng().random_bool(invalid_ratio.clamp(0.0, 1.0));
+        let record = container_record(generator.rng(), now, invalid);
+        if let Err(e) = writer.append_value(record) {
+            return fail(format!("{}: {e}", path.display()));
+        }
+    }
+    match writer.flush() {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("{}: {e}", path.display())),
+    }
+}

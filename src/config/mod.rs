@@ -1,0 +1,215 @@
+//! Settings: the embedded defaults, then the user's TOML file, then `MESHGUARD__SECTION__KEY`
+//! environment variables. Validation is pure; nothing here opens a connection.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+/// The defaults compiled into the binary, so `meshguard` runs with no file at all.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// Every setting meshguard reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where the brokers are and how the clients are tuned.
+    pub kafka: KafkaSettings,
+    /// Delivery semantics and batching of the stream.
+    pub delivery: DeliverySettings,
+    /// Names of the side topics meshguard writes.
+    pub topics: TopicSettings,
+    /// The source of truth for accuracy.
+    pub mysql: MysqlSettings,
+    /// Where alerts, lineage, metrics windows and record stores are kept.
+    pub mongodb: MongoSettings,
+    /// Where the data product declarations live.
+    pub products: DirSettings,
+    /// Where contract schemas live.
+    pub schemas: DirSettings,
+    /// The operational endpoint of `run` (`/metrics`, `/healthz`, `/readyz`).
+    pub http: AddrSettings,
+    /// The data product API of `serve`.
+    pub api: AddrSettings,
+}
+
+/// Kafka connection and pass-through client properties.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// `bootstrap.servers` for every client.
+    pub bootstrap_servers: String,
+    /// The consumer group all instances join.
+    pub group_id: String,
+    /// librdkafka consumer properties, applied last (they win over meshguard's choices).
+    #[serde(default)]
+    pub consumer: BTreeMap<String, String>,
+    /// librdkafka producer properties, applied last.
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
+}
+
+/// How records move from input to outputs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// One Kafka transaction per batch for side topics and offsets.
+    pub exactly_once: bool,
+    /// Upper bound of records per batch; bounds memory.
+    pub batch_max_records: usize,
+    /// How long a batch waits to fill.
+    pub batch_linger_ms: u64,
+    /// Bound on the drain at shutdown.
+    pub shutdown_timeout_ms: u64,
+}
+
+/// Side topic names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSettings {
+    /// Dead letters: the original bytes with the reason in headers.
+    pub dlq: String,
+    /// Quality alerts, firing and resolved.
+    pub alerts: String,
+    /// OpenLineage run events.
+    pub lineage: String,
+}
+
+/// MySQL / MariaDB connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlSettings {
+    /// Connection URL; a password in it is never logged.
+    pub url: String,
+}
+
+/// MongoDB connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoSettings {
+    /// Connection URI.
+    pub uri: String,
+    /// Database holding meshguard's collections.
+    pub database: String,
+}
+
+/// A directory setting.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirSettings {
+    /// The directory, relative to the working directory unless absolute.
+    pub dir: PathBuf,
+}
+
+/// A listen address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddrSettings {
+    /// `host:port` to bind.
+    pub addr: SocketAddr,
+}
+
+/// A configuration that could not be read or does not make sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named with `--config` does not exist.
+    #[error("configuration file {0} does not exist")]
+    Missing(PathBuf),
+    /// Merging or typing failed; figment names the key and its source.
+    #[error("configuration: {0}")]
+    Invalid(Box<figment::Error>),
+    /// A value is present but unusable.
+    #[error("configuration: {key}: {reason}")]
+    Value {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Missing(path.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("MESHGUARD__").split("__"));
+        let settings: Settings = figment.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Only the embedded defaults (used by tests and by `check`).
+    pub fn defaults() -> Result<Self, ConfigError> {
+        let settings: Settings = Figment::from(Toml::string(DEFAULT_TOML))
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            return Err(ConfigError::Value { key: "kafka.bootstrap_servers", reason: "is empty".into() });
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            return Err(ConfigError::Value { key: "kafka.group_id", reason: "is empty".into() });
+        }
+        if self.delivery.batch_max_records == 0 {
+            return Err(ConfigError::Value { key: "delivery.batch_max_records", reason: "must be at least 1".into() });
+        }
+        for (key, topic) in [("topics.dlq", &self.topics.dlq), ("topics.alerts", &self.topics.alerts), ("topics.lineage", &self.topics.lineage)] {
+            if !is_valid_topic_name(topic) {
+                return Err(ConfigError::Value { key, reason: format!("{topic:?} is not a valid Kafka topic name") });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Kafka's own rule: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn is_valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_match_design() -> Result<(), ConfigError> {
+        let s = Settings::defaults()?;
+        assert_eq!(s.kafka.bootstrap_servers, "127.0.0.1:9092");
+        assert_eq!(s.kafka.group_id, "meshguard");
+        assert!(!s.delivery.exactly_once);
+        assert_eq!(s.mysql.url, "mysql://root@127.0.0.1:3306/banking");
+        assert_eq!(s.mongodb.uri, "mongodb://127.0.0.1:27017");
+        assert_eq!(s.mongodb.database, "datamesh");
+        assert_eq!(s.products.dir, PathBuf::from("config/products"));
+        assert_eq!(s.schemas.dir, PathBuf::from("schemas"));
+        assert_eq!(s.http.addr.to_string(), "127.0.0.1:9464");
+        assert_eq!(s.api.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.topics.dlq, "datamesh.dlq");
+        Ok(())
+    }
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(is_valid_topic_name("payments.created"));
+        assert!(!is_valid_topic_name(".."));
+        assert!(!is_valid_topic_name("a b"));
+        assert!(!is_valid_topic_name(&"x".repeat(250)));
+    }
+}

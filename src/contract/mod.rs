@@ -1,0 +1,98 @@
+//! Contracts: a schema compiled once, its quality SLAs, and how it binds to the stream.
+//!
+//! A violation is data, not an error: it keeps its JSON pointer, keyword and message all the way
+//! to the dead-letter headers and the `check` report.
+
+mod avro;
+mod json_schema;
+pub(crate) mod required;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::product::model::{QualitySpec, ReconciliationSpec};
+
+pub use self::avro::{AvroContract, AvroEncoding};
+pub use self::json_schema::{JsonSchemaContract, SchemaRetriever};
+pub use self::required::RequiredFields;
+
+/// One way a record breaks its contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// JSON pointer to the offending value (`""` is the whole record).
+    pub path: String,
+    /// The schema keyword that failed (`required`, `pattern`, …), or `decode` for bytes that are
+    /// not a record at all.
+    pub keyword: String,
+    /// A human sentence.
+    pub message: String,
+}
+
+/// The schema half of a contract.
+#[derive(Debug)]
+pub enum SchemaEngine {
+    /// JSON records checked by a compiled draft-07 validator.
+    Json(JsonSchemaContract),
+    /// Avro records: decoding with schema resolution is the check.
+    Avro(AvroContract),
+}
+
+/// A compiled contract, ready for the hot path.
+#[derive(Debug)]
+pub struct Contract {
+    /// Owning data product.
+    pub product: String,
+    /// Owning domain.
+    pub domain: String,
+    /// Contract name.
+    pub name: String,
+    /// Contract version.
+    pub version: String,
+    /// Schema file it was compiled from (for messages).
+    pub schema_file: PathBuf,
+    /// The compiled schema.
+    pub engine: SchemaEngine,
+    /// Quality SLAs.
+    pub quality: QualitySpec,
+    /// Required fields, for completeness.
+    pub required: RequiredFields,
+    /// Field holding the record id.
+    pub key_field: Option<String>,
+    /// Event-time fields tried in order for freshness.
+    pub event_time_fields: Vec<String>,
+    /// Accuracy reconciliation, when declared.
+    pub reconciliation: Option<ReconciliationSpec>,
+}
+
+impl Contract {
+    /// `product:contract`, the key the seed uses.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.product, self.name)
+    }
+
+    /// Checks a decoded record, appending every violation to `out`. Returns whether it is valid.
+    pub fn validate(&self, record: &Value, out: &mut Vec<Violation>) -> bool {
+        match &self.engine {
+            SchemaEngine::Json(c) => c.validate(record, out),
+            // Decoding with the contract as reader schema already enforced it.
+            SchemaEngine::Avro(_) => true,
+        }
+    }
+
+    /// The record id, if the key field holds a string or an integer.
+    pub fn record_id(&self, record: &Value) -> Option<String> {
+        let field = self.key_field.as_deref()?;
+        match record.get(field)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Whether this contract is Avro.
+    pub fn is_avro(&self) -> bool {
+        matches!(self.engine, SchemaEngine::Avro(_))
+    }
+}

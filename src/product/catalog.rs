@@ -1,0 +1,483 @@
+//! Loads every data product, compiles every contract once, and binds each Kafka topic to one
+//! contract. Every problem found is collected (not just the first), each naming its file and,
+//! where it can be found, its line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::embedded;
+use super::model::{API_VERSION, ContractSpec, DataProduct};
+use crate::config::is_valid_topic_name;
+use crate::contract::{AvroContract, Contract, JsonSchemaContract, RequiredFields, SchemaEngine, SchemaRetriever};
+use crate::decode::AvroDecoder;
+
+/// One problem in the configuration, located as precisely as possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file at fault.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// Every problem found while loading.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct LoadErrors(pub Vec<Problem>);
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where declarations and schemas are read from.
+#[derive(Debug, Clone)]
+pub enum Files {
+    /// Directories on disk.
+    Disk {
+        /// `products.dir`
+        products: PathBuf,
+        /// `schemas.dir`
+        schemas: PathBuf,
+    },
+    /// The products and schemas compiled into the binary.
+    Embedded,
+}
+
+impl Files {
+    /// The configured directories, or the embedded set when the products directory is the
+    /// default and does not exist (running outside a checkout).
+    pub fn from_settings(settings: &crate::config::Settings, explicit: bool) -> Self {
+        let products = settings.products.dir.clone();
+        if !explicit && !products.exists() && products == Path::new("config/products") {
+            return Self::Embedded;
+        }
+        Self::Disk { products, schemas: settings.schemas.dir.clone() }
+    }
+
+    /// A short description for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Disk { products, .. } => products.display().to_string(),
+            Self::Embedded => "the built-in products".to_owned(),
+        }
+    }
+
+    fn product_files(&self) -> Result<Vec<(PathBuf, String)>, Problem> {
+        match self {
+            Self::Embedded => Ok(embedded::PRODUCTS.iter().map(|(n, t)| (PathBuf::from(format!("<built-in>/{n}")), (*t).to_owned())).collect()),
+            Self::Disk { products, .. } => {
+                let problem = |message: String| Problem { file: products.clone(), line: None, message };
+                let entries = std::fs::read_dir(products).map_err(|e| problem(format!("cannot read the products directory: {e}")))?;
+                let mut files = Vec::new();
+                for entry in entries {
+                    let path = entry.map_err(|e| problem(e.to_string()))?.path();
+                    if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                        let text = std::fs::read_to_string(&path)
+                            .map_err(|e| Problem { file: path.clone(), line: None, message: format!("cannot read: {e}") })?;
+                        files.push((path, text));
+                    }
+                }
+                files.sort_by(|a, b| a.0.cmp(&b.0));
+                if files.is_empty() {
+                    return Err(problem("no *.yaml data products found".into()));
+                }
+                Ok(files)
+            }
+        }
+    }
+
+    /// Resolves a file reference from a product declaration: `schemas/…` is looked up in the
+    /// schemas directory, anything else relative to the declaring file.
+    fn resolve(&self, declaring: &Path, reference: &str) -> PathBuf {
+        let rel = Path::new(reference);
+        match self {
+            Self::Embedded => PathBuf::from(format!("<built-in>/{}", file_name(rel))),
+            Self::Disk { schemas, .. } => {
+                if rel.is_absolute() {
+                    rel.to_path_buf()
+                } else if let Ok(rest) = rel.strip_prefix("schemas") {
+                    schemas.join(rest)
+                } else {
+                    declaring.parent().unwrap_or(Path::new(".")).join(rel)
+                }
+            }
+        }
+    }
+
+    fn read(&self, path: &Path) -> Result<String, String> {
+        match self {
+            Self::Embedded => {
+                let name = file_name(path);
+                embedded::SCHEMAS.iter().find(|(n, _)| *n == name).map(|(_, t)| (*t).to_owned()).ok_or_else(|| "no such built-in file".to_owned())
+            }
+            Self::Disk { .. } => std::fs::read_to_string(path).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn retriever(&self) -> SchemaRetriever {
+        match self {
+            Self::Disk { schemas, .. } => SchemaRetriever::within(schemas.clone()),
+            Self::Embedded => SchemaRetriever::default(),
+        }
+    }
+
+    fn base_uri(&self, path: &Path) -> Option<String> {
+        match self {
+            Self::Disk { .. } => path.canonicalize().ok().map(|p| format!("file://{}", p.display())),
+            Self::Embedded => None,
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.components().next_back().map(|c| match c {
+        Component::Normal(s) => s.to_string_lossy().into_owned(),
+        other => other.as_os_str().to_string_lossy().into_owned(),
+    }).unwrap_or_default()
+}
+
+/// A loaded data product.
+#[derive(Debug)]
+pub struct Product {
+    /// The declaration as written.
+    pub decl: DataProduct,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Compiled contracts, in declaration order.
+    pub contracts: Vec<Arc<Contract>>,
+}
+
+impl Product {
+    /// The product's name.
+    pub fn name(&self) -> &str {
+        &self.decl.metadata.name
+    }
+
+    /// A contract by name, or the first when `name` is `None`.
+    pub fn contract(&self, name: Option<&str>) -> Option<&Arc<Contract>> {
+        match name {
+            None => self.contracts.first(),
+            Some(n) => self.contracts.iter().find(|c| c.name == n),
+        }
+    }
+}
+
+/// A topic and the contract that holds its records.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    /// The Kafka topic.
+    pub topic: String,
+    /// Its contract.
+    pub contract: Arc<Contract>,
+}
+
+/// Every product, contract and topic binding.
+#[derive(Debug)]
+pub struct Catalog {
+    /// Products in file order.
+    pub products: Vec<Product>,
+    /// Topic → binding.
+    bindings: BTreeMap<String, Binding>,
+}
+
+impl Catalog {
+    /// Loads and compiles everything, or returns every problem found.
+    pub fn load(files: &Files) -> Result<Self, LoadErrors> {
+        let mut problems = Vec::new();
+        let sources = match files.product_files() {
+            Ok(s) => s,
+            Err(p) => return Err(LoadErrors(vec![p])),
+        };
+        let mut products: Vec<Product> = Vec::new();
+        let mut bindings: BTreeMap<String, Binding> = BTreeMap::new();
+        let mut topic_owner: HashMap<String, PathBuf> = HashMap::new();
+        // Schemas referenced by several contracts are parsed once.
+        let mut avro_cache: HashMap<PathBuf, &'static apache_avro::Schema> = HashMap::new();
+        for (file, text) in sources {
+            let decl: DataProduct = match serde_yaml::from_str(&text) {
+                Ok(d) => d,
+                Err(e) => {
+                    let line = e.location().map(|l| l.line());
+                    problems.push(Problem { file, line, message: strip_location(&e.to_string()) });
+                    continue;
+                }
+            };
+            let mut here = |needle: &str, message: String| {
+                problems.push(Problem { file: file.clone(), line: line_of(&text, needle), message });
+            };
+            if decl.api_version != API_VERSION {
+                here("apiVersion", format!("apiVersion {:?} is not supported (expected {API_VERSION:?})", decl.api_version));
+            }
+            if decl.kind != "DataProduct" {
+                here("kind", format!("kind {:?} is not supported (expected \"DataProduct\")", decl.kind));
+            }
+            let name = decl.metadata.name.clone();
+            if !is_identifier_like(&name) {
+                here("name:", format!("metadata.name {name:?} must be lower-case letters, digits and '-'"));
+            }
+            if let Some(other) = products.iter().find(|p| p.name() == name) {
+                here("name:", format!("metadata.name {name:?} is also declared in {}", other.file.display()));
+            }
+            if decl.spec.contracts.is_empty() {
+                here("contracts", "spec.contracts is empty: a data product needs at least one contract".into());
+            }
+            let declared_topics: Vec<String> = decl.spec.apis.kafka.as_ref().map(|k| k.topics.clone()).unwrap_or_default();
+            for t in &declared_topics {
+                if !is_valid_topic_name(t) {
+                    here(t, format!("spec.apis.kafka.topics: {t:?} is not a valid Kafka topic name"));
+                }
+            }
+            let mysql_tables: Vec<String> = decl.spec.sources.mysql.as_ref().map(|m| m.tables.clone()).unwrap_or_default();
+            if let Some(gql) = &decl.spec.apis.graphql {
+                let path = files.resolve(&file, &gql.schema);
+                if let Err(e) = files.read(&path) {
+                    here(&gql.schema, format!("spec.apis.graphql.schema: {}: {e}", path.display()));
+                }
+            }
+
+            let mut contracts = Vec::new();
+            let mut seen = Vec::<&str>::new();
+            for spec in &decl.spec.contracts {
+                if seen.contains(&spec.name.as_str()) {
+                    here(&format!("name: {}", spec.name), format!("contract {:?} is declared twice", spec.name));
+                    continue;
+                }
+                seen.push(&spec.name);
+                for t in spec.topics.iter().flatten() {
+                    if !declared_topics.contains(t) {
+                        here(t, format!("contract {:?} binds topic {t:?}, which spec.apis.kafka.topics does not list", spec.name));
+                    }
+                }
+                if let Some(r) = &spec.reconciliation {
+                    if !mysql_tables.contains(&r.table) {
+                        here("table:", format!("contract {:?}: reconciliation.table {:?} is not one of spec.sources.mysql.tables", spec.name, r.table));
+                    }
+                    let mut idents = vec![("table", &r.table), ("keyColumn", &r.key_column), ("amountColumn", &r.amount_column)];
+                    if let Some(c) = &r.currency_column {
+                        idents.push(("currencyColumn", c));
+                    }
+                    for (key, ident) in idents {
+                        if !is_sql_identifier(ident) {
+                            here(key, format!("contract {:?}: reconciliation.{key} {ident:?} is not a plain SQL identifier", spec.name));
+                        }
+                    }
+                }
+                match compile(files, &file, &decl, spec, &mut avro_cache) {
+                    Ok(c) => contracts.push(Arc::new(c)),
+                    Err(message) => here(&spec.schema, format!("contract {:?}: {message}", spec.name)),
+                }
+            }
+
+            // Bind topics: explicit bindings first, then the first contract takes the rest.
+            if contracts.len() == decl.spec.contracts.len() {
+                let mut bound: BTreeMap<String, Arc<Contract>> = BTreeMap::new();
+                for (spec, contract) in decl.spec.contracts.iter().zip(&contracts) {
+                    for t in spec.topics.iter().flatten() {
+                        if let Some(prev) = bound.insert(t.clone(), contract.clone()) {
+                            here(t, format!("topic {t:?} is bound to both {:?} and {:?}", prev.name, contract.name));
+                        }
+                    }
+                }
+                if let Some(first) = contracts.first() {
+                    for t in &declared_topics {
+                        let _ = bound.entry(t.clone()).or_insert_with(|| first.clone());
+                    }
+                }
+                for (topic, contract) in bound {
+                    if let Some(owner) = topic_owner.get(&topic) {
+                        here(&topic, format!("topic {topic:?} is also declared by {}", owner.display()));
+                        continue;
+                    }
+                    let _ = topic_owner.insert(topic.clone(), file.clone());
+                    let _ = bindings.insert(topic.clone(), Binding { topic, contract });
+                }
+            }
+            products.push(Product { decl, file, contracts });
+        }
+        if problems.is_empty() { Ok(Self { products, bindings }) } else { Err(LoadErrors(problems)) }
+    }
+
+    /// A product by name.
+    pub fn product(&self, name: &str) -> Option<&Product> {
+        self.products.iter().find(|p| p.name() == name)
+    }
+
+    /// The binding of a topic.
+    pub fn binding(&self, topic: &str) -> Option<&Binding> {
+        self.bindings.get(topic)
+    }
+
+    /// Every binding, by topic.
+    pub fn bindings(&self) -> impl Iterator<Item = &Binding> {
+        self.bindings.values()
+    }
+
+    /// Every bound topic.
+    pub fn topics(&self) -> Vec<String> {
+        self.bindings.keys().cloned().collect()
+    }
+}
+
+fn compile(
+    files: &Files,
+    declaring: &Path,
+    decl: &DataProduct,
+    spec: &ContractSpec,
+    avro_cache: &mut HashMap<PathBuf, &'static apache_avro::Schema>,
+) -> Result<Contract, String> {
+    let path = files.resolve(declaring, &spec.schema);
+    let is_avro = path.extension().and_then(|e| e.to_str()) == Some("avsc");
+    let (engine, required, properties) = if is_avro {
+        let schema = load_avro(files, &path, avro_cache)?;
+        let avro = spec.avro.clone().unwrap_or_default();
+        let mut writers = Vec::new();
+        for w in &avro.writers {
+            writers.push(load_avro(files, &files.resolve(declaring, w), avro_cache)?);
+        }
+        let mut ids = Vec::new();
+        for (id, w) in &avro.registry {
+            ids.push((*id, load_avro(files, &files.resolve(declaring, w), avro_cache)?));
+        }
+        let plain = match &avro.plain_writer {
+            Some(w) => Some(load_avro(files, &files.resolve(declaring, w), avro_cache)?),
+            None => None,
+        };
+        let decoder = AvroDecoder::new(avro.encoding, schema, &writers, &ids, plain)
+            .map_err(|e| format!("cannot resolve writer schemas against {}: {e}", path.display()))?;
+        let properties = match schema {
+            apache_avro::Schema::Record(r) => r.fields.iter().map(|f| f.name.clone()).collect(),
+            _ => return Err(format!("{}: an Avro contract must be a record schema", path.display())),
+        };
+        (SchemaEngine::Avro(AvroContract { schema, decoder }), AvroContract::required_fields(schema), properties)
+    } else {
+        if spec.avro.is_some() {
+            return Err("`avro` settings given for a JSON Schema contract".into());
+        }
+        let text = files.read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let schema: Value = serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+        let compiled = JsonSchemaContract::compile(&schema, files.base_uri(&path), files.retriever())
+            .map_err(|e| format!("{}: not a valid draft-07 schema: {e}", path.display()))?;
+        let properties: Vec<String> =
+            schema.get("properties").and_then(Value::as_object).map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        (SchemaEngine::Json(compiled), RequiredFields::from_json_schema(&schema), properties)
+    };
+    let key_field = match &spec.key_field {
+        Some(k) if properties.contains(k) => Some(k.clone()),
+        Some(k) => return Err(format!("keyField {k:?} is not a property of {}", path.display())),
+        None => required.dotted().into_iter().find(|f| !f.contains('.') && f.ends_with("_id")),
+    };
+    let event_time_fields = spec.event_time_fields.clone().unwrap_or_else(|| vec!["updated_at".into(), "created_at".into()]);
+    let reconciliation = spec.reconciliation.clone().or_else(|| default_reconciliation(decl, key_field.as_deref(), &properties));
+    if let Some(r) = &reconciliation {
+        for field in std::iter::once(&r.amount_field).chain(r.currency_field.as_ref()) {
+            if !properties.contains(field) {
+                return Err(format!("reconciliation field {field:?} is not a property of {}", path.display()));
+            }
+        }
+        if key_field.is_none() {
+            return Err("reconciliation needs a keyField".into());
+        }
+        for ident in [&r.table, &r.key_column, &r.amount_column].into_iter().chain(r.currency_column.as_ref()) {
+            if !is_sql_identifier(ident) {
+                return Err(format!("reconciliation: {ident:?} is not a plain SQL identifier"));
+            }
+        }
+    }
+    Ok(Contract {
+        product: decl.metadata.name.clone(),
+        domain: decl.metadata.domain.clone(),
+        name: spec.name.clone(),
+        version: spec.version.clone(),
+        schema_file: path,
+        engine,
+        quality: spec.quality.clone(),
+        required,
+        key_field,
+        event_time_fields,
+        reconciliation,
+    })
+}
+
+/// The seed's reconciliation, for a product that declares none: the MySQL table named after the
+/// domain (`payments`), matched on the key field, comparing `amount` (and `currency` when the
+/// contract has it). Applies only when all of those exist.
+fn default_reconciliation(decl: &DataProduct, key_field: Option<&str>, properties: &[String]) -> Option<crate::product::model::ReconciliationSpec> {
+    let tables = &decl.spec.sources.mysql.as_ref()?.tables;
+    let table = tables.iter().find(|t| **t == decl.metadata.domain)?;
+    let key = key_field?;
+    if !properties.iter().any(|p| p == "amount") {
+        return None;
+    }
+    let currency = properties.iter().any(|p| p == "currency").then(|| "currency".to_owned());
+    Some(crate::product::model::ReconciliationSpec {
+        table: table.clone(),
+        key_column: key.to_owned(),
+        amount_column: "amount".into(),
+        amount_field: "amount".into(),
+        currency_column: currency.clone(),
+        currency_field: currency,
+        tolerance: None,
+    })
+}
+
+fn load_avro(
+    files: &Files,
+    path: &Path,
+    cache: &mut HashMap<PathBuf, &'static apache_avro::Schema>,
+) -> Result<&'static apache_avro::Schema, String> {
+    if let Some(s) = cache.get(path) {
+        return Ok(s);
+    }
+    let text = files.read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let schema = apache_avro::Schema::parse_str(&text).map_err(|e| format!("{}: not a valid Avro schema: {e}", path.display()))?;
+    let leaked = crate::decode::leak_schema(schema);
+    let _ = cache.insert(path.to_path_buf(), leaked);
+    Ok(leaked)
+}
+
+/// serde_yaml appends " at line L column C"; the line is reported separately.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// The first line containing `needle`, 1-based.
+fn line_of(text: &str, needle: &str) -> Option<usize> {
+    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+}
+
+fn is_identifier_like(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// A plain SQL identifier (no quoting needed, nothing to inject).
+pub fn is_sql_identifier(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && s.len() <= 64
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}

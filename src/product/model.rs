@@ -1,0 +1,276 @@
+//! The typed `DataProduct` declaration: the seed's YAML exactly, plus optional extension keys.
+//! Every struct denies unknown keys, so a misspelling is an error that names the key.
+
+use serde::Deserialize;
+
+use super::sla::{FreshnessSla, Percent};
+
+/// `apiVersion` this build understands.
+pub const API_VERSION: &str = "datamesh.banking.com/v1";
+
+/// One data product as declared by its domain team.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DataProduct {
+    /// Must be [`API_VERSION`].
+    pub api_version: String,
+    /// Must be `DataProduct`.
+    pub kind: String,
+    /// Who owns it and what it is called.
+    pub metadata: Metadata,
+    /// Sources, contracts, access, APIs and lineage.
+    pub spec: Spec,
+}
+
+/// Identity and ownership.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Unique name; the API's `{product}` path segment.
+    pub name: String,
+    /// Owning domain (payments, loans, cards).
+    pub domain: String,
+    /// Version of the declaration.
+    pub version: String,
+    /// Owning team's address.
+    pub owner: String,
+    /// Free text for catalogues (extension).
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// The body of a data product.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Source systems the product is built from.
+    #[serde(default)]
+    pub sources: Sources,
+    /// Data contracts; the first is the default for `check` and for unbound topics.
+    pub contracts: Vec<ContractSpec>,
+    /// Role-based access rules.
+    #[serde(default)]
+    pub access: Vec<AccessRule>,
+    /// How the product is served.
+    #[serde(default)]
+    pub apis: Apis,
+    /// Product-level lineage.
+    #[serde(default)]
+    pub lineage: Lineage,
+}
+
+/// Source systems.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sources {
+    /// Relational sources (also the truth for accuracy).
+    #[serde(default)]
+    pub mysql: Option<MysqlSource>,
+    /// Document sources.
+    #[serde(default)]
+    pub mongodb: Option<MongoSource>,
+}
+
+/// A MySQL database and its tables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlSource {
+    /// Database (schema) name.
+    pub database: String,
+    /// Tables the product reads.
+    pub tables: Vec<String>,
+}
+
+/// A MongoDB database and its collections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoSource {
+    /// Database name.
+    pub database: String,
+    /// Collections the product reads.
+    pub collections: Vec<String>,
+}
+
+/// One data contract: a schema plus quality SLAs, and (extensions) how it binds to the stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ContractSpec {
+    /// Contract name, unique within the product.
+    pub name: String,
+    /// Contract version, carried into dead letters and alerts.
+    pub version: String,
+    /// Schema file: JSON Schema (`.json`) or Avro (`.avsc`). A path starting with `schemas/` is
+    /// looked up in the configured schemas directory.
+    pub schema: String,
+    /// Quality SLAs measured on the stream.
+    pub quality: QualitySpec,
+    /// Extension: Kafka topics bound to this contract. Default: the first contract binds every
+    /// topic of `spec.apis.kafka.topics` that no other contract names.
+    #[serde(default)]
+    pub topics: Option<Vec<String>>,
+    /// Extension: the field holding the record id (a top-level property). Default: the first
+    /// required property whose name ends in `_id`.
+    #[serde(default)]
+    pub key_field: Option<String>,
+    /// Extension: the event-time field(s) freshness is measured from, tried in order.
+    /// Default: `updated_at`, then `created_at`.
+    #[serde(default)]
+    pub event_time_fields: Option<Vec<String>>,
+    /// Extension: accuracy reconciliation against the product's MySQL source.
+    #[serde(default)]
+    pub reconciliation: Option<ReconciliationSpec>,
+    /// Extension: how Avro records are framed and which writer schemas they may use.
+    #[serde(default)]
+    pub avro: Option<AvroSpec>,
+}
+
+/// How an Avro contract's records arrive (extension).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AvroSpec {
+    /// `auto` (default), `confluent`, `single-object` or `plain`.
+    #[serde(default)]
+    pub encoding: crate::decode::Framing,
+    /// Confluent schema id → writer schema file.
+    #[serde(default)]
+    pub registry: std::collections::BTreeMap<u32, String>,
+    /// Further writer schemas recognised by fingerprint in single-object encoding.
+    #[serde(default)]
+    pub writers: Vec<String>,
+    /// Writer schema of plain datums (default: the contract's schema).
+    #[serde(default)]
+    pub plain_writer: Option<String>,
+}
+
+/// Quality SLAs of a contract.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualitySpec {
+    /// Largest acceptable age of an event (`1s`, `500ms`, `5m`).
+    pub freshness: FreshnessSla,
+    /// Smallest acceptable share of required fields present (`100%`).
+    pub completeness: Percent,
+    /// Smallest acceptable share of records matching the source (`99.999%`).
+    pub accuracy: Percent,
+}
+
+/// How a contract's records are checked against the source database (extension).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReconciliationSpec {
+    /// Source table (must be one of `spec.sources.mysql.tables`).
+    pub table: String,
+    /// Primary-key column matched against the record id.
+    pub key_column: String,
+    /// Amount column, compared as a decimal.
+    pub amount_column: String,
+    /// Amount field in the event.
+    pub amount_field: String,
+    /// Currency column, compared when given.
+    #[serde(default)]
+    pub currency_column: Option<String>,
+    /// Currency field in the event.
+    #[serde(default)]
+    pub currency_field: Option<String>,
+    /// Largest difference that still matches (default `0.01`, the seed's tolerance).
+    #[serde(default)]
+    pub tolerance: Option<rust_decimal::Decimal>,
+}
+
+/// A role and what it may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRule {
+    /// Role name as found in `users.roles` or a token claim.
+    pub role: String,
+    /// Granted permissions.
+    pub permissions: Vec<Permission>,
+}
+
+/// A permission in an access rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    /// GET requests.
+    Read,
+    /// Every other method.
+    Write,
+    /// Implies read and write.
+    Admin,
+}
+
+/// How the product is served.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Apis {
+    /// REST endpoints.
+    #[serde(default)]
+    pub rest: Option<RestApi>,
+    /// GraphQL schema.
+    #[serde(default)]
+    pub graphql: Option<GraphqlApi>,
+    /// Kafka topics the domain publishes.
+    #[serde(default)]
+    pub kafka: Option<KafkaApi>,
+}
+
+/// REST description.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RestApi {
+    /// Public base URL.
+    pub base_url: String,
+    /// Endpoint templates.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+}
+
+/// GraphQL description.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphqlApi {
+    /// Schema file.
+    pub schema: String,
+}
+
+/// Kafka topics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaApi {
+    /// Topics the domain's services publish.
+    pub topics: Vec<String>,
+}
+
+/// Product-level lineage.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lineage {
+    /// Where the product's data comes from.
+    #[serde(default)]
+    pub upstream: Vec<Upstream>,
+    /// Who consumes it.
+    #[serde(default)]
+    pub downstream: Vec<Downstream>,
+}
+
+/// An upstream system.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// System name.
+    pub source: String,
+    /// How it is connected (api, database, kafka).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// A downstream consumer.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Downstream {
+    /// Consumer name.
+    pub consumer: String,
+    /// How it is connected (api, kafka).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
