@@ -23,4 +23,8 @@ pub mod generate;
 pub mod product;
 pub mod quality;
 pub mod reconcile;
+pub mod sink;
+pub mod source;
+pub mod stream;
+pub mod telemetry;
 pub mod verdict;

@@ -4,6 +4,7 @@
 mod check;
 mod lint;
 mod produce;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +47,13 @@ pub enum Command {
     /// undecodable bytes. With --mysql the valid events' source rows are written first, a share
     /// of them with a different amount (--mismatch-ratio), so reconciliation has a truth.
     Produce(produce::ProduceArgs),
+    /// Run the streaming service: a Kafka consumer group holding every event to its contract.
+    ///
+    /// Subscribes to every topic the data products declare, validates each record, writes
+    /// rejected records to the dead-letter topic with the reason in headers, and commits offsets
+    /// only after the dead letters are acknowledged. Serves /metrics, /healthz and /readyz on
+    /// http.addr. SIGTERM or Ctrl-C drains the current batch, commits and exits.
+    Run(run::RunArgs),
 }
 
 /// Runs the parsed command line.
@@ -54,6 +62,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Lint(args) => lint::run(args),
         Command::Produce(args) => produce::run(args),
+        Command::Run(args) => run::run(args),
     }
 }
 
@@ -70,4 +79,12 @@ pub struct ConfigArg {
     /// environment variables override both.
     #[arg(long, value_name = "FILE", env = "MESHGUARD_CONFIG")]
     pub config: Option<PathBuf>,
+}
+
+/// Structured logs to stderr; `RUST_LOG` filters (default `info`), `MESHGUARD_LOG_FORMAT=json`
+/// switches to JSON lines.
+pub(crate) fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if std::env::var("MESHGUARD_LOG_FORMAT").is_ok_and(|v| v == "json") { builder.json().try_init() } else { builder.try_init() };
 }

@@ -1,0 +1,166 @@
+//! `meshguard run`: the streaming service.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::Args;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+use tracing::{error, info, warn};
+
+use super::{ConfigArg, fail};
+use crate::config::Settings;
+use crate::product::{Catalog, Files};
+use crate::quality::SystemClock;
+use crate::telemetry::http::Health;
+
+/// Arguments of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Partitions of side topics meshguard creates when they do not exist (0: do not create).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub side_topic_partitions: i32,
+}
+
+pub(super) fn run(args: RunArgs) -> ExitCode {
+    crate::cli::init_logging();
+    let settings = match Settings::load(args.config.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let files = Files::from_settings(&settings, args.config.config.is_some());
+    let catalog = match Catalog::load(&files) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot load data products from {}:\n{e}", files.describe())),
+    };
+    let metrics = match crate::telemetry::install() {
+        Ok(h) => h,
+        Err(e) => return fail(format!("cannot install metrics: {e}")),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    if args.side_topic_partitions > 0 {
+        if let Err(e) = runtime.block_on(ensure_side_topics(&settings, args.side_topic_partitions)) {
+            return fail(e);
+        }
+    }
+    let health = Arc::new(Health::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let http = runtime.spawn(crate::telemetry::http::serve(settings.http.addr, metrics, health.clone(), async move {
+        let _ = http_stop_rx.await;
+    }));
+
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let stream = {
+        let (settings, health, stop) = (settings.clone(), health.clone(), stop.clone());
+        std::thread::Builder::new().name("stream".into()).spawn(move || {
+            let r = crate::stream::run(&settings, &catalog, Arc::new(SystemClock), health, stop);
+            let _ = done_tx.send(());
+            r
+        })
+    };
+    let stream = match stream {
+        Ok(s) => s,
+        Err(e) => return fail(format!("cannot start the stream thread: {e}")),
+    };
+    info!(addr = %settings.http.addr, "metrics, /healthz and /readyz listening");
+
+    // Wait for a signal, or for the stream to end by itself (a fatal error).
+    let signalled = runtime.block_on(async {
+        let done = tokio::task::spawn_blocking(move || done_rx.recv());
+        tokio::select! {
+            _ = shutdown_signal() => true,
+            _ = done => false,
+        }
+    });
+    if signalled {
+        info!("shutdown requested; draining the current batch");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + Duration::from_millis(settings.delivery.shutdown_timeout_ms);
+    while !stream.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = http_stop_tx.send(());
+    if !stream.is_finished() {
+        error!("the stream did not drain within delivery.shutdown_timeout_ms; exiting without a final commit");
+        return ExitCode::from(1);
+    }
+    let result = stream.join();
+    runtime.block_on(async {
+        let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+    });
+    match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => fail(e),
+        Err(_) => fail("the stream thread panicked"),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Creates the side topics if they do not exist (replication 1 on a single broker, else 3).
+async fn ensure_side_topics(settings: &Settings, partitions: i32) -> Result<(), String> {
+    let mut config = ClientConfig::new();
+    let _ = config.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
+    for (k, v) in &settings.kafka.producer {
+        let _ = config.set(k, v);
+    }
+    let admin: AdminClient<DefaultClientContext> = config.create().map_err(|e| format!("cannot create the Kafka admin client: {e}"))?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(|e| format!("cannot reach Kafka at {}: {e}", settings.kafka.bootstrap_servers))?;
+    let brokers = metadata.brokers().len();
+    let replication = if brokers >= 3 { 3 } else { 1 };
+    let names = [&settings.topics.dlq, &settings.topics.alerts, &settings.topics.lineage];
+    let missing: Vec<NewTopic<'_>> = names
+        .iter()
+        .filter(|n| !metadata.topics().iter().any(|t| t.name() == n.as_str() && t.error().is_none()))
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(replication)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let results = admin
+        .create_topics(missing.iter(), &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .await
+        .map_err(|e| format!("cannot create side topics: {e}"))?;
+    for r in results {
+        match r {
+            Ok(name) => info!(topic = %name, partitions, replication, "created side topic"),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => info!(topic = %name, "side topic exists"),
+            Err((name, code)) => warn!(topic = %name, error = %code, "cannot create side topic; writes will fail until it exists"),
+        }
+    }
+    Ok(())
+}

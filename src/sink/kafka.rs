@@ -1,0 +1,167 @@
+//! The side-topic producer: idempotent and batched; in exactly-once mode transactional, with
+//! the consumer's offsets committed in the same transaction.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::KafkaError;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::TopicPartitionList;
+use tracing::warn;
+
+use crate::config::Settings;
+
+/// Counts failed deliveries; the stream checks it once per batch.
+#[derive(Debug, Default)]
+pub struct SinkContext {
+    failures: Arc<AtomicU64>,
+}
+
+impl ClientContext for SinkContext {}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            let _ = self.failures.fetch_add(1, Ordering::Relaxed);
+            warn!(error = %e, "side-topic delivery failed; the batch will be retried");
+        }
+    }
+}
+
+/// Why a batch could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Some records were not acknowledged.
+    #[error("{0} side-topic records were not delivered")]
+    Undelivered(u64),
+    /// The client refused or timed out.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// The producer for dead letters (and later alerts and lineage).
+pub struct SideProducer {
+    producer: ThreadedProducer<SinkContext>,
+    failures: Arc<AtomicU64>,
+    transactional: bool,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for SideProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SideProducer").field("transactional", &self.transactional).finish_non_exhaustive()
+    }
+}
+
+impl SideProducer {
+    /// Creates the producer; in exactly-once mode also initialises transactions.
+    pub fn new(settings: &Settings, transactional_id: Option<&str>) -> Result<Self, String> {
+        let mut config = ClientConfig::new();
+        let _ = config
+            .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.max.bytes", "10485760")
+            .set("delivery.timeout.ms", "30000");
+        if let Some(id) = transactional_id {
+            let _ = config.set("transactional.id", id).set("transaction.timeout.ms", "60000");
+        }
+        for (k, v) in &settings.kafka.producer {
+            let _ = config.set(k, v);
+        }
+        let context = SinkContext::default();
+        let failures = context.failures.clone();
+        let producer: ThreadedProducer<SinkContext> =
+            config.create_with_context(context).map_err(|e| format!("cannot create the Kafka producer: {e}"))?;
+        let timeout = Duration::from_secs(30);
+        if transactional_id.is_some() {
+            producer.init_transactions(timeout).map_err(|e| format!("cannot initialise Kafka transactions: {e}"))?;
+        }
+        Ok(Self { producer, failures, transactional: transactional_id.is_some(), timeout })
+    }
+
+    /// Starts a batch.
+    pub fn begin(&self) -> Result<(), SinkError> {
+        self.failures.store(0, Ordering::Relaxed);
+        if self.transactional {
+            self.producer.begin_transaction()?;
+        }
+        Ok(())
+    }
+
+    /// Queues one record; waits while the local queue is full. A payload too large for the
+    /// producer is dropped and the record sent without it (flagged by `on_too_large`).
+    pub fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: OwnedHeaders,
+        on_too_large: impl FnOnce(OwnedHeaders) -> OwnedHeaders,
+    ) -> Result<(), SinkError> {
+        let mut record = BaseRecord::to(topic).headers(headers);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        let mut on_too_large = Some(on_too_large);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) => match on_too_large.take() {
+                    Some(f) => {
+                        let headers = r.headers.unwrap_or_default();
+                        let mut smaller = BaseRecord::<[u8], [u8]>::to(topic).headers(f(headers));
+                        if let Some(k) = r.key {
+                            smaller = smaller.key(k);
+                        }
+                        record = smaller;
+                    }
+                    None => return Err(e.into()),
+                },
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Ends a batch: waits for every acknowledgement (at-least-once) or commits the transaction
+    /// with `offsets` (exactly-once).
+    pub fn finish(&self, offsets: Option<(&TopicPartitionList, &ConsumerGroupMetadata)>) -> Result<(), SinkError> {
+        if self.transactional {
+            if let Some((tpl, group)) = offsets {
+                self.producer.send_offsets_to_transaction(tpl, group, self.timeout)?;
+            }
+            self.producer.commit_transaction(self.timeout)?;
+        } else {
+            self.producer.flush(self.timeout)?;
+        }
+        match self.failures.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            n => Err(SinkError::Undelivered(n)),
+        }
+    }
+
+    /// Abandons a batch (exactly-once): nothing of it becomes visible.
+    pub fn abort(&self) -> Result<(), SinkError> {
+        if self.transactional {
+            self.producer.abort_transaction(self.timeout)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,139 @@
+//! The consumer: cooperative-sticky group membership, offsets stored only by the stream after
+//! its sinks acknowledged, commits on revoke, lag from librdkafka statistics.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use metrics::{counter, gauge};
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+use rdkafka::TopicPartitionList;
+use tracing::{debug, info, warn};
+
+use crate::config::Settings;
+use crate::telemetry::http::Health;
+use crate::telemetry::names::{ASSIGNED_PARTITIONS, CONSUMER_ERRORS_TOTAL, CONSUMER_LAG, REBALANCES_TOTAL};
+
+/// Callbacks librdkafka runs inside `poll`.
+#[derive(Debug)]
+pub struct SourceContext {
+    /// Bumped on every rebalance, so the stream can tell that a batch it gathered may hold
+    /// records of partitions it no longer owns.
+    pub epoch: AtomicU64,
+    /// Readiness for `/readyz`.
+    pub health: Arc<Health>,
+    /// In exactly-once mode offsets are committed by transactions, never on revoke.
+    pub commit_on_revoke: bool,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, stats: Statistics) {
+        let mut lag: HashMap<&str, i64> = HashMap::new();
+        for (name, topic) in &stats.topics {
+            for p in topic.partitions.values() {
+                if p.partition >= 0 && p.consumer_lag >= 0 {
+                    *lag.entry(name.as_str()).or_default() += p.consumer_lag;
+                }
+            }
+        }
+        for (topic, n) in lag {
+            gauge!(CONSUMER_LAG, "topic" => topic.to_owned()).set(n as f64);
+        }
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                warn!(target: "librdkafka", facility = fac, "{log_message}")
+            }
+            _ => debug!(target: "librdkafka", facility = fac, "{log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        counter!(CONSUMER_ERRORS_TOTAL, "kind" => error_kind(&error)).increment(1);
+        warn!(error = %error, reason, "kafka client error");
+    }
+}
+
+fn error_kind(e: &KafkaError) -> &'static str {
+    match e.rdkafka_error_code() {
+        Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) => "all_brokers_down",
+        Some(rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure) => "transport",
+        Some(rdkafka::types::RDKafkaErrorCode::Authentication) => "authentication",
+        Some(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition) => "unknown_topic",
+        _ => "other",
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let _ = self.epoch.fetch_add(1, Ordering::SeqCst);
+        if let Rebalance::Revoke(tpl) = rebalance {
+            counter!(REBALANCES_TOTAL, "kind" => "revoke").increment(1);
+            info!(partitions = tpl.count(), "partitions revoked");
+            // Everything processed so far has had its offsets stored; hand it over committed.
+            if self.commit_on_revoke {
+                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                    if !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::NoOffset)) {
+                        warn!(error = %e, "commit on revoke failed; the new owner replays from the last commit");
+                    }
+                }
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let _ = self.epoch.fetch_add(1, Ordering::SeqCst);
+        if let Rebalance::Assign(tpl) = rebalance {
+            counter!(REBALANCES_TOTAL, "kind" => "assign").increment(1);
+            info!(partitions = tpl.count(), "partitions assigned");
+        }
+        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        gauge!(ASSIGNED_PARTITIONS).set(assigned as f64);
+        self.health.ready.store(assigned > 0, Ordering::Relaxed);
+    }
+}
+
+/// The consumer type the stream uses.
+pub type Source = BaseConsumer<SourceContext>;
+
+/// Creates the consumer and subscribes to `topics`.
+pub fn consumer(settings: &Settings, topics: &[String], health: Arc<Health>) -> Result<Source, String> {
+    let exactly_once = settings.delivery.exactly_once;
+    let mut config = ClientConfig::new();
+    let _ = config
+        .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
+        .set("group.id", &settings.kafka.group_id)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.auto.commit", if exactly_once { "false" } else { "true" })
+        .set("auto.commit.interval.ms", "1000")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "2000")
+        .set("statistics.interval.ms", "5000")
+        .set("fetch.wait.max.ms", "50");
+    for (k, v) in &settings.kafka.consumer {
+        let _ = config.set(k, v);
+    }
+    let context = SourceContext { epoch: AtomicU64::new(0), health, commit_on_revoke: !exactly_once };
+    let consumer: Source = config.create_with_context(context).map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&refs).map_err(|e| format!("cannot subscribe to {}: {e}", topics.join(", ")))?;
+    Ok(consumer)
+}
+
+/// The next offset to consume for each partition in `positions` (already `last + 1`).
+pub fn offsets_list(positions: &HashMap<(String, i32), i64>) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(positions.len());
+    for ((topic, partition), next) in positions {
+        let _ = tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*next));
+    }
+    tpl
+}

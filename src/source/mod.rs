@@ -1,0 +1,3 @@
+//! Source: the Kafka consumer group meshguard runs as.
+
+pub mod kafka;

@@ -1,0 +1,99 @@
+//! Telemetry: Prometheus metrics (names from one place, labels from small fixed sets) and the
+//! operational HTTP endpoint (`/metrics`, `/healthz`, `/readyz`).
+//!
+//! Hot-path counters are registered once per (product, contract, topic) binding and updated once
+//! per batch, never looked up per event.
+
+pub mod http;
+pub mod names;
+
+use std::sync::OnceLock;
+
+use metrics::{Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use self::names::*;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process) and returns its handle.
+pub fn install() -> Result<PrometheusHandle, String> {
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(FRESHNESS_SECONDS.into()), &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0])
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(SINK_WRITE_SECONDS.into()), &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_RECORDS.into()), &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0]))
+        .map_err(|e| e.to_string())?;
+    let handle = builder.install_recorder().map_err(|e| e.to_string())?;
+    describe();
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+fn describe() {
+    describe_counter!(EVENTS_TOTAL, Unit::Count, "Input events processed, by outcome (valid, invalid).");
+    describe_counter!(DEAD_LETTERS_TOTAL, Unit::Count, "Events written to the dead-letter topic, by failing stage.");
+    describe_counter!(VIOLATIONS_TOTAL, Unit::Count, "Contract violations found, by schema keyword.");
+    describe_histogram!(FRESHNESS_SECONDS, Unit::Seconds, "Age of each event at validation (now - event time).");
+    describe_counter!(REQUIRED_PRESENT_TOTAL, Unit::Count, "Required fields present in processed events (completeness numerator).");
+    describe_counter!(REQUIRED_EXPECTED_TOTAL, Unit::Count, "Required fields applicable to processed events (completeness denominator).");
+    describe_gauge!(CONSUMER_LAG, Unit::Count, "Messages between the committed position and the end of each topic, summed over assigned partitions.");
+    describe_gauge!(ASSIGNED_PARTITIONS, Unit::Count, "Partitions currently assigned to this instance.");
+    describe_counter!(REBALANCES_TOTAL, Unit::Count, "Consumer group rebalances seen by this instance, by kind (assign, revoke).");
+    describe_histogram!(SINK_WRITE_SECONDS, Unit::Seconds, "Time to write one batch to a sink and have it acknowledged.");
+    describe_counter!(SINK_ERRORS_TOTAL, Unit::Count, "Failed sink writes (the batch is retried, never dropped).");
+    describe_histogram!(BATCH_RECORDS, Unit::Count, "Input records per processed batch.");
+    describe_counter!(CONSUMER_ERRORS_TOTAL, Unit::Count, "Errors reported by the Kafka consumer, by kind.");
+}
+
+/// Metric handles for one topic binding.
+#[derive(Debug, Clone)]
+pub struct BindingMetrics {
+    /// Valid events.
+    pub valid: Counter,
+    /// Invalid events.
+    pub invalid: Counter,
+    /// Dead letters from undecodable events.
+    pub dead_decode: Counter,
+    /// Dead letters from contract violations.
+    pub dead_validate: Counter,
+    /// Event age.
+    pub freshness: Histogram,
+    /// Completeness numerator.
+    pub required_present: Counter,
+    /// Completeness denominator.
+    pub required_expected: Counter,
+    /// Consumer lag of the topic.
+    pub lag: Gauge,
+    labels: [(&'static str, String); 3],
+}
+
+impl BindingMetrics {
+    /// Registers the handles of one binding.
+    pub fn new(product: &str, contract: &str, topic: &str) -> Self {
+        let labels = [("product", product.to_owned()), ("contract", contract.to_owned()), ("topic", topic.to_owned())];
+        let with = |extra: (&'static str, &'static str)| {
+            let mut l: Vec<(&'static str, String)> = labels.to_vec();
+            l.push((extra.0, extra.1.to_owned()));
+            l
+        };
+        Self {
+            valid: counter!(EVENTS_TOTAL, &with(("outcome", "valid"))),
+            invalid: counter!(EVENTS_TOTAL, &with(("outcome", "invalid"))),
+            dead_decode: counter!(DEAD_LETTERS_TOTAL, &with(("stage", "decode"))),
+            dead_validate: counter!(DEAD_LETTERS_TOTAL, &with(("stage", "validate"))),
+            freshness: histogram!(FRESHNESS_SECONDS, &labels),
+            required_present: counter!(REQUIRED_PRESENT_TOTAL, &labels),
+            required_expected: counter!(REQUIRED_EXPECTED_TOTAL, &labels),
+            lag: gauge!(CONSUMER_LAG, "topic" => topic.to_owned()),
+            labels,
+        }
+    }
+
+    /// Counts violations by keyword (invalid events only, so not on the hot path).
+    pub fn violation(&self, keyword: &str, n: u64) {
+        let keyword = keyword_label(keyword);
+        counter!(VIOLATIONS_TOTAL, "product" => self.labels[0].1.clone(), "contract" => self.labels[1].1.clone(), "keyword" => keyword).increment(n);
+    }
+}

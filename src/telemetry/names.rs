@@ -1,0 +1,41 @@
+//! Every metric name, in one place: `meshguard_<noun>_<unit>[_total]`.
+
+/// Input events by outcome.
+pub const EVENTS_TOTAL: &str = "meshguard_events_total";
+/// Dead letters by stage.
+pub const DEAD_LETTERS_TOTAL: &str = "meshguard_dead_letters_total";
+/// Violations by keyword.
+pub const VIOLATIONS_TOTAL: &str = "meshguard_violations_total";
+/// Event age histogram.
+pub const FRESHNESS_SECONDS: &str = "meshguard_freshness_seconds";
+/// Completeness numerator.
+pub const REQUIRED_PRESENT_TOTAL: &str = "meshguard_required_fields_present_total";
+/// Completeness denominator.
+pub const REQUIRED_EXPECTED_TOTAL: &str = "meshguard_required_fields_expected_total";
+/// Consumer lag per topic.
+pub const CONSUMER_LAG: &str = "meshguard_consumer_lag_messages";
+/// Assigned partitions.
+pub const ASSIGNED_PARTITIONS: &str = "meshguard_assigned_partitions";
+/// Rebalances by kind.
+pub const REBALANCES_TOTAL: &str = "meshguard_rebalances_total";
+/// Sink write latency by sink.
+pub const SINK_WRITE_SECONDS: &str = "meshguard_sink_write_seconds";
+/// Sink errors by sink.
+pub const SINK_ERRORS_TOTAL: &str = "meshguard_sink_errors_total";
+/// Records per batch.
+pub const BATCH_RECORDS: &str = "meshguard_batch_records";
+/// Consumer errors by kind.
+pub const CONSUMER_ERRORS_TOTAL: &str = "meshguard_consumer_errors_total";
+
+/// The keyword label: the JSON Schema keywords and meshguard's own (`decode`, `avro`) pass; any
+/// other string (a custom keyword) is folded into `other`, so the label set stays small.
+pub fn keyword_label(keyword: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "additionalItems", "additionalProperties", "anyOf", "const", "contains", "contentEncoding",
+        "contentMediaType", "enum", "exclusiveMaximum", "exclusiveMinimum", "falseSchema", "format",
+        "maxItems", "maximum", "maxLength", "maxProperties", "minItems", "minimum", "minLength",
+        "minProperties", "multipleOf", "not", "oneOf", "pattern", "propertyNames", "required",
+        "type", "uniqueItems", "$ref", "decode", "avro", "schema",
+    ];
+    KNOWN.iter().find(|k| **k == keyword).copied().unwrap_or("other")
+}
