@@ -1,0 +1,403 @@
+# shellcheck shell=bash
+# Shared by the scripts in testcontainers/: settings, process control, and per-server
+# install/start/ready functions. Sourced, never run. See README.md.
+
+TC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$TC_DIR")
+TC_HOME=${MESHGUARD_TC_HOME:-~/.cache/meshguard-tc}
+TC_HOME=${TC_HOME%/}
+# Absolute, so that the paths in the servers' command lines identify them (see svc_pid).
+[[ $TC_HOME == /* ]] || TC_HOME=$PWD/$TC_HOME
+TC_HOST=127.0.0.1
+TC_TIMEOUT=${MESHGUARD_TC_TIMEOUT:-120}
+TC_STOP_TIMEOUT=${MESHGUARD_TC_STOP_TIMEOUT:-60}
+KAFKA_PORT=${MESHGUARD_TC_KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${MESHGUARD_TC_KAFKA_CONTROLLER_PORT:-9093}
+MARIADB_PORT=${MESHGUARD_TC_MARIADB_PORT:-3306}
+FERRETDB_PORT=${MESHGUARD_TC_FERRETDB_PORT:-27017}
+ALL_SERVICES=(kafka mariadb ferretdb)
+
+KAFKA_JARS=$TC_HOME/kafka/jars
+FERRETDB_BIN=$TC_HOME/bin/ferretdb
+
+log() { printf '[testcontainers] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# One up/down at a time per MESHGUARD_TC_HOME (fd 9, released when the script exits).
+tc_lock() {
+  mkdir -p "$TC_HOME"
+  exec 9>"$TC_HOME/.lock"
+  flock -w "$TC_TIMEOUT" 9 || die "another testcontainers/up or down holds $TC_HOME/.lock"
+}
+
+# Checks the names given on the command line; none means all servers.
+# Sets SERVICES.
+parse_services() {
+  SERVICES=()
+  local s
+  for s in "$@"; do
+    case $s in
+      kafka | mariadb | ferretdb) SERVICES+=("$s") ;;
+      *) die "unknown server '$s' (expected: ${ALL_SERVICES[*]})" ;;
+    esac
+  done
+  if ((${#SERVICES[@]} == 0)); then SERVICES=("${ALL_SERVICES[@]}"); fi
+}
+
+svc_port() {
+  case $1 in
+    kafka) echo "$KAFKA_PORT" ;;
+    mariadb) echo "$MARIADB_PORT" ;;
+    ferretdb) echo "$FERRETDB_PORT" ;;
+  esac
+}
+svc_dir() { echo "$TC_HOME/$1"; }
+svc_pidfile() { echo "$TC_HOME/$1/$1.pid"; }
+svc_log() { echo "$TC_HOME/$1/logs/$1.log"; }
+
+# A string that only this instance's command line contains, so that a reused pid or a server
+# started from another MESHGUARD_TC_HOME is never taken for ours.
+svc_signature() {
+  case $1 in
+    kafka) echo "$TC_HOME/kafka/server.properties" ;;
+    mariadb) echo "$TC_HOME/mariadb/my.cnf" ;;
+    ferretdb) echo "$FERRETDB_BIN" ;;
+  esac
+}
+
+# Prints the pid of our running server $1; fails if it is not running.
+svc_pid() {
+  local pidfile pid cmdline
+  pidfile=$(svc_pidfile "$1")
+  [[ -s $pidfile ]] || return 1
+  pid=$(<"$pidfile")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  [[ $cmdline == *"$(svc_signature "$1")"* ]] || return 1
+  echo "$pid"
+}
+
+port_open() { (exec 3<>"/dev/tcp/$TC_HOST/$1") 2>/dev/null; }
+
+# Runs "$@" detached in a session of its own (it survives the calling shell), output appended
+# to the server's log; the pid is written by the process itself just before exec, so it is the
+# server's own pid.
+spawn() {
+  local svc=$1
+  shift
+  local pidfile logfile i
+  pidfile=$(svc_pidfile "$svc")
+  logfile=$(svc_log "$svc")
+  mkdir -p "$(dirname "$logfile")"
+  rm -f "$pidfile"
+  printf '\n===== %s starting %s\n' "$(date -Is)" "$svc" >>"$logfile"
+  # shellcheck disable=SC2016 # $$ and $0 belong to the inner shell.
+  # 9>&-: the server must not inherit (and so hold forever) the lock of tc_lock.
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" >>"$logfile" 2>&1 </dev/null 9>&- &
+  for ((i = 0; i < 50; i++)); do
+    [[ -s $pidfile ]] && return 0
+    sleep 0.1
+  done
+  die "$svc: no pid file after starting it"
+}
+
+show_log_tail() {
+  local f
+  for f in "$@"; do
+    [[ -f $f ]] || continue
+    log "last lines of $f:"
+    tail -n 40 "$f" >&2
+  done
+}
+
+svc_logs() {
+  case $1 in
+    kafka) echo "$(svc_log kafka) $TC_HOME/kafka/logs/server.log" ;;
+    *) svc_log "$1" ;;
+  esac
+}
+
+# Polls "${svc}_ready" until it succeeds, the process dies, or TC_TIMEOUT passes.
+wait_ready() {
+  local svc=$1 deadline=$((SECONDS + TC_TIMEOUT)) logs
+  read -r -a logs <<<"$(svc_logs "$svc")"
+  while true; do
+    if ! svc_pid "$svc" >/dev/null; then
+      log "$svc exited while starting"
+      show_log_tail "${logs[@]}"
+      exit 1
+    fi
+    if "${svc}_ready"; then return 0; fi
+    if ((SECONDS >= deadline)); then
+      log "$svc did not answer on $TC_HOST:$(svc_port "$svc") within ${TC_TIMEOUT}s"
+      show_log_tail "${logs[@]}"
+      exit 1
+    fi
+    sleep 0.5
+  done
+}
+
+# Installs what is missing, starts the server unless it runs, and returns without waiting.
+svc_start() {
+  local svc=$1 pid port
+  "${svc}_install"
+  if pid=$(svc_pid "$svc"); then
+    return 0
+  fi
+  port=$(svc_port "$svc")
+  if port_open "$port"; then
+    die "$svc: $TC_HOST:$port is taken by a process that is not ours ($(svc_pidfile "$svc")); stop it or set MESHGUARD_TC_${svc^^}_PORT"
+  fi
+  log "starting $svc on $TC_HOST:$port"
+  mkdir -p "$(svc_dir "$svc")/data"
+  "${svc}_launch"
+}
+
+svc_wait() {
+  local svc=$1
+  wait_ready "$svc"
+  if declare -F "${svc}_after_ready" >/dev/null; then "${svc}_after_ready"; fi
+  log "$svc is up on $TC_HOST:$(svc_port "$svc") (pid $(svc_pid "$svc"))"
+}
+
+# SIGTERM, wait up to TC_STOP_TIMEOUT seconds, then SIGKILL. Idempotent.
+svc_stop() {
+  local svc=$1 pid deadline
+  if ! pid=$(svc_pid "$svc"); then
+    rm -f "$(svc_pidfile "$svc")"
+    return 0
+  fi
+  log "stopping $svc (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  deadline=$((SECONDS + TC_STOP_TIMEOUT))
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then
+      log "$svc did not stop within ${TC_STOP_TIMEOUT}s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+      sleep 0.5
+      break
+    fi
+    sleep 0.2
+  done
+  rm -f "$(svc_pidfile "$svc")"
+}
+
+as_root() {
+  if ((EUID == 0)); then "$@"; else sudo "$@"; fi
+}
+
+# Runs "$@" (an install step) with its output appended to $TC_HOME/install.log; on failure shows
+# the end of that log and returns non-zero.
+run_logged() {
+  local logfile=$TC_HOME/install.log rc=0
+  mkdir -p "$TC_HOME"
+  printf '\n===== %s %s\n' "$(date -Is)" "$*" >>"$logfile"
+  "$@" >>"$logfile" 2>&1 || rc=$?
+  if ((rc != 0)); then show_log_tail "$logfile"; fi
+  return "$rc"
+}
+
+# apt-get install that never starts the packages' services (policy-rc.d answers "denied").
+apt_install() {
+  local policy=/usr/sbin/policy-rc.d own_policy=0 rc=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+    own_policy=1
+  fi
+  run_logged as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q || rc=$?
+  if ((rc == 0)); then
+    run_logged as_root env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -q --no-install-recommends "$@" || rc=$?
+  fi
+  if ((own_policy)); then as_root rm -f "$policy"; fi
+  ((rc == 0)) || die "apt-get install $* failed (see $TC_HOME/install.log)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Kafka: broker + controller in one JVM (KRaft), jars resolved by Maven.
+
+kafka_install() {
+  if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
+    log "installing Java and Maven (apt)"
+    apt_install openjdk-17-jre-headless maven
+  fi
+  local want
+  want=$(sha256sum <"$TC_DIR/kafka/pom.xml" | cut -d' ' -f1)
+  if [[ -f $KAFKA_JARS/.pom.sha256 && $(<"$KAFKA_JARS/.pom.sha256") == "$want" ]]; then
+    return 0
+  fi
+  log "resolving Kafka jars with Maven into $KAFKA_JARS"
+  rm -rf "$KAFKA_JARS.tmp"
+  run_logged mvn -B -ntp -Dstyle.color=never -f "$TC_DIR/kafka/pom.xml" \
+    dependency:copy-dependencies "-Dtc.jars.dir=$KAFKA_JARS.tmp" ||
+    die "mvn could not resolve the Kafka jars (see $TC_HOME/install.log)"
+  echo "$want" >"$KAFKA_JARS.tmp/.pom.sha256"
+  rm -rf "$KAFKA_JARS"
+  mv "$KAFKA_JARS.tmp" "$KAFKA_JARS"
+}
+
+# Sets KAFKA_TOOL: the command line that runs a Kafka tool's main class from our jars.
+kafka_tool_cmd() {
+  [[ -d $KAFKA_JARS ]] || die "no Kafka jars in $KAFKA_JARS: run testcontainers/up kafka first"
+  KAFKA_TOOL=(java -Xms32m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1
+    -Dlog4j2.shutdownHookEnabled=false
+    "-Dlog4j2.configurationFile=$TC_DIR/kafka/tools-log4j2.properties" -cp "$KAFKA_JARS/*")
+}
+
+kafka_tool() {
+  kafka_tool_cmd
+  "${KAFKA_TOOL[@]}" "$@"
+}
+
+kafka_write_config() {
+  local dir=$TC_HOME/kafka
+  cat >"$dir/server.properties" <<EOF
+# Written by testcontainers/up at each start; edit testcontainers/lib.sh instead.
+process.roles=broker,controller
+node.id=1
+listeners=PLAINTEXT://$TC_HOST:$KAFKA_PORT,CONTROLLER://$TC_HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$TC_HOST:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+controller.quorum.bootstrap.servers=$TC_HOST:$KAFKA_CONTROLLER_PORT
+log.dirs=$dir/data
+num.partitions=3
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+EOF
+}
+
+kafka_launch() {
+  local dir=$TC_HOME/kafka cluster_id
+  if port_open "$KAFKA_CONTROLLER_PORT"; then
+    die "kafka: controller port $TC_HOST:$KAFKA_CONTROLLER_PORT is taken; stop that process or set MESHGUARD_TC_KAFKA_CONTROLLER_PORT"
+  fi
+  mkdir -p "$dir/logs"
+  kafka_write_config
+  if [[ ! -f $dir/data/meta.properties ]]; then
+    cluster_id=$(kafka_tool kafka.tools.StorageTool random-uuid)
+    log "formatting Kafka storage (cluster id $cluster_id)"
+    kafka_tool kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" \
+      --standalone >>"$(svc_log kafka)" 2>&1 || {
+      show_log_tail "$(svc_log kafka)"
+      die "kafka storage format failed"
+    }
+  fi
+  spawn kafka java -Xms512m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
+    "-Dkafka.logs.dir=$dir/logs" "-Dlog4j2.configurationFile=$TC_DIR/kafka/log4j2.properties" \
+    -cp "$KAFKA_JARS/*" kafka.Kafka "$dir/server.properties"
+}
+
+# A real Admin API round trip (ListTopics), once the port accepts connections.
+kafka_ready() {
+  port_open "$KAFKA_PORT" || return 1
+  kafka_tool_cmd
+  timeout 30 "${KAFKA_TOOL[@]}" org.apache.kafka.tools.TopicCommand \
+    --bootstrap-server "$TC_HOST:$KAFKA_PORT" --list >/dev/null 2>&1
+}
+
+# ---------------------------------------------------------------------------------------------
+# MariaDB: Debian's server binaries on a data dir of our own.
+
+MARIADB_SOCKET=$TC_HOME/mariadb/mysqld.sock
+
+mariadb_install() {
+  if ! PATH=$PATH:/usr/sbin command -v mariadbd >/dev/null || ! command -v mariadb >/dev/null; then
+    log "installing mariadb-server (apt)"
+    apt_install mariadb-server mariadb-client
+    # Debian's own instance would take 3306: keep it stopped and off at boot.
+    if [[ -d /run/systemd/system ]]; then
+      as_root systemctl disable --now mariadb >/dev/null 2>&1 || true
+    elif [[ -s /run/mysqld/mysqld.pid ]]; then
+      as_root service mariadb stop >/dev/null 2>&1 || true
+    fi
+  fi
+}
+
+mariadb_write_config() {
+  local dir=$TC_HOME/mariadb
+  cat >"$dir/my.cnf" <<EOF
+# Written by testcontainers/up at each start; edit testcontainers/lib.sh instead.
+[mariadbd]
+user=root
+datadir=$dir/data
+socket=$MARIADB_SOCKET
+pid-file=$dir/mariadbd.pid
+bind-address=$TC_HOST
+port=$MARIADB_PORT
+skip-name-resolve
+character-set-server=utf8mb4
+collation-server=utf8mb4_unicode_ci
+EOF
+}
+
+mariadb_launch() {
+  local dir=$TC_HOME/mariadb
+  mkdir -p "$dir/logs"
+  mariadb_write_config
+  if [[ ! -d $dir/data/mysql ]]; then
+    log "creating the MariaDB system tables in $dir/data"
+    PATH=$PATH:/usr/sbin mariadb-install-db --defaults-file="$dir/my.cnf" \
+      --auth-root-authentication-method=normal --skip-test-db >>"$(svc_log mariadb)" 2>&1 || {
+      show_log_tail "$(svc_log mariadb)"
+      rm -rf "$dir/data"
+      die "mariadb-install-db failed"
+    }
+  fi
+  spawn mariadb "$(PATH=$PATH:/usr/sbin command -v mariadbd)" --defaults-file="$dir/my.cnf"
+}
+
+mariadb_ready() {
+  mariadb --no-defaults --socket="$MARIADB_SOCKET" -uroot -e 'select 1' >/dev/null 2>&1
+}
+
+# root@127.0.0.1 without a password over TCP (skip-name-resolve: 'localhost' would not match),
+# then the project's migrations, in name order; each is idempotent.
+mariadb_after_ready() {
+  local f
+  mariadb --no-defaults --socket="$MARIADB_SOCKET" -uroot -e "
+    CREATE USER IF NOT EXISTS 'root'@'127.0.0.1';
+    GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+    CREATE USER IF NOT EXISTS 'root'@'::1';
+    GRANT ALL PRIVILEGES ON *.* TO 'root'@'::1' WITH GRANT OPTION;" ||
+    die "mariadb: could not grant root@127.0.0.1"
+  for f in "$REPO_DIR"/migrations/mysql/*.sql; do
+    [[ -f $f ]] || continue
+    mariadb --no-defaults -h"$TC_HOST" -P"$MARIADB_PORT" -uroot <"$f" ||
+      die "mariadb: migration $f failed"
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# FerretDB: testcontainers/ferretdb (embedded FerretDB, SQLite backend), built with Go.
+
+ferretdb_install() {
+  local src=$TC_DIR/ferretdb want
+  want=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -d' ' -f1)
+  if [[ -x $FERRETDB_BIN && -f $FERRETDB_BIN.sha256 && $(<"$FERRETDB_BIN.sha256") == "$want" ]]; then
+    return 0
+  fi
+  command -v go >/dev/null || die "Go (1.24 or newer) is needed to build FerretDB"
+  log "building FerretDB into $FERRETDB_BIN (go build; a few minutes the first time)"
+  mkdir -p "$(dirname "$FERRETDB_BIN")"
+  run_logged go -C "$src" build -trimpath -o "$FERRETDB_BIN.tmp" . ||
+    die "go build of FerretDB failed (see $TC_HOME/install.log)"
+  mv -f "$FERRETDB_BIN.tmp" "$FERRETDB_BIN"
+  echo "$want" >"$FERRETDB_BIN.sha256"
+}
+
+ferretdb_launch() {
+  spawn ferretdb "$FERRETDB_BIN" -addr "$TC_HOST:$FERRETDB_PORT" -dir "$TC_HOME/ferretdb/data"
+}
+
+ferretdb_ready() {
+  port_open "$FERRETDB_PORT" && "$FERRETDB_BIN" ping -timeout 2s "$TC_HOST:$FERRETDB_PORT" 2>/dev/null
+}
