@@ -1,0 +1,207 @@
+//! `meshguard check` and `lint` end to end (the binary), and the verdict of every generated
+//! record against the generator's intent (the library).
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{binary, repo};
+use meshguard::generate::Generator;
+use meshguard::product::{Catalog, Files};
+use meshguard::verdict::evaluate;
+
+fn catalog() -> Catalog {
+    Catalog::load(&Files::Disk { products: repo().join("config/products"), schemas: repo().join("schemas") }).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn check(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(binary()).arg("check").args(args).current_dir(repo()).output().unwrap_or_else(|e| panic!("{e}"));
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn every_generated_record_gets_the_intended_verdict() {
+    let catalog = catalog();
+    let now = time::OffsetDateTime::now_utc();
+    for product in &catalog.products {
+        for contract in &product.contracts {
+            let mut generator = Generator::for_contract(contract, 1234, 0.3, 0.0).unwrap_or_else(|| panic!("no generator for {}", contract.name));
+            let (mut valid, mut invalid) = (0, 0);
+            for i in 0..3_000 {
+                let event = generator.next_event(now);
+                let eval = evaluate(contract, &event.payload, now);
+                assert_eq!(eval.is_valid(), event.intent.is_valid(), "{} event {i} ({:?}): {:?}", contract.key(), event.intent, eval.rejection);
+                if eval.is_valid() {
+                    valid += 1;
+                    assert_eq!(eval.record_id.as_deref(), Some(event.key.as_str()), "record id from the key field");
+                    assert!(eval.completeness.is_full());
+                } else {
+                    invalid += 1;
+                }
+            }
+            assert!(valid > 1_500 && invalid > 600, "{}: {valid} valid, {invalid} invalid", contract.key());
+        }
+    }
+}
+
+#[test]
+fn samples_get_the_right_verdict_for_every_line() {
+    // The samples are written by `meshguard produce` with the seeds in samples/README.md; the
+    // same generator gives each line's intended verdict.
+    let catalog = catalog();
+    let cases = [("payments-data-product", None, "samples/payments.ndjson", 7u64, 200usize, 0.1)];
+    for (product, contract, file, seed, count, ratio) in cases {
+        let c = catalog.product(product).and_then(|p| p.contract(contract)).cloned().unwrap_or_else(|| panic!("{product}"));
+        let now = time::macros::datetime!(2026-11-29 12:00:00 UTC);
+        let mut generator = Generator::for_contract(&c, seed, ratio, 0.0).unwrap_or_else(|| panic!("generator"));
+        let expected_invalid: Vec<u64> = (1..=count as u64).filter(|_| !generator.next_event(now).intent.is_valid()).collect();
+        let (code, stdout, stderr) = check(&["--product", product, "--format", "json", file]);
+        assert_eq!(code, Some(1), "{stderr}");
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        assert_eq!(report["records"], count);
+        assert_eq!(report["invalid"].as_u64(), Some(expected_invalid.len() as u64));
+        let mut lines: Vec<u64> = report["violations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["lines"].as_array().cloned().unwrap_or_default())
+            .filter_map(|l| l["line"].as_u64())
+            .collect();
+        lines.sort_unstable();
+        lines.dedup();
+        assert_eq!(lines, expected_invalid, "each invalid line is reported (fewer than 10 per group here)");
+    }
+}
+
+#[test]
+fn shipped_samples_check_as_documented() {
+    for (product, contract, file, records) in [
+        ("payments-data-product", None, "samples/payments.ndjson", 200),
+        ("loans-data-product", None, "samples/loans.ndjson", 100),
+        ("loans-data-product", Some("loan-application-schema"), "samples/loan-applications.ndjson", 50),
+        ("cards-data-product", None, "samples/cards.avro", 100),
+    ] {
+        let mut args = vec!["--product", product, "--format", "json", file];
+        if let Some(c) = contract {
+            args.extend(["--contract", c]);
+        }
+        let (code, stdout, stderr) = check(&args);
+        assert_eq!(code, Some(1), "{file}: some records are invalid on purpose; {stderr}");
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report["records"], records, "{file}");
+        let valid = report["valid"].as_u64().unwrap_or(0);
+        assert!(valid > 0 && valid < records, "{file}: {valid}");
+    }
+}
+
+#[test]
+fn an_undecodable_line_is_invalid_with_its_line_number() {
+    let mut child = Command::new(binary())
+        .args(["check", "--product", "payments-data-product", "--format", "json", "-"])
+        .current_dir(repo())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let valid = r#"{"payment_id":"3f2c1a9e-8b7d-4c6e-9f10-2a3b4c5d6e7f","customer_id":7,"amount":19.99,"currency":"EUR","status":"COMPLETED","created_at":"2026-11-29T12:00:00Z"}"#;
+    let input = format!("{valid}\n\n{{\"payment_id\": \n{valid}\n");
+    use std::io::Write;
+    child.stdin.take().map(|mut s| s.write_all(input.as_bytes())).transpose().unwrap_or_else(|e| panic!("{e}"));
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report["records"], 3, "the blank line is skipped");
+    assert_eq!(report["valid"], 2, "19.99 is a multiple of 0.01");
+    assert_eq!(report["undecodable"], 1);
+    assert_eq!(report["violations"][0]["keyword"], "decode");
+    assert_eq!(report["violations"][0]["lines"][0]["line"], 3);
+}
+
+#[test]
+fn usage_and_configuration_errors_exit_2_with_a_clear_message() {
+    let (code, _, err) = check(&["--product", "nope", "samples/payments.ndjson"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("unknown product \"nope\"") && err.contains("payments-data-product"), "{err}");
+    let (code, _, err) = check(&["--product", "payments-data-product", "--contract", "nope", "samples/payments.ndjson"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("payment-analytics-schema"), "lists the contracts: {err}");
+    let (code, _, err) = check(&["--product", "payments-data-product", "/no/such/file.ndjson"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("/no/such/file.ndjson"), "{err}");
+    let (code, _, err) = check(&["samples/payments.ndjson"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--product"), "{err}");
+    let (code, _, _) = check(&["--product", "payments-data-product", "--now", "yesterday", "samples/payments.ndjson"]);
+    assert_eq!(code, Some(2));
+    let (code, _, _) = check(&[]);
+    assert_eq!(code, Some(2), "clap usage error");
+}
+
+#[test]
+fn check_works_outside_a_checkout_on_the_built_in_products() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let sample = repo().join("samples/payments.ndjson");
+    let out = Command::new(binary())
+        .args(["check", "--product", "payments-data-product"])
+        .arg(&sample)
+        .current_dir(dir.path())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("records       200"));
+}
+
+#[test]
+fn the_seed_files_are_shipped_byte_for_byte() {
+    let shared = repo().join("../shared/seed");
+    assert!(shared.is_dir(), "the seed folder {} is missing", shared.display());
+    for (ours, seed) in [("config/products/payments.yaml", "payments-data-product.yaml"), ("schemas/payment-schema.json", "payment-schema.json")] {
+        let a = std::fs::read(repo().join(ours)).unwrap_or_else(|e| panic!("{e}"));
+        let b = std::fs::read(shared.join(seed)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(a == b, "{ours} differs from the seed's {seed}");
+    }
+}
+
+fn lint(dir: &std::path::Path) -> (Option<i32>, String, String) {
+    let out = Command::new(binary()).args(["lint", "--config"]).arg(dir).output().unwrap_or_else(|e| panic!("{e}"));
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn copy_config() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for sub in ["config/products", "schemas"] {
+        let dst = tmp.path().join(sub);
+        std::fs::create_dir_all(&dst).unwrap_or_else(|e| panic!("{e}"));
+        for entry in std::fs::read_dir(repo().join(sub)).unwrap_or_else(|e| panic!("{e}")).flatten() {
+            let _ = std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    tmp
+}
+
+#[test]
+fn lint_passes_on_the_shipped_config() {
+    let (code, out, err) = lint(&repo().join("config"));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("3 data products, 5 contracts, 9 topics bound"), "{out}");
+}
+
+#[test]
+fn lint_names_each_problem_with_file_and_line() {
+    let tmp = copy_config();
+    let products = tmp.path().join("config/products");
+    // A misspelled key, a missing schema file, and a topic bound to a contract twice.
+    let loans = std::fs::read_to_string(products.join("loans.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(products.join("loans.yaml"), loans.replacen("      quality:\n        freshness: 5s", "      qualty:\n        freshness: 5s", 1)).unwrap_or_else(|e| panic!("{e}"));
+    let cards = std::fs::read_to_string(products.join("cards.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(products.join("cards.yaml"), cards.replace("schemas/card-transaction.avsc", "schemas/card-transaction-v9.avsc")).unwrap_or_else(|e| panic!("{e}"));
+    let broken = std::fs::read_to_string(products.join("loans.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let line = broken.lines().position(|l| l.contains("qualty")).map(|i| i + 1).unwrap_or_else(|| panic!("edit failed"));
+    let (code, _, err) = lint(&tmp.path().join("config"));
+    assert_eq!(code, Some(1));
+    let loans_line = err.lines().find(|l| l.contains("loans.yaml")).unwrap_or_else(|| panic!("{err}"));
+    assert!(loans_line.contains("unknown field `qualty`") && loans_line.contains(&format!("loans.yaml:{line}: ")), "line {line}: {loans_line}");
+    let cards_line = err.lines().find(|l| l.contains("cards.yaml")).unwrap_or_else(|| panic!("{err}"));
+    assert!(cards_line.contains("card-transaction-v9.avsc"), "{cards_line}");
+    assert!(err.contains("2 problems found"), "{err}");
+}

@@ -1,0 +1,77 @@
+//! `meshguard produce` against real Kafka and MariaDB: events land keyed by record id, and the
+//! valid ones' source rows are in the database, a share of them deliberately mismatched.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::str::FromStr;
+use std::time::Duration;
+
+use common::*;
+use rust_decimal::Decimal;
+use sqlx::Row;
+
+fn mysql() -> String {
+    std::env::var("MESHGUARD_TEST_MYSQL").unwrap_or_else(|_| panic!("MESHGUARD_TEST_MYSQL is not set: {START_HINT}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn produce_writes_events_and_their_source_rows() {
+    let kafka = kafka();
+    let url = mysql();
+    let pool = sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("MariaDB at {url} does not answer ({e}): {START_HINT}"));
+    let topic = unique("pay-produce");
+    create_topics(&kafka, &[&topic], 2).await;
+    let products = Products::payments(&[&topic]);
+    let out = Command::new(binary())
+        .args(["produce", "--topic", &topic, "--count", "400", "--invalid-ratio", "0.1", "--mismatch-ratio", "0.25", "--seed"])
+        .arg(std::process::id().to_string())
+        .args(["--mysql", &url])
+        .current_dir(repo())
+        .env("MESHGUARD__KAFKA__BOOTSTRAP_SERVERS", &kafka)
+        .env("MESHGUARD__PRODUCTS__DIR", products.dir.path())
+        .env("MESHGUARD__SCHEMAS__DIR", repo().join("schemas"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let records = read_all(&kafka, &topic, 400, Duration::from_secs(30));
+    assert_eq!(records.len(), 400);
+    let catalog = meshguard::product::Catalog::load(&meshguard::product::Files::Disk { products: products.dir.path().to_path_buf(), schemas: repo().join("schemas") })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let contract = catalog.binding(&topic).map(|b| b.contract.clone()).unwrap_or_else(|| panic!("binding"));
+    let mut valid: HashMap<String, Decimal> = HashMap::new();
+    let mut invalid_keys = Vec::new();
+    for r in &records {
+        let eval = meshguard::verdict::evaluate(&contract, r.payload.as_deref().unwrap_or_default(), time::OffsetDateTime::now_utc());
+        let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+        match (eval.is_valid(), eval.record) {
+            (true, Some(rec)) => {
+                assert_eq!(eval.record_id.as_deref(), Some(key.as_str()), "events are keyed by record id");
+                let amount = Decimal::from_str(&rec["amount"].to_string()).unwrap_or_else(|e| panic!("{e}"));
+                let _ = valid.insert(key, amount);
+            }
+            _ => invalid_keys.push(key),
+        }
+    }
+    assert!(valid.len() > 300 && !invalid_keys.is_empty());
+
+    let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new("SELECT payment_id, amount FROM payments WHERE payment_id IN (");
+    let mut sep = q.separated(", ");
+    for id in valid.keys().chain(invalid_keys.iter()) {
+        let _ = sep.push_bind(id.clone());
+    }
+    let _ = q.push(")");
+    let rows = q.build().fetch_all(&pool).await.unwrap_or_else(|e| panic!("{e}"));
+    let source: HashMap<String, Decimal> = rows.iter().map(|r| (r.get::<String, _>(0), r.get::<Decimal, _>(1))).collect();
+    assert_eq!(source.len(), valid.len(), "one source row per valid event, none for invalid ones");
+    let mismatched = valid.iter().filter(|(id, amount)| source.get(*id) != Some(*amount)).count();
+    let share = mismatched as f64 / valid.len() as f64;
+    assert!((0.15..0.35).contains(&share), "about a quarter of the rows differ: {mismatched} of {}", valid.len());
+}

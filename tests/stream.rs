@@ -1,0 +1,196 @@
+//! `meshguard run` against a real Kafka broker: routing with exact counts, dead-letter headers,
+//! poison records, kill -9 and restart, two instances in one group, graceful shutdown.
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+use common::*;
+
+const PARTITIONS: i32 = 3;
+
+fn position(d: &DeadLetter) -> (String, i32, i64) {
+    let h = &d.headers;
+    (
+        h.get("meshguard.source.topic").cloned().unwrap_or_default(),
+        h.get("meshguard.source.partition").and_then(|p| p.parse().ok()).unwrap_or(-1),
+        h.get("meshguard.source.offset").and_then(|p| p.parse().ok()).unwrap_or(-1),
+    )
+}
+
+fn invalid_positions(sent: &[Sent]) -> BTreeSet<(String, i32, i64)> {
+    sent.iter().filter(|s| !s.valid).map(|s| (s.topic.clone(), s.partition, s.offset)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_exactly_the_invalid_records_with_their_reasons() {
+    let kafka = kafka();
+    let topics = [unique("pay-created"), unique("pay-updated"), unique("pay-completed")];
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    create_topics(&kafka, &topic_refs, PARTITIONS).await;
+    let names = Names::new();
+    let products = Products::payments(&topic_refs);
+    // The acceptance run: 100k payment events, 1% invalid.
+    let sent = produce_payments(&kafka, &topic_refs, 100_000, 0.01, 42).await;
+    let expected = invalid_positions(&sent);
+    assert!(expected.len() > 800, "the generator should have produced ~1% invalid records");
+
+    let service = Service::start(&kafka, products.dir.path(), &names, &[]);
+    wait_committed(&kafka, &names.group, &topic_refs, PARTITIONS, sent.len() as i64, Duration::from_secs(300));
+    let dead = read_all(&kafka, &names.dlq, expected.len(), Duration::from_secs(60));
+
+    let got: Vec<_> = dead.iter().map(position).collect();
+    let got_set: BTreeSet<_> = got.iter().cloned().collect();
+    assert_eq!(got.len(), got_set.len(), "no dead letter is written twice in an uninterrupted run");
+    assert_eq!(got_set, expected, "the dead-letter topic holds exactly the invalid records");
+
+    let by_pos: std::collections::HashMap<_, _> = sent.iter().map(|s| ((s.topic.clone(), s.partition, s.offset), s)).collect();
+    for d in &dead {
+        let s = by_pos[&position(d)];
+        let h = &d.headers;
+        assert_eq!(h.get("meshguard.stage").map(String::as_str), Some(if s.undecodable { "decode" } else { "validate" }), "{h:?}");
+        assert_eq!(h.get("meshguard.product").map(String::as_str), Some("payments-data-product"));
+        assert_eq!(h.get("meshguard.contract").map(String::as_str), Some("payment-schema"));
+        assert_eq!(h.get("meshguard.contract.version").map(String::as_str), Some("1.0.0"));
+        let violations: serde_json::Value = serde_json::from_str(h.get("meshguard.violations").map(String::as_str).unwrap_or("null")).unwrap_or_default();
+        let list = violations.as_array().cloned().unwrap_or_default();
+        assert!(!list.is_empty(), "violations carried: {h:?}");
+        for v in &list {
+            assert!(v.get("path").is_some_and(serde_json::Value::is_string) && v.get("keyword").is_some_and(serde_json::Value::is_string), "{v}");
+        }
+        if !s.undecodable {
+            assert_eq!(h.get("meshguard.error.class").map(String::as_str), Some("contract_violation"));
+        }
+        assert!(d.payload.is_some(), "the original bytes are forwarded");
+    }
+
+    // The service's own counters agree with what a plain client counted.
+    let (code, metrics) = service.get("/metrics").unwrap_or_default();
+    assert_eq!(code, 200);
+    let invalid = metric_sum(&metrics, "meshguard_events_total", &[("outcome", "invalid")]);
+    let valid = metric_sum(&metrics, "meshguard_events_total", &[("outcome", "valid")]);
+    assert_eq!(invalid as usize, expected.len());
+    assert_eq!(valid as usize, sent.len() - expected.len());
+    assert_eq!(metric_sum(&metrics, "meshguard_dead_letters_total", &[]) as usize, expected.len());
+    promtool_check_metrics(&metrics);
+}
+
+/// `promtool check metrics` (Debian package `prometheus`) must accept a scrape.
+fn promtool_check_metrics(scrape: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("promtool is not installed ({e}): apt-get install prometheus"));
+    child.stdin.take().map(|mut s| s.write_all(scrape.as_bytes())).transpose().unwrap_or_else(|e| panic!("{e}"));
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poison_records_do_not_stall_a_partition() {
+    let kafka = kafka();
+    let topic = unique("pay-poison");
+    create_topics(&kafka, &[&topic], 1).await;
+    let names = Names::new();
+    let products = Products::payments(&[&topic]);
+    // Raw poison first, then ordinary events behind it on the same (only) partition.
+    let producer: rdkafka::producer::FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &kafka).create().unwrap_or_else(|e| panic!("{e}"));
+    let deep = "[".repeat(200_000);
+    let poison: Vec<Vec<u8>> = vec![b"\xff\xfe\x00garbage".to_vec(), b"{\"payment_id\":".to_vec(), deep.into_bytes(), b"NaN".to_vec(), Vec::new()];
+    for p in &poison {
+        let rec = rdkafka::producer::FutureRecord::<str, [u8]>::to(&topic).payload(p);
+        let _ = producer.send(rec, Duration::from_secs(10)).await.unwrap_or_else(|(e, _)| panic!("{e}"));
+    }
+    let sent = produce_payments(&kafka, &[&topic], 200, 0.0, 7).await;
+    let _service = Service::start(&kafka, products.dir.path(), &names, &[]);
+    wait_committed(&kafka, &names.group, &[&topic], 1, (poison.len() + sent.len()) as i64, Duration::from_secs(60));
+    let dead = read_all(&kafka, &names.dlq, poison.len(), Duration::from_secs(30));
+    assert_eq!(dead.len(), poison.len());
+    assert!(dead.iter().all(|d| d.headers.get("meshguard.stage").map(String::as_str) == Some("decode")));
+    let offsets: HashSet<i64> = dead.iter().map(|d| position(d).2).collect();
+    assert_eq!(offsets, (0..poison.len() as i64).collect());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_and_restart_loses_nothing() {
+    let kafka = kafka();
+    let topic = unique("pay-kill");
+    create_topics(&kafka, &[&topic], PARTITIONS).await;
+    let names = Names::new();
+    let products = Products::payments(&[&topic]);
+    let sent = produce_payments(&kafka, &[&topic], 30_000, 0.02, 99).await;
+    let expected = invalid_positions(&sent);
+
+    let first = Service::start(&kafka, products.dir.path(), &names, &[("MESHGUARD__DELIVERY__BATCH_MAX_RECORDS", "200")]);
+    // Kill it once it has made some progress but not all.
+    wait_committed(&kafka, &names.group, &[&topic], PARTITIONS, 1, Duration::from_secs(60));
+    first.signal(9);
+    drop(first);
+    let before = committed_total(&kafka, &names.group, &[&topic], PARTITIONS);
+    assert!(before < sent.len() as i64, "the kill should land mid-stream (committed {before})");
+
+    let _second = Service::start(&kafka, products.dir.path(), &names, &[]);
+    wait_committed(&kafka, &names.group, &[&topic], PARTITIONS, sent.len() as i64, Duration::from_secs(120));
+    let dead = read_all(&kafka, &names.dlq, expected.len(), Duration::from_secs(60));
+    let got: BTreeSet<_> = dead.iter().map(position).collect();
+    assert_eq!(got, expected, "every invalid input is in the dead-letter topic (duplicates allowed at least once)");
+    assert!(dead.len() >= expected.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_share_partitions_and_take_over() {
+    let kafka = kafka();
+    let topic = unique("pay-group");
+    create_topics(&kafka, &[&topic], 4).await;
+    let names = Names::new();
+    let products = Products::payments(&[&topic]);
+    let a = Service::start(&kafka, products.dir.path(), &names, &[]);
+    a.wait_ready(Duration::from_secs(60));
+    let mut b = Service::start(&kafka, products.dir.path(), &names, &[]);
+    b.wait_ready(Duration::from_secs(60));
+    // Both hold partitions at once: cooperative rebalancing split the four.
+    let assigned = |s: &Service| metric_sum(&s.get("/metrics").unwrap_or_default().1, "meshguard_assigned_partitions", &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !(assigned(&a) + assigned(&b) == 4.0 && assigned(&a) > 0.0 && assigned(&b) > 0.0) {
+        assert!(std::time::Instant::now() < deadline, "partitions not split: a={} b={}", assigned(&a), assigned(&b));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let sent = produce_payments(&kafka, &[&topic], 4_000, 0.03, 5).await;
+    let expected = invalid_positions(&sent);
+    // Stop B gracefully; A takes over its partitions.
+    b.signal(15);
+    assert_eq!(b.wait(Duration::from_secs(30)), Some(0), "SIGTERM drains and exits 0");
+    let sent2 = produce_payments(&kafka, &[&topic], 2_000, 0.03, 6).await;
+    let mut all_expected = expected;
+    all_expected.extend(invalid_positions(&sent2));
+    wait_committed(&kafka, &names.group, &[&topic], 4, (sent.len() + sent2.len()) as i64, Duration::from_secs(90));
+    let dead = read_all(&kafka, &names.dlq, all_expected.len(), Duration::from_secs(60));
+    let got: BTreeSet<_> = dead.iter().map(position).collect();
+    assert_eq!(got, all_expected);
+    assert_eq!(assigned(&a), 4.0, "the remaining instance owns every partition");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_config_is_a_clear_error() {
+    // No broker needed: a misspelled setting fails before any connection.
+    let out = std::process::Command::new(binary())
+        .arg("run")
+        .current_dir(repo())
+        .env("MESHGUARD__DELIVERY__BATCH_MAX_RECORDZ", "5")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("batch_max_recordz"), "{err}");
+}
