@@ -20,6 +20,7 @@ pub mod config;
 pub mod contract;
 pub mod decode;
 pub mod generate;
+pub mod lineage;
 pub mod product;
 pub mod quality;
 pub mod reconcile;

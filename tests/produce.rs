@@ -12,10 +12,6 @@ use common::*;
 use rust_decimal::Decimal;
 use sqlx::Row;
 
-fn mysql() -> String {
-    std::env::var("MESHGUARD_TEST_MYSQL").unwrap_or_else(|_| panic!("MESHGUARD_TEST_MYSQL is not set: {START_HINT}"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn produce_writes_events_and_their_source_rows() {
     let kafka = kafka();

@@ -43,7 +43,7 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         Ok(h) => h,
         Err(e) => return fail(format!("cannot install metrics: {e}")),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
@@ -62,8 +62,9 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let stream = {
         let (settings, health, stop) = (settings.clone(), health.clone(), stop.clone());
+        let handle = runtime.handle().clone();
         std::thread::Builder::new().name("stream".into()).spawn(move || {
-            let r = crate::stream::run(&settings, &catalog, Arc::new(SystemClock), health, stop);
+            let r = crate::stream::run(&settings, &catalog, Arc::new(SystemClock), health, stop, handle);
             let _ = done_tx.send(());
             r
         })

@@ -24,6 +24,10 @@ pub struct Settings {
     pub topics: TopicSettings,
     /// The source of truth for accuracy.
     pub mysql: MysqlSettings,
+    /// How accuracy is reconciled.
+    pub reconcile: ReconcileSettings,
+    /// Quality windows and alert rules.
+    pub quality: QualitySettings,
     /// Where alerts, lineage, metrics windows and record stores are kept.
     pub mongodb: MongoSettings,
     /// Where the data product declarations live.
@@ -84,6 +88,36 @@ pub struct TopicSettings {
 pub struct MysqlSettings {
     /// Connection URL; a password in it is never logged.
     pub url: String,
+    /// Whether accuracy is reconciled at all.
+    pub enabled: bool,
+}
+
+/// Reconciliation batching and grace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSettings {
+    /// Grace period for rows not yet in the source, in milliseconds.
+    pub grace_ms: u64,
+    /// Most keys per query.
+    pub chunk: usize,
+    /// Backlog bound at which the stream pauses.
+    pub max_backlog: usize,
+}
+
+/// Windows and alert rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualitySettings {
+    /// Window size in milliseconds.
+    pub window_ms: u64,
+    /// Silence threshold in milliseconds.
+    pub silence_after_ms: u64,
+    /// Largest acceptable share of invalid records per window.
+    pub max_invalid: crate::product::sla::Percent,
+    /// Breaching windows before firing.
+    pub alert_fire_after: u32,
+    /// Good windows before resolving.
+    pub alert_resolve_after: u32,
 }
 
 /// MongoDB connection.
@@ -94,6 +128,8 @@ pub struct MongoSettings {
     pub uri: String,
     /// Database holding meshguard's collections.
     pub database: String,
+    /// Whether lineage, record stores, windows and alerts are written to MongoDB.
+    pub enabled: bool,
 }
 
 /// A directory setting.
@@ -162,6 +198,12 @@ impl Settings {
         }
         if self.kafka.group_id.trim().is_empty() {
             return Err(ConfigError::Value { key: "kafka.group_id", reason: "is empty".into() });
+        }
+        if self.quality.window_ms < 100 {
+            return Err(ConfigError::Value { key: "quality.window_ms", reason: "must be at least 100".into() });
+        }
+        if self.reconcile.chunk == 0 {
+            return Err(ConfigError::Value { key: "reconcile.chunk", reason: "must be at least 1".into() });
         }
         if self.delivery.batch_max_records == 0 {
             return Err(ConfigError::Value { key: "delivery.batch_max_records", reason: "must be at least 1".into() });

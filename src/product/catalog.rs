@@ -167,6 +167,8 @@ pub struct Product {
     pub file: PathBuf,
     /// Compiled contracts, in declaration order.
     pub contracts: Vec<Arc<Contract>>,
+    /// The declaration as JSON, for the `data_products` collection and the API.
+    pub raw: Value,
 }
 
 impl Product {
@@ -314,7 +316,8 @@ impl Catalog {
                     let _ = bindings.insert(topic.clone(), Binding { topic, contract });
                 }
             }
-            products.push(Product { decl, file, contracts });
+            let raw = serde_yaml::from_str::<Value>(&text).unwrap_or(Value::Null);
+            products.push(Product { decl, file, contracts, raw });
         }
         if problems.is_empty() { Ok(Self { products, bindings }) } else { Err(LoadErrors(problems)) }
     }

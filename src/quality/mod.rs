@@ -1,7 +1,9 @@
 //! Per-event quality: completeness (from the contract's required fields) and freshness
 //! (now − event time), with a clock that tests and `check --now` can set.
 
+pub mod alert;
 mod clock;
+pub mod window;
 
 use std::time::Duration;
 

@@ -3,3 +3,4 @@
 
 pub mod dlq;
 pub mod kafka;
+pub mod mongo;

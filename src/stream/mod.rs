@@ -1,34 +1,47 @@
-//! The stream: gather a batch from the consumer, decode → validate → measure each record,
-//! route rejections to the dead-letter topic, and only when every sink has acknowledged the
+//! The stream: gather a batch from the consumer, decode → validate → measure each record, write
+//! every sink (dead letters, alerts and OpenLineage events to Kafka; lineage documents, the
+//! record store, windows and alerts to MongoDB), and only when every sink has acknowledged the
 //! batch store its offsets (or commit them in the batch's transaction).
 //!
 //! Rebalance callbacks run inside `poll`, between records of a gathering batch; records of
 //! partitions revoked meanwhile are dropped from the batch unprocessed (their new owner reads
 //! them from the committed offset), so no output is written for a record this instance does
 //! not own any more.
+//!
+//! Quality windows count a batch only once it is acknowledged, so a retried batch is never
+//! counted twice; a closed window's outputs (its document, alerts, the OpenLineage RUNNING
+//! event) travel with the next batch and are retried with it.
+
+mod outputs;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use metrics::{counter, histogram};
+use metrics::{counter, gauge, histogram};
+use rdkafka::Offset;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Header, Message};
-use rdkafka::Offset;
+use time::OffsetDateTime;
 use tracing::{error, info, warn};
 
+use self::outputs::Outputs;
 use crate::config::Settings;
 use crate::contract::Contract;
+use crate::lineage::openlineage::EventType;
 use crate::product::Catalog;
 use crate::quality::Clock;
+use crate::reconcile::mysql::MySqlSource;
+use crate::reconcile::{Claim, Reconciler};
 use crate::sink::dlq;
 use crate::sink::kafka::SideProducer;
+use crate::sink::mongo::{LineageDoc, MongoSink, StoredRecord};
 use crate::source::kafka::{Source, consumer, offsets_list};
 use crate::telemetry::BindingMetrics;
 use crate::telemetry::http::Health;
-use crate::telemetry::names::{BATCH_RECORDS, SINK_ERRORS_TOTAL, SINK_WRITE_SECONDS};
-use crate::verdict::{Stage, evaluate};
+use crate::telemetry::names::*;
+use crate::verdict::{Evaluation, Stage, evaluate};
 
 /// A topic's contract with its metric handles.
 struct Bound {
@@ -36,18 +49,22 @@ struct Bound {
     metrics: BindingMetrics,
 }
 
-/// Per-binding tallies of one batch, applied to metrics once the batch is acknowledged.
-#[derive(Default, Clone, Copy)]
-struct Tally {
-    valid: u64,
-    decode: u64,
-    validate: u64,
-    present: u64,
-    expected: u64,
+/// What one acknowledged batch contributes to windows, metrics and reconciliation.
+struct Done<'b> {
+    evaluated: Vec<(&'b str, OffsetDateTime, Evaluation)>,
+    claims: Vec<Claim>,
+    lineage: HashMap<&'b str, u64>,
 }
 
 /// Runs until `stop` is set, then drains the current batch and commits.
-pub fn run(settings: &Settings, catalog: &Catalog, clock: Arc<dyn Clock>, health: Arc<Health>, stop: Arc<AtomicBool>) -> Result<(), String> {
+pub fn run(
+    settings: &Settings,
+    catalog: &Catalog,
+    clock: Arc<dyn Clock>,
+    health: Arc<Health>,
+    stop: Arc<AtomicBool>,
+    runtime: tokio::runtime::Handle,
+) -> Result<(), String> {
     let topics = catalog.topics();
     if topics.is_empty() {
         return Err("no data product declares a Kafka topic (spec.apis.kafka.topics)".into());
@@ -57,45 +74,61 @@ pub fn run(settings: &Settings, catalog: &Catalog, clock: Arc<dyn Clock>, health
         .map(|b| (b.topic.clone(), Bound { contract: b.contract.clone(), metrics: BindingMetrics::new(&b.contract.product, &b.contract.name, &b.topic) }))
         .collect();
     let eos = settings.delivery.exactly_once;
-    let transactional_id = eos.then(|| format!("{}-{}", settings.kafka.group_id, uuid::Uuid::new_v4()));
+    let instance = uuid::Uuid::new_v4().simple().to_string();
+    let transactional_id = eos.then(|| format!("{}-{instance}", settings.kafka.group_id));
     let sink = SideProducer::new(settings, transactional_id.as_deref())?;
+    let mongo = if settings.mongodb.enabled { Some(connect_mongo(settings, catalog, &runtime, &stop)?) } else { None };
+    let mysql = if settings.mysql.enabled {
+        // The pool's background tasks live on the runtime.
+        let _guard = runtime.enter();
+        Some(MySqlSource::lazy(&settings.mysql.url)?)
+    } else {
+        None
+    };
+    let mut reconciler = Reconciler::new(Duration::from_millis(settings.reconcile.grace_ms), settings.reconcile.chunk);
+    let mut out = Outputs::new(settings, catalog, &instance, clock.now(), mongo.is_some());
     let source = consumer(settings, &topics, health.clone())?;
-    info!(topics = topics.len(), exactly_once = eos, group = %settings.kafka.group_id, "stream started");
+    info!(topics = topics.len(), exactly_once = eos, group = %settings.kafka.group_id, instance = %instance, "stream started");
     health.live.store(true, Ordering::Relaxed);
+    out.lineage_event(EventType::Start, clock.now(), None);
 
     let max = settings.delivery.batch_max_records;
     let linger = Duration::from_millis(settings.delivery.batch_linger_ms);
-    let dlq_topic = settings.topics.dlq.as_str();
     let mut backoff = Duration::from_millis(100);
+    let mut last_reconcile = Instant::now();
+    let mut owned_epoch = u64::MAX;
     let mut result = Ok(());
     while !stop.load(Ordering::Relaxed) {
         let epoch = source.context().epoch.load(Ordering::SeqCst);
+        if epoch != owned_epoch {
+            owned_epoch = epoch;
+            out.owned(owned_topics(&source), clock.now());
+        }
         let batch = gather(&source, max, linger, &stop);
-        if batch.is_empty() {
-            continue;
-        }
         let batch = if source.context().epoch.load(Ordering::SeqCst) == epoch { batch } else { owned_only(&source, batch) };
-        if batch.is_empty() {
+        out.close_due_windows(clock.now());
+        if batch.is_empty() && !out.has_pending() {
+            result = reconcile(&mut reconciler, mysql.as_ref(), &runtime, &mut out, &mut last_reconcile, settings, &stop, clock.as_ref());
+            if result.is_err() {
+                break;
+            }
             continue;
         }
-        match process(&batch, &bound, &sink, &source, dlq_topic, clock.as_ref(), eos) {
-            Ok(tallies) => {
+        match process(&batch, &bound, &sink, mongo.as_ref(), &source, settings, clock.as_ref(), &runtime, &mut out) {
+            Ok(done) => {
                 backoff = Duration::from_millis(100);
                 histogram!(BATCH_RECORDS).record(batch.len() as f64);
-                for (topic, t) in tallies {
-                    if let Some(b) = bound.get(topic) {
-                        b.metrics.valid.increment(t.valid);
-                        b.metrics.invalid.increment(t.decode + t.validate);
-                        b.metrics.dead_decode.increment(t.decode);
-                        b.metrics.dead_validate.increment(t.validate);
-                        b.metrics.required_present.increment(t.present);
-                        b.metrics.required_expected.increment(t.expected);
-                    }
+                apply(&done, &bound, &mut out);
+                reconciler.submit(done.claims);
+                gauge!(RECONCILE_BACKLOG).set(reconciler.backlog() as f64);
+                result = reconcile(&mut reconciler, mysql.as_ref(), &runtime, &mut out, &mut last_reconcile, settings, &stop, clock.as_ref());
+                if result.is_err() {
+                    break;
                 }
             }
             Err(e) => {
-                counter!(SINK_ERRORS_TOTAL, "sink" => "kafka").increment(1);
-                warn!(error = %e, records = batch.len(), retry_in_ms = backoff.as_millis() as u64, "batch not acknowledged; rewinding to retry it");
+                counter!(SINK_ERRORS_TOTAL, "sink" => e.sink).increment(1);
+                warn!(error = %e.message, sink = e.sink, records = batch.len(), retry_in_ms = backoff.as_millis() as u64, "batch not acknowledged; rewinding to retry it");
                 if eos {
                     if let Err(e) = sink.abort() {
                         error!(error = %e, "aborting the transaction failed");
@@ -110,6 +143,11 @@ pub fn run(settings: &Settings, catalog: &Catalog, clock: Arc<dyn Clock>, health
         }
     }
     health.ready.store(false, Ordering::Relaxed);
+    // The final lineage event goes out with a last (record-less) batch.
+    out.lineage_event(if result.is_ok() { EventType::Complete } else { EventType::Abort }, clock.now(), result.as_ref().err().map(String::as_str));
+    if let Err(e) = process(&[], &bound, &sink, mongo.as_ref(), &source, settings, clock.as_ref(), &runtime, &mut out) {
+        warn!(error = %e.message, "final lineage event not delivered");
+    }
     if !eos {
         if let Err(e) = source.commit_consumer_state(CommitMode::Sync) {
             if !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::NoOffset)) {
@@ -121,6 +159,33 @@ pub fn run(settings: &Settings, catalog: &Catalog, clock: Arc<dyn Clock>, health
     health.live.store(false, Ordering::Relaxed);
     info!("stream stopped");
     result
+}
+
+fn connect_mongo(settings: &Settings, catalog: &Catalog, runtime: &tokio::runtime::Handle, stop: &AtomicBool) -> Result<MongoSink, String> {
+    let products: Vec<String> = catalog.products.iter().map(|p| p.name().to_owned()).collect();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match runtime.block_on(MongoSink::connect(&settings.mongodb.uri, &settings.mongodb.database, &products)) {
+            Ok(m) => {
+                for p in &catalog.products {
+                    if let Err(e) = runtime.block_on(m.put(crate::sink::mongo::DATA_PRODUCTS, p.name(), &p.raw)) {
+                        warn!(error = %e, product = p.name(), "cannot store the data product declaration");
+                    }
+                }
+                return Ok(m);
+            }
+            Err(e) if e.is_retryable() && !stop.load(Ordering::Relaxed) => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MongoDB unavailable; waiting for it before consuming");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(format!("MongoDB: {e}")),
+        }
+    }
+}
+
+fn owned_topics(source: &Source) -> HashSet<String> {
+    source.assignment().map(|a| a.elements().iter().map(|e| e.topic().to_owned()).collect()).unwrap_or_default()
 }
 
 /// Polls until `max` records, the linger time after the first record, or a stop request.
@@ -140,19 +205,12 @@ fn gather<'c>(source: &'c Source, max: usize, linger: Duration, stop: &AtomicBoo
                 batch.push(m);
             }
             Some(Err(e)) => {
-                counter!(crate::telemetry::names::CONSUMER_ERRORS_TOTAL, "kind" => "poll").increment(1);
+                counter!(CONSUMER_ERRORS_TOTAL, "kind" => "poll").increment(1);
                 tracing::debug!(error = %e, "poll error");
             }
-            None => {
-                if deadline.is_some() || stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                if batch.is_empty() {
-                    break;
-                }
-            }
+            None => break,
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if deadline.is_some_and(|d| Instant::now() >= d) || stop.load(Ordering::Relaxed) {
             break;
         }
     }
@@ -171,25 +229,131 @@ fn owned_only<'c>(source: &'c Source, batch: Vec<BorrowedMessage<'c>>) -> Vec<Bo
     kept
 }
 
+/// A failed batch: which sink, and why.
+struct BatchError {
+    sink: &'static str,
+    message: String,
+}
+
+fn kafka_err(e: impl std::fmt::Display) -> BatchError {
+    BatchError { sink: "kafka", message: e.to_string() }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn process<'b>(
     batch: &'b [BorrowedMessage<'_>],
     bound: &HashMap<String, Bound>,
     sink: &SideProducer,
+    mongo: Option<&MongoSink>,
     source: &Source,
-    dlq_topic: &str,
+    settings: &Settings,
     clock: &dyn Clock,
-    eos: bool,
-) -> Result<HashMap<&'b str, Tally>, String> {
+    runtime: &tokio::runtime::Handle,
+    out: &mut Outputs,
+) -> Result<Done<'b>, BatchError> {
     let started = Instant::now();
-    sink.begin().map_err(|e| e.to_string())?;
-    let mut tallies: HashMap<&str, Tally> = HashMap::new();
+    let eos = settings.delivery.exactly_once;
+    let dlq_topic = settings.topics.dlq.as_str();
+    sink.begin().map_err(kafka_err)?;
     let mut next: HashMap<(String, i32), i64> = HashMap::new();
+    let mut done = Done { evaluated: Vec::with_capacity(batch.len()), claims: Vec::new(), lineage: HashMap::new() };
+    let mut lineage: Vec<LineageDoc> = Vec::new();
+    let mut stores: HashMap<&str, Vec<StoredRecord>> = HashMap::new();
     for m in batch {
         let topic = m.topic();
         let _ = next.insert((topic.to_owned(), m.partition()), m.offset() + 1);
         let Some(b) = bound.get(topic) else { continue };
         let now = clock.now();
-        let eval = evaluate(&b.contract, m.payload().unwrap_or_default(), now);
+        let mut eval = evaluate(&b.contract, m.payload().unwrap_or_default(), now);
+        if let Some(r) = &eval.rejection {
+            let headers = dlq::headers(m, &b.contract, r, false);
+            sink.send(dlq_topic, m.key(), m.payload(), headers, |h| h.insert(Header { key: dlq::header::PAYLOAD_DROPPED, value: Some("true".as_bytes()) }))
+                .map_err(kafka_err)?;
+        }
+        if mongo.is_some() {
+            let valid = eval.is_valid();
+            lineage.push(LineageDoc {
+                source_topic: topic.to_owned(),
+                source_partition: m.partition(),
+                source_offset: m.offset(),
+                source_timestamp_ms: m.timestamp().to_millis(),
+                product: b.contract.product.clone(),
+                contract: b.contract.name.clone(),
+                contract_version: b.contract.version.clone(),
+                record_id: eval.record_id.clone(),
+                outcome: if valid { "valid" } else { "invalid" },
+                destination_collection: if valid { MongoSink::record_store(&b.contract.product) } else { dlq_topic.to_owned() },
+                destination_system: if valid { "mongodb" } else { "kafka" },
+                processed_at: now,
+            });
+            *done.lineage.entry(topic).or_default() += 1;
+        }
+        if eval.is_valid() {
+            if let Some(record) = eval.record.take() {
+                if let Some(c) = crate::reconcile::claim(&b.contract, topic, &record, eval.record_id.as_deref(), now) {
+                    done.claims.push(c);
+                }
+                if let (Some(_), Some(key)) = (mongo, eval.record_id.clone()) {
+                    stores.entry(b.contract.product.as_str()).or_default().push(StoredRecord {
+                        key,
+                        record,
+                        event_time_ms: eval.event_time.map(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)),
+                        topic: topic.to_owned(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        contract: b.contract.name.clone(),
+                        contract_version: b.contract.version.clone(),
+                    });
+                }
+            }
+        } else {
+            eval.record = None;
+        }
+        done.evaluated.push((topic, now, eval));
+    }
+    out.send_kafka(sink).map_err(kafka_err)?;
+    if let Some(mongo) = mongo {
+        let mongo_started = Instant::now();
+        runtime
+            .block_on(async {
+                mongo.write_lineage(&lineage).await?;
+                for (product, records) in &stores {
+                    mongo.write_versions(product, records).await?;
+                }
+                out.write_mongo(mongo).await
+            })
+            .map_err(|e| BatchError { sink: "mongodb", message: e.to_string() })?;
+        histogram!(SINK_WRITE_SECONDS, "sink" => "mongodb").record(mongo_started.elapsed().as_secs_f64());
+    }
+    let offsets = offsets_list(&next);
+    if eos {
+        let group = source.group_metadata().ok_or_else(|| kafka_err("the consumer has no group metadata"))?;
+        let offsets = (offsets.count() > 0).then_some(&offsets);
+        sink.finish(offsets.map(|o| (o, &group))).map_err(kafka_err)?;
+    } else {
+        sink.finish(None).map_err(kafka_err)?;
+        if offsets.count() > 0 {
+            source.store_offsets(&offsets).map_err(|e| kafka_err(format!("storing offsets: {e}")))?;
+        }
+    }
+    out.clear_pending();
+    histogram!(SINK_WRITE_SECONDS, "sink" => "kafka").record(started.elapsed().as_secs_f64());
+    Ok(done)
+}
+
+/// Applies an acknowledged batch to metrics and windows.
+fn apply(done: &Done<'_>, bound: &HashMap<String, Bound>, out: &mut Outputs) {
+    #[derive(Default)]
+    struct Tally {
+        valid: u64,
+        decode: u64,
+        validate: u64,
+        present: u64,
+        expected: u64,
+    }
+    let mut tallies: HashMap<&str, Tally> = HashMap::new();
+    for (topic, now, eval) in &done.evaluated {
+        let Some(b) = bound.get(*topic) else { continue };
         let t = tallies.entry(topic).or_default();
         t.present += u64::from(eval.completeness.present);
         t.expected += u64::from(eval.completeness.applicable);
@@ -209,24 +373,72 @@ fn process<'b>(
                 for k in keywords {
                     b.metrics.violation(k, 1);
                 }
-                let headers = dlq::headers(m, &b.contract, r, false);
-                sink.send(dlq_topic, m.key(), m.payload(), headers, |h| {
-                    h.insert(Header { key: dlq::header::PAYLOAD_DROPPED, value: Some("true".as_bytes()) })
-                })
-                .map_err(|e| e.to_string())?;
+            }
+        }
+        out.windows.observe(topic, eval, *now);
+    }
+    for (topic, n) in &done.lineage {
+        out.windows.lineage_written(topic, *n);
+    }
+    for (topic, t) in tallies {
+        if let Some(b) = bound.get(topic) {
+            b.metrics.valid.increment(t.valid);
+            b.metrics.invalid.increment(t.decode + t.validate);
+            b.metrics.dead_decode.increment(t.decode);
+            b.metrics.dead_validate.increment(t.validate);
+            b.metrics.required_present.increment(t.present);
+            b.metrics.required_expected.increment(t.expected);
+        }
+    }
+}
+
+/// Decides due claims (at most twice a second unless the backlog is at its bound). At the bound
+/// the stream waits here, retrying, until the database answers: bounded memory, nothing lost.
+#[allow(clippy::too_many_arguments)]
+fn reconcile(
+    reconciler: &mut Reconciler,
+    db: Option<&MySqlSource>,
+    runtime: &tokio::runtime::Handle,
+    out: &mut Outputs,
+    last: &mut Instant,
+    settings: &Settings,
+    stop: &AtomicBool,
+    clock: &dyn Clock,
+) -> Result<(), String> {
+    let Some(db) = db else {
+        return Ok(());
+    };
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let full = reconciler.backlog() >= settings.reconcile.max_backlog;
+        if reconciler.backlog() == 0 || (!full && last.elapsed() < Duration::from_millis(500)) {
+            return Ok(());
+        }
+        *last = Instant::now();
+        let started = Instant::now();
+        let checking = reconciler.backlog();
+        let (decided, err) = runtime.block_on(reconciler.run(db, clock.now()));
+        histogram!(RECONCILE_SECONDS).record(started.elapsed().as_secs_f64());
+        histogram!(RECONCILE_BATCH_RECORDS).record(checking as f64);
+        for d in &decided {
+            out.windows.accuracy(d);
+        }
+        gauge!(RECONCILE_BACKLOG).set(reconciler.backlog() as f64);
+        match err {
+            None => return Ok(()),
+            Some(e) => {
+                counter!(RECONCILE_ERRORS_TOTAL).increment(1);
+                if reconciler.failures == 1 || reconciler.failures % 50 == 0 {
+                    warn!(error = %crate::reconcile::source_rows::redact(&e), backlog = reconciler.backlog(), "source database unavailable; records stay unverified and are retried");
+                }
+                if reconciler.backlog() < settings.reconcile.max_backlog || stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
-    let offsets = offsets_list(&next);
-    if eos {
-        let group = source.group_metadata().ok_or("the consumer has no group metadata")?;
-        sink.finish(Some((&offsets, &group))).map_err(|e| e.to_string())?;
-    } else {
-        sink.finish(None).map_err(|e| e.to_string())?;
-        source.store_offsets(&offsets).map_err(|e| format!("storing offsets: {e}"))?;
-    }
-    histogram!(SINK_WRITE_SECONDS, "sink" => "kafka").record(started.elapsed().as_secs_f64());
-    Ok(tallies)
 }
 
 /// Seeks every partition of `batch` back to its first record, so the batch is read again.

@@ -25,6 +25,8 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .set_buckets_for_metric(Matcher::Full(FRESHNESS_SECONDS.into()), &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0])
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(SINK_WRITE_SECONDS.into()), &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]))
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_RECORDS.into()), &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0]))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(RECONCILE_BATCH_RECORDS.into()), &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 50000.0]))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(RECONCILE_SECONDS.into()), &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]))
         .map_err(|e| e.to_string())?;
     let handle = builder.install_recorder().map_err(|e| e.to_string())?;
     describe();
@@ -45,6 +47,14 @@ fn describe() {
     describe_counter!(SINK_ERRORS_TOTAL, Unit::Count, "Failed sink writes (the batch is retried, never dropped).");
     describe_histogram!(BATCH_RECORDS, Unit::Count, "Input records per processed batch.");
     describe_counter!(CONSUMER_ERRORS_TOTAL, Unit::Count, "Errors reported by the Kafka consumer, by kind.");
+    describe_gauge!(COMPLETENESS_RATIO, "Required fields present / applicable in the last closed window.");
+    describe_gauge!(ACCURACY_RATIO, "Reconciled records matching the source / checked, in the last closed window.");
+    describe_gauge!(LINEAGE_COVERAGE_RATIO, "Records with a lineage document / records processed, in the last closed window.");
+    describe_counter!(ALERTS_TOTAL, Unit::Count, "Quality alerts by metric and state (firing, resolved).");
+    describe_histogram!(RECONCILE_BATCH_RECORDS, Unit::Count, "Records checked per reconciliation run (one query per table and chunk).");
+    describe_histogram!(RECONCILE_SECONDS, Unit::Seconds, "Duration of one reconciliation run against the source database.");
+    describe_gauge!(RECONCILE_BACKLOG, Unit::Count, "Records waiting for reconciliation (unverified or within the grace period).");
+    describe_counter!(RECONCILE_ERRORS_TOTAL, Unit::Count, "Reconciliation runs that failed to reach the source database.");
 }
 
 /// Metric handles for one topic binding.

@@ -24,6 +24,22 @@ pub const SINK_WRITE_SECONDS: &str = "meshguard_sink_write_seconds";
 pub const SINK_ERRORS_TOTAL: &str = "meshguard_sink_errors_total";
 /// Records per batch.
 pub const BATCH_RECORDS: &str = "meshguard_batch_records";
+/// Completeness of the last closed window.
+pub const COMPLETENESS_RATIO: &str = "meshguard_completeness_ratio";
+/// Accuracy of the last closed window.
+pub const ACCURACY_RATIO: &str = "meshguard_accuracy_ratio";
+/// Lineage coverage of the last closed window.
+pub const LINEAGE_COVERAGE_RATIO: &str = "meshguard_lineage_coverage_ratio";
+/// Alerts by metric and state.
+pub const ALERTS_TOTAL: &str = "meshguard_alerts_total";
+/// Records per reconciliation run.
+pub const RECONCILE_BATCH_RECORDS: &str = "meshguard_reconcile_batch_records";
+/// Duration of a reconciliation run.
+pub const RECONCILE_SECONDS: &str = "meshguard_reconcile_seconds";
+/// Claims waiting for a decision.
+pub const RECONCILE_BACKLOG: &str = "meshguard_reconcile_backlog_records";
+/// Failed reconciliation lookups.
+pub const RECONCILE_ERRORS_TOTAL: &str = "meshguard_reconcile_errors_total";
 /// Consumer errors by kind.
 pub const CONSUMER_ERRORS_TOTAL: &str = "meshguard_consumer_errors_total";
 

@@ -96,12 +96,24 @@ pub struct Names {
     pub dlq: String,
     pub alerts: String,
     pub lineage: String,
+    /// MongoDB database of this test.
+    pub database: String,
 }
 
 impl Names {
     pub fn new() -> Self {
-        Self { group: unique("g"), dlq: unique("dlq"), alerts: unique("alerts"), lineage: unique("lineage") }
+        Self { group: unique("g"), dlq: unique("dlq"), alerts: unique("alerts"), lineage: unique("lineage"), database: unique("db").replace('-', "_") }
     }
+}
+
+/// MongoDB URI from MESHGUARD_TEST_MONGODB; fails loudly when unset.
+pub fn mongodb() -> String {
+    std::env::var("MESHGUARD_TEST_MONGODB").unwrap_or_else(|_| panic!("MESHGUARD_TEST_MONGODB is not set: {START_HINT}"))
+}
+
+/// MySQL URL from MESHGUARD_TEST_MYSQL; fails loudly when unset.
+pub fn mysql() -> String {
+    std::env::var("MESHGUARD_TEST_MYSQL").unwrap_or_else(|_| panic!("MESHGUARD_TEST_MYSQL is not set: {START_HINT}"))
 }
 
 pub fn free_port() -> u16 {
@@ -130,6 +142,9 @@ impl Service {
             .env("MESHGUARD__TOPICS__ALERTS", &names.alerts)
             .env("MESHGUARD__TOPICS__LINEAGE", &names.lineage)
             .env("MESHGUARD__HTTP__ADDR", &http)
+            .env("MESHGUARD__MONGODB__URI", mongodb())
+            .env("MESHGUARD__MONGODB__DATABASE", &names.database)
+            .env("MESHGUARD__MYSQL__URL", mysql())
             .env("RUST_LOG", std::env::var("MESHGUARD_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -328,4 +343,67 @@ pub fn wait_committed(bootstrap: &str, group: &str, topics: &[&str], partitions:
         std::thread::sleep(Duration::from_millis(250));
     }
     panic!("group {group} committed {last} of {target} records within {within:?}");
+}
+
+/// Reads JSON records of `topic` from the beginning until `done(all so far)` holds; panics with
+/// what was read when `within` passes first.
+pub fn read_json_until(bootstrap: &str, topic: &str, within: Duration, mut done: impl FnMut(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    consumer.subscribe(&[topic]).unwrap_or_else(|e| panic!("subscribe: {e}"));
+    let mut out = Vec::new();
+    let deadline = Instant::now() + within;
+    loop {
+        if done(&out) {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "{topic}: condition not met within {within:?}; read {} records: {:#?}", out.len(), out.iter().rev().take(5).collect::<Vec<_>>());
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            if let Some(v) = m.payload().and_then(|p| serde_json::from_slice(p).ok()) {
+                out.push(v);
+            }
+        }
+    }
+}
+
+/// Every document of `collection` in `database` matching `filter`, as JSON.
+pub async fn mongo_docs(database: &str, collection: &str, filter: mongodb::bson::Document) -> Vec<serde_json::Value> {
+    let client = mongodb::Client::with_uri_str(mongodb()).await.unwrap_or_else(|e| panic!("MongoDB: {e}: {START_HINT}"));
+    let mut cursor = client.database(database).collection::<mongodb::bson::Document>(collection).find(filter).await.unwrap_or_else(|e| panic!("find: {e}"));
+    let mut out = Vec::new();
+    while cursor.advance().await.unwrap_or_else(|e| panic!("cursor: {e}")) {
+        let d = cursor.deserialize_current().unwrap_or_else(|e| panic!("{e}"));
+        out.push(mongodb::bson::Bson::Document(d).into_relaxed_extjson());
+    }
+    out
+}
+
+/// Runs `meshguard produce` for `topic` (bound in `products`) with extra arguments.
+pub fn produce_cli(bootstrap: &str, products: &Path, topic: &str, args: &[&str]) {
+    let out = Command::new(binary())
+        .args(["produce", "--topic", topic])
+        .args(args)
+        .current_dir(repo())
+        .env("MESHGUARD__KAFKA__BOOTSTRAP_SERVERS", bootstrap)
+        .env("MESHGUARD__PRODUCTS__DIR", products)
+        .env("MESHGUARD__SCHEMAS__DIR", repo().join("schemas"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "produce failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Alerts of `topic` for `metric` in `state` among `alerts`.
+pub fn alerts_of<'a>(alerts: &'a [serde_json::Value], topic: &str, metric: &str, state: &str) -> Vec<&'a serde_json::Value> {
+    alerts.iter().filter(|a| a["topic"] == topic && a["metric"] == metric && a["state"] == state).collect()
+}
+
+/// Sum of a numeric field over documents.
+pub fn sum(docs: &[serde_json::Value], field: &str) -> u64 {
+    docs.iter().filter_map(|d| d[field].as_u64().or_else(|| d[field].as_i64().map(|v| v as u64)).or_else(|| d[field]["$numberLong"].as_str().and_then(|s| s.parse().ok()))).sum()
 }

@@ -1,0 +1,244 @@
+//! What the stream emits besides dead letters: closed quality windows, alerts and OpenLineage
+//! run events. They are queued here and written with the next batch (and retried with it).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{counter, gauge};
+use rdkafka::message::OwnedHeaders;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::config::Settings;
+use crate::contract::Contract;
+use crate::lineage::openlineage::{self, Assertion, EventType, Output, Run, TopicQuality};
+use crate::product::Catalog;
+use crate::quality::alert::{Alert, Alerter, RuleSettings};
+use crate::quality::window::{ClosedWindow, Windows};
+use crate::sink::kafka::{SideProducer, SinkError};
+use crate::sink::mongo::{self, MongoSink, MongoSinkError};
+use crate::telemetry::names::{ACCURACY_RATIO, ALERTS_TOTAL, COMPLETENESS_RATIO, LINEAGE_COVERAGE_RATIO};
+
+/// Windows, alert state and the outputs waiting for the next batch.
+pub(super) struct Outputs {
+    /// Open quality windows.
+    pub(super) windows: Windows,
+    alerter: Alerter,
+    contracts: HashMap<String, Arc<Contract>>,
+    owners: HashMap<String, String>,
+    instance: String,
+    run: Run,
+    namespace: String,
+    outputs: Vec<Output>,
+    alerts_topic: String,
+    lineage_topic: String,
+    last_quality: Vec<TopicQuality>,
+    pending_windows: Vec<ClosedWindow>,
+    pending_alerts: Vec<Alert>,
+    pending_events: Vec<Value>,
+}
+
+impl Outputs {
+    pub(super) fn new(settings: &Settings, catalog: &Catalog, instance: &str, now: OffsetDateTime, track_lineage: bool) -> Self {
+        let contracts: HashMap<String, Arc<Contract>> = catalog.bindings().map(|b| (b.topic.clone(), b.contract.clone())).collect();
+        let windows = Windows::new(
+            contracts.clone(),
+            Duration::from_millis(settings.quality.window_ms),
+            Duration::from_millis(settings.quality.silence_after_ms),
+            now,
+        )
+        .with_lineage(track_lineage);
+        let rules = RuleSettings {
+            max_invalid: settings.quality.max_invalid,
+            fire_after: settings.quality.alert_fire_after,
+            resolve_after: settings.quality.alert_resolve_after,
+        };
+        let first_broker = settings.kafka.bootstrap_servers.split(',').next().unwrap_or_default().trim().to_owned();
+        let namespace = format!("kafka://{first_broker}");
+        let mut outputs = vec![
+            Output { namespace: namespace.clone(), name: settings.topics.dlq.clone() },
+            Output { namespace: namespace.clone(), name: settings.topics.alerts.clone() },
+        ];
+        if track_lineage {
+            let mongo_ns = format!("mongodb://{}", mongo::redact_uri(&settings.mongodb.uri).trim_start_matches("mongodb://").split('/').next().unwrap_or_default());
+            for p in &catalog.products {
+                outputs.push(Output { namespace: mongo_ns.clone(), name: format!("{}.{}", settings.mongodb.database, MongoSink::record_store(p.name())) });
+            }
+        }
+        Self {
+            windows,
+            alerter: Alerter::new(rules, &settings.kafka.group_id),
+            owners: catalog.products.iter().map(|p| (p.name().to_owned(), p.decl.metadata.owner.clone())).collect(),
+            contracts,
+            instance: instance.to_owned(),
+            run: Run::new("meshguard", format!("meshguard.{}", settings.kafka.group_id), now),
+            namespace,
+            outputs,
+            alerts_topic: settings.topics.alerts.clone(),
+            lineage_topic: settings.topics.lineage.clone(),
+            last_quality: Vec::new(),
+            pending_windows: Vec::new(),
+            pending_alerts: Vec::new(),
+            pending_events: Vec::new(),
+        }
+    }
+
+    /// The topics this instance owns partitions of changed.
+    pub(super) fn owned(&mut self, topics: HashSet<String>, now: OffsetDateTime) {
+        self.windows.owned(&topics, now);
+    }
+
+    /// Closes the windows that ended, judging each against the alert rules.
+    pub(super) fn close_due_windows(&mut self, now: OffsetDateTime) {
+        if !self.windows.due(now) {
+            return;
+        }
+        let closed = self.windows.close(now);
+        let mut quality = Vec::with_capacity(closed.len());
+        for w in closed {
+            let Some(contract) = self.contracts.get(&w.topic).cloned() else { continue };
+            let labels = [("product", w.product.clone()), ("contract", w.contract.clone()), ("topic", w.topic.clone())];
+            if let Some(c) = w.completeness {
+                gauge!(COMPLETENESS_RATIO, &labels).set(c);
+            }
+            if let Some(a) = w.accuracy {
+                gauge!(ACCURACY_RATIO, &labels).set(a);
+            }
+            if let Some(l) = w.lineage_coverage {
+                gauge!(LINEAGE_COVERAGE_RATIO, &labels).set(l);
+            }
+            for alert in self.alerter.evaluate(&w, &contract, now) {
+                counter!(ALERTS_TOTAL, "product" => alert.product.clone(), "metric" => alert.metric.as_str(), "state" => if alert.state == crate::quality::alert::AlertState::Firing { "firing" } else { "resolved" }).increment(1);
+                tracing::info!(product = %alert.product, topic = %alert.topic, metric = alert.metric.as_str(), state = ?alert.state, actual = %alert.actual, expected = %alert.expected, "quality alert");
+                self.pending_alerts.push(alert);
+            }
+            quality.push(self.topic_quality(&w, &contract));
+            self.pending_windows.push(w);
+        }
+        self.last_quality = quality;
+        let event = openlineage::run_event(&self.run, EventType::Running, now, &self.last_quality, &self.outputs, None);
+        self.pending_events.push(event);
+    }
+
+    fn topic_quality(&self, w: &ClosedWindow, c: &Contract) -> TopicQuality {
+        let q = &c.quality;
+        let mut assertions = Vec::new();
+        if let Some(p99) = w.freshness_p99 {
+            assertions.push(Assertion { assertion: format!("freshness p99 <= {}", q.freshness), success: p99 <= q.freshness.0.as_secs_f64(), column: None });
+        }
+        if w.completeness.is_some() {
+            assertions.push(Assertion {
+                assertion: format!("completeness >= {}", q.completeness),
+                success: q.completeness.is_met_by(w.required_present, w.required_expected),
+                column: None,
+            });
+        }
+        if w.accuracy.is_some() {
+            assertions.push(Assertion {
+                assertion: format!("accuracy >= {}", q.accuracy),
+                success: q.accuracy.is_met_by(w.accuracy_matched, w.accuracy_checked),
+                column: c.reconciliation.as_ref().map(|r| r.amount_field.clone()),
+            });
+        }
+        TopicQuality {
+            namespace: self.namespace.clone(),
+            topic: w.topic.clone(),
+            product: w.product.clone(),
+            owner: self.owners.get(&w.product).cloned().unwrap_or_default(),
+            contract: w.contract.clone(),
+            contract_version: w.contract_version.clone(),
+            row_count: w.volume,
+            invalid_count: w.invalid,
+            completeness_ratio: w.completeness,
+            freshness_p99_seconds: w.freshness_p99,
+            accuracy_ratio: w.accuracy,
+            null_counts: Vec::new(),
+            assertions,
+        }
+    }
+
+    /// Queues a lifecycle event (START, COMPLETE, ABORT).
+    pub(super) fn lineage_event(&mut self, kind: EventType, now: OffsetDateTime, error: Option<&str>) {
+        let inputs: Vec<TopicQuality> = if kind == EventType::Start {
+            self.contracts
+                .iter()
+                .map(|(topic, c)| TopicQuality {
+                    namespace: self.namespace.clone(),
+                    topic: topic.clone(),
+                    product: c.product.clone(),
+                    owner: self.owners.get(&c.product).cloned().unwrap_or_default(),
+                    contract: c.name.clone(),
+                    contract_version: c.version.clone(),
+                    row_count: 0,
+                    invalid_count: 0,
+                    completeness_ratio: None,
+                    freshness_p99_seconds: None,
+                    accuracy_ratio: None,
+                    null_counts: Vec::new(),
+                    assertions: Vec::new(),
+                })
+                .collect()
+        } else {
+            self.last_quality.clone()
+        };
+        self.pending_events.push(openlineage::run_event(&self.run, kind, now, &inputs, &self.outputs, error));
+    }
+
+    /// Whether anything waits for a batch.
+    pub(super) fn has_pending(&self) -> bool {
+        !(self.pending_windows.is_empty() && self.pending_alerts.is_empty() && self.pending_events.is_empty())
+    }
+
+    /// Sends pending alerts and run events within the current batch.
+    pub(super) fn send_kafka(&self, sink: &SideProducer) -> Result<(), SinkError> {
+        for alert in &self.pending_alerts {
+            let payload = serde_json::to_vec(alert).unwrap_or_default();
+            sink.send(&self.alerts_topic, Some(alert.product.as_bytes()), Some(&payload), OwnedHeaders::new(), |h| h)?;
+        }
+        for event in &self.pending_events {
+            let payload = serde_json::to_vec(event).unwrap_or_default();
+            sink.send(&self.lineage_topic, Some(self.run.job_name.as_bytes()), Some(&payload), OwnedHeaders::new(), |h| h)?;
+        }
+        Ok(())
+    }
+
+    /// Writes pending windows and alerts to MongoDB (idempotent: deterministic ids).
+    /// Both collections are insert-only: a window is closed once, and an alert episode is two
+    /// documents (`{id}:firing`, `{id}:resolved`).
+    pub(super) async fn write_mongo(&self, mongo: &MongoSink) -> Result<(), MongoSinkError> {
+        let windows: Vec<(String, Value)> = self
+            .pending_windows
+            .iter()
+            .map(|w| {
+                let mut doc = serde_json::to_value(w).unwrap_or_default();
+                if let Some(o) = doc.as_object_mut() {
+                    let _ = o.insert("instance".into(), Value::String(self.instance.clone()));
+                }
+                (w.id(&self.instance), doc)
+            })
+            .collect();
+        mongo.insert_json(mongo::QUALITY_METRICS, &windows).await?;
+        let alerts: Vec<(String, Value)> = self
+            .pending_alerts
+            .iter()
+            .map(|alert| {
+                let mut doc = serde_json::to_value(alert).unwrap_or_default();
+                if let Some(o) = doc.as_object_mut() {
+                    // The seed's field name, for dashboards written against it.
+                    let _ = o.insert("data_product".into(), Value::String(alert.product.clone()));
+                }
+                let state = if alert.state == crate::quality::alert::AlertState::Firing { "firing" } else { "resolved" };
+                (format!("{}:{state}", alert.id), doc)
+            })
+            .collect();
+        mongo.insert_json(mongo::ALERTS, &alerts).await
+    }
+
+    /// Forgets what was written.
+    pub(super) fn clear_pending(&mut self) {
+        self.pending_windows.clear();
+        self.pending_alerts.clear();
+        self.pending_events.clear();
+    }
+}
