@@ -514,10 +514,38 @@ fn a_missing_spec_fails_and_says_where_it_looked() {
 
 /// Not a check: `cargo test --test openlineage -- --ignored --nocapture print_running_event`
 /// prints one RUNNING event.
-#[test]
-#[ignore = "prints an example event"]
-fn print_running_event() {
-    let event =
-        run_event(&run(), EventType::Running, datetime!(2025-03-01 06:15:30 UTC), &topics()[..1], &outputs(), None);
-    println!("{}", serde_json::to_string_pretty(&event).unwrap_or_default());
+
+mod common;
+
+/// What `meshguard run` itself emits (START, RUNNING per window, COMPLETE on SIGTERM) is valid
+/// against the spec and every facet schema.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_event_meshguard_run_emits_validates() {
+    use common::*;
+    let kafka = kafka();
+    let topic = unique("pay-ol");
+    create_topics(&kafka, &[&topic], 1).await;
+    let names = Names::new();
+    let products = Products::payments(&[&topic]);
+    let _ = produce_payments(&kafka, &[&topic], 500, 0.05, 51).await;
+    let mut service = Service::start(&kafka, products.dir.path(), &names, &[("MESHGUARD__QUALITY__WINDOW_MS", "1000"), ("MESHGUARD__MYSQL__ENABLED", "false")]);
+    wait_committed(&kafka, &names.group, &[&topic], 1, 500, std::time::Duration::from_secs(60));
+    let _ = read_json_until(&kafka, &names.lineage, std::time::Duration::from_secs(30), |e| e.iter().any(|e| e["eventType"] == "RUNNING" && e["inputs"].as_array().is_some_and(|i| i.iter().any(|i| i["name"] == topic.as_str()))));
+    service.signal(15);
+    assert_eq!(service.wait(std::time::Duration::from_secs(30)), Some(0));
+    let events = read_json_until(&kafka, &names.lineage, std::time::Duration::from_secs(30), |e| e.iter().any(|e| e["eventType"] == "COMPLETE"));
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["eventType"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"START"));
+    assert_eq!(kinds.last(), Some(&"COMPLETE"));
+    assert!(kinds.contains(&"RUNNING"));
+    let run_ids: std::collections::HashSet<&str> = events.iter().filter_map(|e| e["run"]["runId"].as_str()).collect();
+    assert_eq!(run_ids.len(), 1, "one run per instance");
+    let mut spec = load();
+    let mut failures = Vec::new();
+    for e in &events {
+        for problem in spec.errors(e) {
+            failures.push(problem);
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }
