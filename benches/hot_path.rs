@@ -1,1 +1,182 @@
-fn main(){}
+//! The per-record hot path: decode → validate → completeness/freshness, against a
+//! `serde_json`-only baseline, over pre-generated batches of realistic events.
+//!
+//! Run: `cargo bench --bench hot_path`. Every benchmark processes one batch of [`N`] events per
+//! iteration and reports throughput in events (`Throughput::Elements`). Results and their
+//! interpretation: `docs/benchmarks.md`.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use meshguard::contract::{Contract, JsonSchemaContract, SchemaEngine};
+use meshguard::generate::{CardFraming, Generator};
+use meshguard::product::{Catalog, Files};
+use meshguard::verdict::{decode, evaluate};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+/// Events per batch (one benchmark iteration).
+const N: usize = 10_000;
+const SEED: u64 = 7;
+/// A fixed clock, so freshness work is identical run to run.
+const NOW: OffsetDateTime = datetime!(2026-01-15 12:00:00 UTC);
+
+fn catalog() -> Catalog {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let files = Files::Disk { products: repo.join("config/products"), schemas: repo.join("schemas") };
+    match Catalog::load(&files) {
+        Ok(c) => c,
+        Err(e) => panic!("cannot load the catalog from {}: {e:?}", repo.display()),
+    }
+}
+
+fn contract(catalog: &Catalog, product: &str) -> Arc<Contract> {
+    match catalog.product(product).and_then(|p| p.contract(None)) {
+        Some(c) => Arc::clone(c),
+        None => panic!("{product} has no contract"),
+    }
+}
+
+/// `N` payloads for `contract`; checks that every verdict matches the generator's intent, so
+/// the benchmark measures the real path rather than an early error.
+fn payloads(contract: &Contract, invalid_ratio: f64, framing: CardFraming) -> Vec<Vec<u8>> {
+    let Some(generator) = Generator::for_contract(contract, SEED, invalid_ratio, 0.0) else {
+        panic!("no generator for {}", contract.name)
+    };
+    let mut generator = generator.with_card_framing(framing);
+    let mut out = Vec::with_capacity(N);
+    let mut invalid = 0;
+    for _ in 0..N {
+        let event = generator.next_event(NOW);
+        let verdict = evaluate(contract, &event.payload, NOW);
+        assert_eq!(verdict.is_valid(), event.intent.is_valid(), "{:?} for {}: {:?}", event.intent, contract.name, verdict.rejection);
+        invalid += usize::from(!verdict.is_valid());
+        out.push(event.payload);
+    }
+    let share = invalid as f64 / N as f64;
+    assert!((share - invalid_ratio).abs() < 0.02, "{}: {invalid} of {N} invalid, asked for {invalid_ratio}", contract.name);
+    out
+}
+
+fn json_engine(contract: &Contract) -> &JsonSchemaContract {
+    match &contract.engine {
+        SchemaEngine::Json(c) => c,
+        SchemaEngine::Avro(_) => panic!("{} is not a JSON contract", contract.name),
+    }
+}
+
+/// One batch per iteration takes tens of milliseconds: flat sampling keeps the run short.
+fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
+    let _ = group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Elements(N as u64));
+}
+
+fn payments(c: &mut Criterion) {
+    let catalog = catalog();
+    let contract = contract(&catalog, "payments-data-product");
+    let engine = json_engine(&contract);
+    let valid = payloads(&contract, 0.0, CardFraming::SingleObject);
+    let mixed = payloads(&contract, 0.1, CardFraming::SingleObject);
+    let parsed: Vec<Value> = valid.iter().filter_map(|p| serde_json::from_slice(p).ok()).collect();
+    assert_eq!(parsed.len(), N);
+    let bytes: usize = valid.iter().map(Vec::len).sum();
+    println!("payment events: {N} valid, mean {} bytes; mix: {} bytes", bytes / N, mixed.iter().map(Vec::len).sum::<usize>() / N);
+
+    let mut group = c.benchmark_group("payment_json");
+    configure(&mut group);
+
+    // (a) Baseline: parsing alone, what any consumer that reads JSON pays.
+    let _ = group.bench_function("serde_json_parse_valid", |b| {
+        b.iter(|| {
+            for p in &valid {
+                let _ = black_box(serde_json::from_slice::<Value>(black_box(p)));
+            }
+        });
+    });
+    // (e) Schema check alone on pre-parsed values: the compiled draft-07 validator's is_valid.
+    let _ = group.bench_function("jsonschema_is_valid_preparsed", |b| {
+        b.iter(|| {
+            for v in &parsed {
+                let _ = black_box(engine.is_valid(black_box(v)));
+            }
+        });
+    });
+    // Parse + validate, without completeness/freshness/record id.
+    let _ = group.bench_function("decode_and_validate_valid", |b| {
+        let mut violations = Vec::new();
+        b.iter(|| {
+            for p in &valid {
+                if let Ok(v) = decode(&contract, black_box(p)) {
+                    let _ = black_box(contract.validate(&v, &mut violations));
+                }
+            }
+        });
+    });
+    // (b) The whole per-record verdict on valid events.
+    let _ = group.bench_function("evaluate_valid", |b| {
+        b.iter(|| {
+            for p in &valid {
+                let _ = black_box(evaluate(&contract, black_box(p), NOW));
+            }
+        });
+    });
+    // (c) The same with 10% invalid (violations collected; some undecodable).
+    let _ = group.bench_function("evaluate_mix_10pct_invalid", |b| {
+        b.iter(|| {
+            for p in &mixed {
+                let _ = black_box(evaluate(&contract, black_box(p), NOW));
+            }
+        });
+    });
+    group.finish();
+}
+
+fn cards(c: &mut Criterion) {
+    let catalog = catalog();
+    let contract = contract(&catalog, "cards-data-product");
+    assert!(contract.is_avro(), "cards contract should be Avro");
+    let single = payloads(&contract, 0.0, CardFraming::SingleObject);
+    let confluent = payloads(&contract, 0.0, CardFraming::Confluent);
+    println!("card events: {N} single-object, mean {} bytes; {N} Confluent, mean {} bytes",
+        single.iter().map(Vec::len).sum::<usize>() / N, confluent.iter().map(Vec::len).sum::<usize>() / N);
+
+    let mut group = c.benchmark_group("card_avro");
+    configure(&mut group);
+
+    // (d) Avro decode with schema resolution to the reader schema (which is the check), alone…
+    let _ = group.bench_function("decode_single_object", |b| {
+        b.iter(|| {
+            for p in &single {
+                let _ = black_box(decode(&contract, black_box(p)));
+            }
+        });
+    });
+    // …and the whole verdict, per framing.
+    let _ = group.bench_function("evaluate_single_object", |b| {
+        b.iter(|| {
+            for p in &single {
+                let _ = black_box(evaluate(&contract, black_box(p), NOW));
+            }
+        });
+    });
+    let _ = group.bench_function("evaluate_confluent", |b| {
+        b.iter(|| {
+            for p in &confluent {
+                let _ = black_box(evaluate(&contract, black_box(p), NOW));
+            }
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, payments, cards);
+criterion_main!(benches);

@@ -512,9 +512,6 @@ fn a_missing_spec_fails_and_says_where_it_looked() {
     }
 }
 
-/// Not a check: `cargo test --test openlineage -- --ignored --nocapture print_running_event`
-/// prints one RUNNING event.
-
 mod common;
 
 /// What `meshguard run` itself emits (START, RUNNING per window, COMPLETE on SIGTERM) is valid
