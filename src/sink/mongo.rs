@@ -10,7 +10,9 @@
 //!
 //! The code needs nothing FerretDB (the MongoDB-wire server used in tests) lacks: no
 //! transactions, no client `bulkWrite`, no aggregation. The record store's "newer wins" is a
-//! conditional `replace_one` with upsert, issued concurrently (bounded) per key.
+//! conditional `replace_one` with upsert per key on MongoDB, and a batched read → delete →
+//! insert on FerretDB 1.x, whose filtered commands all scan the collection
+//! ([`UpsertStrategy`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -256,12 +258,15 @@ pub enum UpsertStrategy {
     /// filter is `_id` AND "the stored version is older", with upsert. Atomic per key: concurrent
     /// writers of one key can never move it backwards.
     Conditional,
-    /// FerretDB 1.x: it pushes down only a filter that is exactly `{_id: <string>}` and scans
-    /// the whole collection in Go for any other filter (so the conditional filter costs O(store
-    /// size) per record). Instead, per key: read the stored `_meta` by `_id`, then `insert_one`
-    /// (absent) or `replace_one({_id})` (stored is older). FerretDB's own conditional updates are
-    /// not atomic either, so this loses nothing there: only two writers of the same key racing
-    /// within one round trip can let the older one land last.
+    /// FerretDB 1.x (SQLite): every filtered command scans the whole collection (an `{_id}`
+    /// filter in SQLite, since its `_id` index does not match the query's JSON expression; any
+    /// other filter decoding every document in Go), so per-key commands cost O(slice × store).
+    /// Instead, per slice: one `find({_id: {$in}})` for the stored versions, one `delete_many`
+    /// of the keys whose stored version is older, one unordered `insert_many` of what to write;
+    /// keys that lost an insert race are settled one by one (read by `_id`, then insert or
+    /// replace). FerretDB's own conditional updates are not atomic either, so this loses little
+    /// there: two writers of one key racing between read and write can let the older land last,
+    /// and a replaced key is briefly absent between the delete and the insert.
     ReadThenWrite,
 }
 
@@ -462,11 +467,12 @@ impl MongoSink {
     /// than what is stored: newer = greater `(event_time_ms, offset)`, a missing event time
     /// sorts oldest. A replay or an out-of-order older event never overwrites a newer one.
     ///
-    /// No transactions: each key gets one `replace_one` whose filter is "this `_id` AND the
-    /// stored version is older", with upsert. When the stored document is not older the filter
-    /// misses, the upsert's insert hits duplicate key 11000, and the record counts as
-    /// `kept_newer`. Records of one slice that share a key are reduced to the newest first.
-    /// The replacements run concurrently (at most 16 in flight).
+    /// Records of one slice that share a key are reduced to the newest first. No transactions:
+    /// with [`UpsertStrategy::Conditional`] (MongoDB) each key gets one `replace_one` whose
+    /// filter is "this `_id` AND the stored version is older", with upsert, at most 16 in
+    /// flight; when the stored document is not older the filter misses, the upsert's insert hits
+    /// duplicate key 11000, and the record counts as `kept_newer`. FerretDB 1.x gets
+    /// [`UpsertStrategy::ReadThenWrite`] (see there).
     pub async fn upsert_records(
         &self,
         product: &str,
@@ -494,41 +500,22 @@ impl MongoSink {
         let collection_name = Self::record_store(product);
         let collection = self.collection(&collection_name);
         let updated_at = DateTime::now();
-        let strategy = self.strategy;
-        let mut jobs = newest
-            .into_values()
-            .map(|r| (r.version(), r.older_filter(), r.to_document(updated_at)));
-        let mut in_flight = JoinSet::new();
-        loop {
-            while in_flight.len() < UPSERT_CONCURRENCY {
-                let Some((version, filter, replacement)) = jobs.next() else {
-                    break;
-                };
-                let collection = collection.clone();
-                let _ = in_flight.spawn(async move {
-                    match strategy {
-                        UpsertStrategy::Conditional => {
-                            replace_if_older(&collection, filter, replacement).await
-                        }
-                        UpsertStrategy::ReadThenWrite => {
-                            read_then_write(&collection, version, replacement).await
-                        }
-                    }
-                });
+        let newest: Vec<&StoredRecord> = newest.into_values().collect();
+        let (written, kept) = match self.strategy {
+            UpsertStrategy::Conditional => {
+                per_key(
+                    &collection,
+                    UpsertStrategy::Conditional,
+                    &newest,
+                    updated_at,
+                )
+                .await
             }
-            match in_flight.join_next().await {
-                None => break,
-                Some(Ok(Ok(true))) => stats.written += 1,
-                Some(Ok(Ok(false))) => stats.kept_newer += 1,
-                // Dropping `in_flight` aborts the rest; the caller retries the whole (idempotent) batch.
-                Some(Ok(Err(e))) => return Err(in_collection(&collection_name, e)),
-                Some(Err(e)) => {
-                    return Err(MongoSinkError::Rejected(format!(
-                        "record store upsert task failed: {e}"
-                    )));
-                }
-            }
+            UpsertStrategy::ReadThenWrite => batched(&collection, &newest, updated_at).await,
         }
+        .map_err(|e| in_collection(&collection_name, e))?;
+        stats.written += written;
+        stats.kept_newer += kept;
         Ok(stats)
     }
 
@@ -700,6 +687,142 @@ impl MongoSink {
             .await
             .map_err(|e| in_collection(collection, classify(&e)))
     }
+}
+
+/// Writes each record with one task per key (at most [`UPSERT_CONCURRENCY`] in flight);
+/// returns `(written, kept_newer)`.
+async fn per_key(
+    collection: &Collection<Document>,
+    strategy: UpsertStrategy,
+    records: &[&StoredRecord],
+    updated_at: DateTime,
+) -> Result<(u64, u64), MongoSinkError> {
+    let mut jobs = records
+        .iter()
+        .map(|r| (r.version(), r.older_filter(), r.to_document(updated_at)));
+    let (mut written, mut kept) = (0, 0);
+    let mut in_flight = JoinSet::new();
+    loop {
+        while in_flight.len() < UPSERT_CONCURRENCY {
+            let Some((version, filter, replacement)) = jobs.next() else {
+                break;
+            };
+            let collection = collection.clone();
+            let _ = in_flight.spawn(async move {
+                match strategy {
+                    UpsertStrategy::Conditional => {
+                        replace_if_older(&collection, filter, replacement).await
+                    }
+                    UpsertStrategy::ReadThenWrite => {
+                        read_then_write(&collection, version, replacement).await
+                    }
+                }
+            });
+        }
+        match in_flight.join_next().await {
+            None => break,
+            Some(Ok(Ok(true))) => written += 1,
+            Some(Ok(Ok(false))) => kept += 1,
+            // Dropping `in_flight` aborts the rest; the caller retries the whole (idempotent) batch.
+            Some(Ok(Err(e))) => return Err(e),
+            Some(Err(e)) => {
+                return Err(MongoSinkError::Rejected(format!(
+                    "record store upsert task failed: {e}"
+                )));
+            }
+        }
+    }
+    Ok((written, kept))
+}
+
+/// Keys per `$in` read in [`batched`].
+const READ_CHUNK: usize = 5_000;
+
+/// [`UpsertStrategy::ReadThenWrite`] for a whole slice, in a handful of commands whatever its
+/// size (FerretDB answers every filtered command with a scan of the collection, so per-key
+/// commands cost O(slice × store)): one `find({_id: {$in}})` for the stored versions, one
+/// `delete_many` of the keys whose stored version is older, one unordered `insert_many` of
+/// everything to write. An insert that hits a duplicate key lost a race with another writer;
+/// those few keys are settled one by one. Between the delete and the insert a replaced key is
+/// briefly absent for readers. Returns `(written, kept_newer)`.
+async fn batched(
+    collection: &Collection<Document>,
+    records: &[&StoredRecord],
+    updated_at: DateTime,
+) -> Result<(u64, u64), MongoSinkError> {
+    let mut stored: std::collections::HashMap<String, (Option<i64>, i64)> =
+        std::collections::HashMap::with_capacity(records.len());
+    for chunk in records.chunks(READ_CHUNK) {
+        let keys: Vec<&str> = chunk.iter().map(|r| r.key.as_str()).collect();
+        let mut cursor = collection
+            .find(doc! { "_id": { "$in": keys } })
+            .projection(doc! { "_meta": 1 })
+            .await
+            .map_err(|e| classify(&e))?;
+        while cursor.advance().await.map_err(|e| classify(&e))? {
+            let found = cursor.deserialize_current().map_err(|e| classify(&e))?;
+            if let Ok(id) = found.get_str("_id") {
+                let _ = stored.insert(id.to_owned(), stored_version(&found));
+            }
+        }
+    }
+    let mut kept = 0;
+    let mut replace: Vec<&str> = Vec::new();
+    let mut write: Vec<&StoredRecord> = Vec::with_capacity(records.len());
+    for r in records {
+        match stored.get(r.key.as_str()) {
+            Some(version) if *version >= r.version() => kept += 1,
+            Some(_) => {
+                replace.push(r.key.as_str());
+                write.push(r);
+            }
+            None => write.push(r),
+        }
+    }
+    if write.is_empty() {
+        return Ok((0, kept));
+    }
+    for chunk in replace.chunks(READ_CHUNK) {
+        let _ = collection
+            .delete_many(doc! { "_id": { "$in": chunk } })
+            .await
+            .map_err(|e| classify(&e))?;
+    }
+    let docs: Vec<Document> = write.iter().map(|r| r.to_document(updated_at)).collect();
+    let raced: Vec<&StoredRecord> = match collection.insert_many(&docs).ordered(false).await {
+        Ok(_) => Vec::new(),
+        Err(e) => match e.kind.as_ref() {
+            ErrorKind::InsertMany(failure) if failure.write_concern_error.is_none() => {
+                let errors = failure.write_errors.as_deref().unwrap_or_default();
+                if let Some(w) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
+                    return Err(MongoSinkError::Rejected(format!(
+                        "write error {} ({}): {}",
+                        w.code,
+                        w.code_name.as_deref().unwrap_or("?"),
+                        w.message
+                    )));
+                }
+                errors
+                    .iter()
+                    .filter_map(|w| write.get(w.index).copied())
+                    .collect()
+            }
+            _ => return Err(classify(&e)),
+        },
+    };
+    let mut written = (write.len() - raced.len()) as u64;
+    if !raced.is_empty() {
+        let (w, k) = per_key(
+            collection,
+            UpsertStrategy::ReadThenWrite,
+            &raced,
+            updated_at,
+        )
+        .await?;
+        written += w;
+        kept += k;
+    }
+    Ok((written, kept))
 }
 
 /// One conditional replace with upsert: `Ok(true)` when written, `Ok(false)` when the stored
