@@ -130,14 +130,13 @@ pub(super) fn run(args: ProduceArgs) -> ExitCode {
             rows.push(row);
         }
         // Source rows are written before their events, so reconciliation normally finds them.
-        if let Some(w) = &mysql {
-            if rows.len() >= 500 {
+        if let Some(w) = &mysql
+            && rows.len() >= 500 {
                 if let Err(e) = runtime.block_on(w.write(&rows)) {
                     return fail(e);
                 }
                 rows.clear();
             }
-        }
         let mut record = BaseRecord::to(&args.topic).key(event.key.as_bytes()).payload(&event.payload);
         loop {
             match producer.send(record) {
@@ -150,13 +149,11 @@ pub(super) fn run(args: ProduceArgs) -> ExitCode {
             }
         }
         // Rows of the last partial batch still precede their events' delivery below.
-        if mysql.is_some() && !rows.is_empty() && i + 1 == args.count {
-            if let Some(w) = &mysql {
-                if let Err(e) = runtime.block_on(w.write(&rows)) {
+        if mysql.is_some() && !rows.is_empty() && i + 1 == args.count
+            && let Some(w) = &mysql
+                && let Err(e) = runtime.block_on(w.write(&rows)) {
                     return fail(e);
                 }
-            }
-        }
     }
     if let Err(e) = producer.flush(Duration::from_secs(60)) {
         return fail(format!("not every event was delivered: {e}"));

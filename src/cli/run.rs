@@ -47,11 +47,10 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
-    if args.side_topic_partitions > 0 {
-        if let Err(e) = runtime.block_on(ensure_side_topics(&settings, args.side_topic_partitions)) {
+    if args.side_topic_partitions > 0
+        && let Err(e) = runtime.block_on(ensure_side_topics(&settings, args.side_topic_partitions)) {
             return fail(e);
         }
-    }
     let health = Arc::new(Health::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -32,6 +32,8 @@ pub struct Violation {
 
 /// The schema half of a contract.
 #[derive(Debug)]
+// One per contract, built once at start-up and never moved on the hot path.
+#[allow(clippy::large_enum_variant)]
 pub enum SchemaEngine {
     /// JSON records checked by a compiled draft-07 validator.
     Json(JsonSchemaContract),

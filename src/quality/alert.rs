@@ -237,8 +237,8 @@ impl Alerter {
             } else {
                 track.oks += 1;
                 track.breaches = 0;
-                if track.oks >= self.settings.resolve_after.max(1) {
-                    if let Some(mut alert) = track.firing.take() {
+                if track.oks >= self.settings.resolve_after.max(1)
+                    && let Some(mut alert) = track.firing.take() {
                         alert.state = AlertState::Resolved;
                         alert.actual = j.actual;
                         alert.window_start = w.window_start;
@@ -246,7 +246,6 @@ impl Alerter {
                         alert.resolved_at = Some(now);
                         out.push(alert);
                     }
-                }
             }
         }
         out

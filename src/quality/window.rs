@@ -136,11 +136,10 @@ fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
 }
 
 fn push_sample(v: &mut Vec<String>, id: Option<&str>) {
-    if let Some(id) = id {
-        if v.len() < MAX_SAMPLES && !v.iter().any(|x| x == id) {
+    if let Some(id) = id
+        && v.len() < MAX_SAMPLES && !v.iter().any(|x| x == id) {
             v.push(id.to_owned());
         }
-    }
 }
 
 impl Windows {

@@ -77,13 +77,11 @@ impl ConsumerContext for SourceContext {
             counter!(REBALANCES_TOTAL, "kind" => "revoke").increment(1);
             info!(partitions = tpl.count(), "partitions revoked");
             // Everything processed so far has had its offsets stored; hand it over committed.
-            if self.commit_on_revoke {
-                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                    if !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::NoOffset)) {
+            if self.commit_on_revoke
+                && let Err(e) = consumer.commit_consumer_state(CommitMode::Sync)
+                    && !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::NoOffset)) {
                         warn!(error = %e, "commit on revoke failed; the new owner replays from the last commit");
                     }
-                }
-            }
         }
     }
 

@@ -129,13 +129,12 @@ pub fn run(
             Err(e) => {
                 counter!(SINK_ERRORS_TOTAL, "sink" => e.sink).increment(1);
                 warn!(error = %e.message, sink = e.sink, records = batch.len(), retry_in_ms = backoff.as_millis() as u64, "batch not acknowledged; rewinding to retry it");
-                if eos {
-                    if let Err(e) = sink.abort() {
+                if eos
+                    && let Err(e) = sink.abort() {
                         error!(error = %e, "aborting the transaction failed");
                         result = Err(format!("transaction abort failed: {e}"));
                         break;
                     }
-                }
                 rewind(&source, &batch);
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -148,13 +147,11 @@ pub fn run(
     if let Err(e) = process(&[], &bound, &sink, mongo.as_ref(), &source, settings, clock.as_ref(), &runtime, &mut out) {
         warn!(error = %e.message, "final lineage event not delivered");
     }
-    if !eos {
-        if let Err(e) = source.commit_consumer_state(CommitMode::Sync) {
-            if !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::NoOffset)) {
+    if !eos
+        && let Err(e) = source.commit_consumer_state(CommitMode::Sync)
+            && !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::NoOffset)) {
                 warn!(error = %e, "final commit failed; a restart replays from the last commit");
             }
-        }
-    }
     source.unsubscribe();
     health.live.store(false, Ordering::Relaxed);
     info!("stream stopped");
@@ -428,7 +425,7 @@ fn reconcile(
             None => return Ok(()),
             Some(e) => {
                 counter!(RECONCILE_ERRORS_TOTAL).increment(1);
-                if reconciler.failures == 1 || reconciler.failures % 50 == 0 {
+                if reconciler.failures == 1 || reconciler.failures.is_multiple_of(50) {
                     warn!(error = %crate::reconcile::source_rows::redact(&e), backlog = reconciler.backlog(), "source database unavailable; records stay unverified and are retried");
                 }
                 if reconciler.backlog() < settings.reconcile.max_backlog || stop.load(Ordering::Relaxed) {

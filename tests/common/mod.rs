@@ -364,11 +364,10 @@ pub fn read_json_until(bootstrap: &str, topic: &str, within: Duration, mut done:
             return out;
         }
         assert!(Instant::now() < deadline, "{topic}: condition not met within {within:?}; read {} records: {:#?}", out.len(), out.iter().rev().take(5).collect::<Vec<_>>());
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            if let Some(v) = m.payload().and_then(|p| serde_json::from_slice(p).ok()) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200))
+            && let Some(v) = m.payload().and_then(|p| serde_json::from_slice(p).ok()) {
                 out.push(v);
             }
-        }
     }
 }
 
