@@ -10,9 +10,7 @@ use time::format_description::well_known::Rfc3339;
 use super::{ConfigArg, fail};
 use crate::check::{Input, Report, read_records, render_text};
 use crate::check::input::Item;
-use crate::config::Settings;
 use crate::contract::SchemaEngine;
-use crate::product::{Catalog, Files};
 use crate::verdict::{Evaluation, Rejection, Stage, evaluate, evaluate_record};
 use crate::contract::Violation;
 
@@ -48,9 +46,9 @@ pub struct CheckArgs {
 }
 
 pub(super) fn run(args: CheckArgs) -> ExitCode {
-    let settings = match Settings::load(args.config.config.as_deref()) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
+    let (_settings, catalog) = match args.config.load() {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let now = match &args.now {
         None => OffsetDateTime::now_utc(),
@@ -58,11 +56,6 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
             Ok(t) => t,
             Err(e) => return fail(format!("--now {s:?} is not an RFC 3339 instant: {e}")),
         },
-    };
-    let files = Files::from_settings(&settings, args.config.config.is_some());
-    let catalog = match Catalog::load(&files) {
-        Ok(c) => c,
-        Err(e) => return fail(format!("cannot load data products from {}:\n{e}", files.describe())),
     };
     let names: Vec<&str> = catalog.products.iter().map(|p| p.name()).collect();
     let product = match (&args.product, catalog.products.as_slice()) {

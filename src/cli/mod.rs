@@ -88,3 +88,14 @@ pub(crate) fn init_logging() {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if std::env::var("MESHGUARD_LOG_FORMAT").is_ok_and(|v| v == "json") { builder.json().try_init() } else { builder.try_init() };
 }
+
+impl ConfigArg {
+    /// Loads the settings and every data product, or prints why not (exit 2).
+    pub(crate) fn load(&self) -> Result<(crate::config::Settings, crate::product::Catalog), ExitCode> {
+        let settings = crate::config::Settings::load(self.config.as_deref()).map_err(fail)?;
+        let files = crate::product::Files::from_settings(&settings, self.config.is_some());
+        let catalog = crate::product::Catalog::load(&files)
+            .map_err(|e| fail(format!("cannot load data products from {}:\n{e}", files.describe())))?;
+        Ok((settings, catalog))
+    }
+}

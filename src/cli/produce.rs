@@ -12,9 +12,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{ConfigArg, fail};
-use crate::config::Settings;
 use crate::generate::{CardFraming, Generator, container_record, container_schema};
-use crate::product::{Catalog, Files};
 
 /// Arguments of `produce`.
 #[derive(Debug, Args)]
@@ -55,14 +53,9 @@ pub struct ProduceArgs {
 }
 
 pub(super) fn run(args: ProduceArgs) -> ExitCode {
-    let settings = match Settings::load(args.config.config.as_deref()) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    let files = Files::from_settings(&settings, args.config.config.is_some());
-    let catalog = match Catalog::load(&files) {
-        Ok(c) => c,
-        Err(e) => return fail(format!("cannot load data products from {}:\n{e}", files.describe())),
+    let (settings, catalog) = match args.config.load() {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let Some(binding) = catalog.binding(&args.topic) else {
         return fail(format!("topic {:?} is not bound to any contract; bound topics: {}", args.topic, catalog.topics().join(", ")));

@@ -14,7 +14,6 @@ use tracing::{error, info, warn};
 
 use super::{ConfigArg, fail};
 use crate::config::Settings;
-use crate::product::{Catalog, Files};
 use crate::quality::SystemClock;
 use crate::telemetry::http::Health;
 
@@ -30,14 +29,9 @@ pub struct RunArgs {
 
 pub(super) fn run(args: RunArgs) -> ExitCode {
     crate::cli::init_logging();
-    let settings = match Settings::load(args.config.config.as_deref()) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    let files = Files::from_settings(&settings, args.config.config.is_some());
-    let catalog = match Catalog::load(&files) {
-        Ok(c) => c,
-        Err(e) => return fail(format!("cannot load data products from {}:\n{e}", files.describe())),
+    let (settings, catalog) = match args.config.load() {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let metrics = match crate::telemetry::install() {
         Ok(h) => h,

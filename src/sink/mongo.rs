@@ -427,40 +427,7 @@ impl MongoSink {
     /// Inserts lineage documents with `_id = doc.id()`, unordered; duplicate-key errors (a
     /// replay) count as success, any other write error is returned. Empty slice = no-op.
     pub async fn write_lineage(&self, docs: &[LineageDoc]) -> Result<(), MongoSinkError> {
-        if docs.is_empty() {
-            return Ok(());
-        }
-        let documents: Vec<Document> = docs.iter().map(LineageDoc::to_document).collect();
-        match self
-            .collection(LINEAGE)
-            .insert_many(documents)
-            .ordered(false)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => match e.kind.as_ref() {
-                ErrorKind::InsertMany(failure) if failure.write_concern_error.is_none() => {
-                    let other = failure
-                        .write_errors
-                        .iter()
-                        .flatten()
-                        .find(|w| w.code != DUPLICATE_KEY);
-                    match other {
-                        None => Ok(()),
-                        Some(w) => Err(in_collection(
-                            LINEAGE,
-                            MongoSinkError::Rejected(format!(
-                                "write error {} ({}): {}",
-                                w.code,
-                                w.code_name.as_deref().unwrap_or("?"),
-                                w.message
-                            )),
-                        )),
-                    }
-                }
-                _ => Err(in_collection(LINEAGE, classify(&e))),
-            },
-        }
+        self.insert_new(LINEAGE, docs.iter().map(LineageDoc::to_document).collect()).await
     }
 
     /// Upserts each record into records.{product} with `_id = key`, but only if it is NEWER

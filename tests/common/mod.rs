@@ -268,6 +268,20 @@ pub async fn produce_payments(bootstrap: &str, topics: &[&str], count: usize, in
     sent
 }
 
+/// A plain consumer of `topic` from the beginning, read_committed, in a group of its own.
+pub fn reader(bootstrap: &str, topic: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    consumer.subscribe(&[topic]).unwrap_or_else(|e| panic!("subscribe: {e}"));
+    consumer
+}
+
 /// One dead letter as read back with a plain Kafka client.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
@@ -279,15 +293,7 @@ pub struct DeadLetter {
 /// Reads `topic` from the beginning (read_committed) until `expected` records arrived or
 /// `within` passed, then keeps reading briefly so that extra (duplicate) records would show.
 pub fn read_all(bootstrap: &str, topic: &str, expected: usize, within: Duration) -> Vec<DeadLetter> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap_or_else(|e| panic!("consumer: {e}"));
-    consumer.subscribe(&[topic]).unwrap_or_else(|e| panic!("subscribe: {e}"));
+    let consumer = reader(bootstrap, topic);
     let mut out = Vec::new();
     let deadline = Instant::now() + within;
     let mut settle: Option<Instant> = None;
@@ -348,15 +354,7 @@ pub fn wait_committed(bootstrap: &str, group: &str, topics: &[&str], partitions:
 /// Reads JSON records of `topic` from the beginning until `done(all so far)` holds; panics with
 /// what was read when `within` passes first.
 pub fn read_json_until(bootstrap: &str, topic: &str, within: Duration, mut done: impl FnMut(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap_or_else(|e| panic!("consumer: {e}"));
-    consumer.subscribe(&[topic]).unwrap_or_else(|e| panic!("subscribe: {e}"));
+    let consumer = reader(bootstrap, topic);
     let mut out = Vec::new();
     let deadline = Instant::now() + within;
     loop {
