@@ -14,6 +14,7 @@
 //! - [`check`]: the offline `meshguard check` report.
 //! - [`cli`]: the command line.
 
+pub mod api;
 pub mod check;
 pub mod cli;
 pub mod config;

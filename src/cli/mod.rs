@@ -5,6 +5,8 @@ mod check;
 mod lint;
 mod produce;
 mod run;
+mod serve;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +56,14 @@ pub enum Command {
     /// only after the dead letters are acknowledged. Serves /metrics, /healthz and /readyz on
     /// http.addr. SIGTERM or Ctrl-C drains the current batch, commits and exits.
     Run(run::RunArgs),
+    /// Serve the data product REST API (authenticated, authorized and audited) on api.addr.
+    ///
+    /// Reads the record stores, lineage, quality windows and alerts that `run` writes to
+    /// MongoDB. Refuses to start without credentials configured (auth.jwt_hs256_secret or
+    /// auth.api_keys) unless --insecure-dev is given. OpenAPI document at /openapi.json.
+    Serve(serve::ServeArgs),
+    /// Mint a short-lived API token (HS256, auth.jwt_hs256_secret) for a user and roles.
+    Token(token::TokenArgs),
 }
 
 /// Runs the parsed command line.
@@ -63,6 +73,8 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Lint(args) => lint::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Token(args) => token::run(args),
     }
 }
 
@@ -97,5 +109,28 @@ impl ConfigArg {
         let catalog = crate::product::Catalog::load(&files)
             .map_err(|e| fail(format!("cannot load data products from {}:\n{e}", files.describe())))?;
         Ok((settings, catalog))
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
     }
 }

@@ -72,7 +72,7 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     let signalled = runtime.block_on(async {
         let done = tokio::task::spawn_blocking(move || done_rx.recv());
         tokio::select! {
-            _ = shutdown_signal() => true,
+            _ = super::shutdown_signal() => true,
             _ = done => false,
         }
     });
@@ -100,27 +100,6 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-}
 
 /// Creates the side topics if they do not exist (replication 1 on a single broker, else 3).
 async fn ensure_side_topics(settings: &Settings, partitions: i32) -> Result<(), String> {

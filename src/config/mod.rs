@@ -38,6 +38,33 @@ pub struct Settings {
     pub http: AddrSettings,
     /// The data product API of `serve`.
     pub api: AddrSettings,
+    /// How `serve` authenticates callers.
+    pub auth: AuthSettings,
+}
+
+/// Credentials the API accepts. Secrets are never logged (`Debug` redacts them).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 secret for bearer JWTs; empty: JWTs are not accepted.
+    pub jwt_hs256_secret: String,
+    /// Required `iss` claim.
+    pub issuer: String,
+    /// Required `aud` claim.
+    pub audience: String,
+    /// `user_id:sha256hex` entries; the hex is the SHA-256 of the key.
+    pub api_keys: Vec<String>,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("jwt_hs256_secret", &if self.jwt_hs256_secret.is_empty() { "<unset>" } else { "<redacted>" })
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("api_keys", &format_args!("<{} redacted>", self.api_keys.len()))
+            .finish()
+    }
 }
 
 /// Kafka connection and pass-through client properties.

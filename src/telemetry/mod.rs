@@ -26,6 +26,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(SINK_WRITE_SECONDS.into()), &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]))
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_RECORDS.into()), &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0]))
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(RECONCILE_BATCH_RECORDS.into()), &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 50000.0]))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(crate::api::API_REQUEST_SECONDS.into()), &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]))
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(RECONCILE_SECONDS.into()), &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]))
         .map_err(|e| e.to_string())?;
     let handle = builder.install_recorder().map_err(|e| e.to_string())?;

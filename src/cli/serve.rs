@@ -1,0 +1,79 @@
+//! `meshguard serve`: the data product REST API.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use tracing::{info, warn};
+
+use super::{ConfigArg, fail};
+use crate::api::Api;
+use crate::api::auth::Authenticator;
+use crate::sink::mongo::MongoSink;
+
+/// Arguments of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Development only: accept every request without credentials, as user `dev` (with the
+    /// role of --dev-role, if any). Never use in production.
+    #[arg(long)]
+    pub insecure_dev: bool,
+    /// With --insecure-dev: the role of user `dev` (none by default: every product route is 403).
+    #[arg(long, value_name = "ROLE", requires = "insecure_dev")]
+    pub dev_role: Option<String>,
+}
+
+pub(super) fn run(args: ServeArgs) -> ExitCode {
+    crate::cli::init_logging();
+    let (settings, catalog) = match args.config.load() {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let auth = match Authenticator::from_settings(&settings.auth) {
+        Ok(a) => a,
+        Err(e) => return fail(e),
+    };
+    let auth = if args.insecure_dev {
+        warn!(role = ?args.dev_role, "--insecure-dev: every request is user \"dev\"; no credential is checked");
+        auth.insecure_dev(args.dev_role.clone())
+    } else if !auth.is_configured() {
+        return fail(
+            "no credentials configured: set auth.jwt_hs256_secret (MESHGUARD__AUTH__JWT_HS256_SECRET) and/or auth.api_keys, \
+             or pass --insecure-dev for local development",
+        );
+    } else {
+        auth
+    };
+    let metrics = match crate::telemetry::install() {
+        Ok(h) => h,
+        Err(e) => return fail(format!("cannot install metrics: {e}")),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    let names: Vec<String> = catalog.products.iter().map(|p| p.name().to_owned()).collect();
+    let sink = match runtime.block_on(MongoSink::connect(&settings.mongodb.uri, &settings.mongodb.database, &names)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("meshguard: cannot connect to MongoDB: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let api = Arc::new(Api::new(catalog, sink.database().clone(), auth, Some(metrics), &settings.schemas.dir));
+    info!(addr = %settings.api.addr, aliases = api.aliases().len(), "data product API listening");
+    match runtime.block_on(crate::api::serve(api, settings.api.addr, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshguard: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    super::shutdown_signal().await;
+    info!("shutdown requested");
+}

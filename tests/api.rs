@@ -1,0 +1,681 @@
+//! `meshguard serve` end to end: the real binary against the real MongoDB-wire server
+//! (FerretDB from `testcontainers/up`), data seeded with the sink's own API, tokens minted here
+//! with HMAC-SHA256 independently of the server's code.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use meshguard::sink::mongo::{ALERTS, LineageDoc, MongoSink, QUALITY_METRICS, StoredRecord, USERS};
+use mongodb::bson::doc;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
+const PAYMENTS: &str = "payments-data-product";
+const API_KEY: &str = "mk_live_correct-horse-battery-staple";
+
+fn mongodb_uri() -> String {
+    std::env::var("MESHGUARD_TEST_MONGODB")
+        .unwrap_or_else(|_| panic!("MESHGUARD_TEST_MONGODB is not set: start it with testcontainers/up and `. testcontainers/env`"))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// An HS256 JWT, minted without the server's code.
+fn jwt(secret: &str, claims: &Value) -> String {
+    let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap());
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{h}.{p}").as_bytes());
+    format!("{h}.{p}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+fn token_for(user: &str) -> String {
+    jwt(SECRET, &json!({"sub": user, "iss": "meshguard", "aud": "datamesh-api", "exp": now() + 3600, "iat": now()}))
+}
+
+/// A running `meshguard serve`; killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(database: &str, extra_args: &[&str], env: &[(&str, String)]) -> Server {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshguard"));
+    let _ = cmd
+        .arg("serve")
+        .args(extra_args)
+        .current_dir(repo())
+        .env_remove("MESHGUARD_CONFIG")
+        .env("MESHGUARD__API__ADDR", &addr)
+        .env("MESHGUARD__MONGODB__URI", mongodb_uri())
+        .env("MESHGUARD__MONGODB__DATABASE", database)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        let _ = cmd.env(k, v);
+    }
+    let mut server = Server { child: cmd.spawn().unwrap(), addr };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = try_http(&server.addr, "GET", "/healthz", &[], None)
+            && r.status == 200
+        {
+            return server;
+        }
+        if let Some(status) = server.child.try_wait().unwrap() {
+            panic!("meshguard serve exited early: {status}");
+        }
+        assert!(Instant::now() < deadline, "meshguard serve did not answer /healthz within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Resp {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A minimal HTTP/1.1 client (one request per connection).
+fn try_http(addr: &str, method: &str, path: &str, headers: &[(String, String)], body: Option<&[u8]>) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    if let Some(b) = body {
+        // The server may answer (and stop reading) before a too-large body is sent.
+        let _ = s.write_all(b);
+    }
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no response head"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status: u16 = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other("bad status line"))?;
+    let headers: HashMap<String, String> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers.get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16).unwrap_or(0);
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+            rest = &rest[eol + 2 + size + 2..];
+        }
+        body = out;
+    }
+    Ok(Resp { status, headers, body })
+}
+
+/// Credentials for a request, and the user the audit should name when they are accepted.
+#[derive(Clone)]
+struct Cred {
+    headers: Vec<(String, String)>,
+    user: String,
+}
+
+impl Cred {
+    fn bearer(token: &str, user: &str) -> Self {
+        Self { headers: vec![("Authorization".into(), format!("Bearer {token}"))], user: user.into() }
+    }
+    fn user(user: &str) -> Self {
+        Self::bearer(&token_for(user), user)
+    }
+    fn none() -> Self {
+        Self { headers: vec![], user: "anonymous".into() }
+    }
+}
+
+/// Requests, with the audit documents they must leave behind.
+struct Client {
+    addr: String,
+    /// (user, product, outcome) → count
+    audits: BTreeMap<(String, String, String), u64>,
+}
+
+impl Client {
+    /// Sends, asserts the status, records the expected audit when `product` is audited.
+    fn call(&mut self, cred: &Cred, method: &str, path: &str, body: Option<&[u8]>, expect: u16, audited_product: Option<&str>) -> Resp {
+        let r = try_http(&self.addr, method, path, &cred.headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert_eq!(r.status, expect, "{method} {path} as {}: {}", cred.user, r.text());
+        if r.status >= 400 {
+            let ct = r.headers.get("content-type").cloned().unwrap_or_default();
+            assert_eq!(ct, "application/problem+json", "{method} {path}: errors are problem documents");
+            let p = r.json();
+            assert_eq!(p["status"], json!(r.status), "{p}");
+            assert!(p["type"].as_str().unwrap().starts_with("https://meshguard.dev/problems/"), "{p}");
+            assert!(p["title"].is_string() && p["detail"].is_string(), "{p}");
+        }
+        if let Some(product) = audited_product {
+            let (user, outcome) = match r.status {
+                401 => ("anonymous".to_owned(), "denied"),
+                403 => (cred.user.clone(), "denied"),
+                _ => (cred.user.clone(), "allowed"),
+            };
+            *self.audits.entry((user, product.to_owned(), outcome.to_owned())).or_default() += 1;
+        }
+        r
+    }
+}
+
+/// A payment's latest state, as the test seeded it.
+#[derive(Debug, Clone)]
+struct Payment {
+    id: String,
+    amount: i64,
+    currency: &'static str,
+    status: &'static str,
+}
+
+fn payment_json(p: &Payment, customer: i64) -> Value {
+    json!({
+        "payment_id": p.id, "customer_id": customer, "amount": p.amount, "currency": p.currency, "status": p.status,
+        "created_at": "2026-11-29T10:00:00Z", "payment_method": {"type": "CARD", "last_four": "4242"},
+    })
+}
+
+fn stored(key: &str, record: Value, event_time_ms: i64, offset: i64) -> StoredRecord {
+    StoredRecord {
+        key: key.into(),
+        record,
+        event_time_ms: Some(event_time_ms),
+        topic: "payments.created".into(),
+        partition: 0,
+        offset,
+        contract: "payment-schema".into(),
+        contract_version: "1.0.0".into(),
+    }
+}
+
+/// Seeds users, 30 payments (one with three versions, one that breaks its contract), lineage,
+/// alerts and quality windows. Returns the latest state of each valid payment.
+async fn seed(sink: &MongoSink, roles: &[String]) -> Vec<Payment> {
+    let mut users: Vec<(String, Value)> =
+        roles.iter().map(|r| (format!("u-{r}"), json!({"user_id": format!("u-{r}"), "roles": [r]}))).collect();
+    users.push(("nobody".into(), json!({"user_id": "nobody", "roles": []})));
+    sink.insert_json(USERS, &users).await.unwrap();
+
+    let currencies = ["EUR", "USD", "GBP"];
+    let mut latest = Vec::new();
+    let mut versions = Vec::new();
+    for i in 0..30i64 {
+        let id = format!("{}{:06x}-1111-4111-8111-111111111111", if i % 3 == 0 { "3f" } else { "a0" }, i);
+        let p = Payment { id: id.clone(), amount: i * 10, currency: currencies[(i % 3) as usize], status: if i % 2 == 0 { "COMPLETED" } else { "PENDING" } };
+        versions.push(stored(&id, payment_json(&p, 1000 + i), 1_700_000_000_000 + i * 1000, 100 + i));
+        latest.push(p);
+    }
+    // Payment 1: an update (newer) and a late older event (higher offset, older event time).
+    let p1 = latest[1].clone();
+    let updated = Payment { amount: 999, status: "COMPLETED", ..p1.clone() };
+    versions.push(stored(&p1.id, payment_json(&updated, 1001), 1_700_000_100_000, 500));
+    versions.push(stored(&p1.id, payment_json(&Payment { amount: 5, status: "FAILED", ..p1.clone() }, 1001), 1_700_000_000_500, 600));
+    latest[1] = updated;
+    // A stored record that no longer satisfies the contract (lowercase currency).
+    versions.push(stored("bad-1", json!({"payment_id": "bad-1", "customer_id": 7, "amount": 1, "currency": "eur", "status": "CANCELLED", "created_at": "2026-11-29T10:00:00Z"}), 1_700_000_000_000, 900));
+    sink.write_versions(PAYMENTS, &versions).await.unwrap();
+
+    let lineage = |offset: i64, record: &str, product: &str| LineageDoc {
+        source_topic: "payments.created".into(),
+        source_partition: 0,
+        source_offset: offset,
+        source_timestamp_ms: Some(1_700_000_000_000),
+        product: product.into(),
+        contract: "payment-schema".into(),
+        contract_version: "1.0.0".into(),
+        record_id: Some(record.into()),
+        outcome: "valid",
+        destination_collection: MongoSink::record_store(product),
+        destination_system: "mongodb",
+        processed_at: time::OffsetDateTime::now_utc(),
+    };
+    sink.write_lineage(&[lineage(102, &latest[2].id, PAYMENTS), lineage(7002, &latest[2].id, "loans-data-product")]).await.unwrap();
+
+    let alert = |id: &str, state: &str, fired: &str| {
+        (format!("{id}:{state}"), json!({"id": id, "state": state, "severity": "critical", "product": PAYMENTS, "contract": "payment-schema",
+            "topic": "payments.created", "metric": "completeness", "expected": "100%", "actual": "97%",
+            "window_start": fired, "window_end": fired, "fired_at": fired, "resolved_at": if state == "resolved" { json!(fired) } else { Value::Null }}))
+    };
+    sink.insert_json(ALERTS, &[
+        alert("a-old", "firing", "2026-11-29T09:00:00Z"),
+        alert("a-old", "resolved", "2026-11-29T09:05:00Z"),
+        alert("a-now", "firing", "2026-11-29T10:00:00Z"),
+    ]).await.unwrap();
+    let window = |end: i64, volume: i64| {
+        (format!("{PAYMENTS}:payment-schema:payments.created:{end}:t"), json!({"product": PAYMENTS, "contract": "payment-schema", "topic": "payments.created",
+            "window_start": end - 10_000, "window_end": end, "volume": volume, "invalid": 0, "completeness": 1.0, "accuracy": 1.0}))
+    };
+    sink.insert_json(QUALITY_METRICS, &[window(1_700_000_010_000, 11), window(1_700_000_020_000, 22)]).await.unwrap();
+    latest
+}
+
+/// `(product, [(role, can_read, can_write)])`.
+type Matrix = Vec<(String, Vec<(String, bool, bool)>)>;
+
+/// The access matrix from config/products/*.yaml.
+fn access_matrix() -> Matrix {
+    let mut out = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("config/products")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for f in files {
+        let y: Value = serde_yaml::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        let name = y["metadata"]["name"].as_str().unwrap().to_owned();
+        let rules = y["spec"]["access"].as_array().unwrap().iter().map(|r| {
+            let perms: Vec<&str> = r["permissions"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+            let admin = perms.contains(&"admin");
+            (r["role"].as_str().unwrap().to_owned(), admin || perms.contains(&"read"), admin || perms.contains(&"write"))
+        });
+        out.push((name, rules.collect()));
+    }
+    out
+}
+
+fn search(client: &mut Client, cred: &Cred, path: &str, body: Value) -> Value {
+    client.call(cred, "POST", path, Some(body.to_string().as_bytes()), 200, Some(PAYMENTS)).json()
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v["results"].as_array().unwrap().iter().map(|r| r["payment_id"].as_str().unwrap().to_owned()).collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[test]
+fn serve_refuses_to_start_without_credentials() {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+        .arg("serve")
+        .current_dir(repo())
+        .env_remove("MESHGUARD__AUTH__JWT_HS256_SECRET")
+        .env_remove("MESHGUARD__AUTH__API_KEYS")
+        .env_remove("MESHGUARD_CONFIG")
+        .env("MESHGUARD__API__ADDR", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no credentials configured") && stderr.contains("--insecure-dev"), "{stderr}");
+    // A short secret is refused too, and never echoed.
+    let out = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+        .arg("serve")
+        .current_dir(repo())
+        .env("MESHGUARD__AUTH__JWT_HS256_SECRET", "tooshort-secret")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("tooshort-secret"));
+}
+
+#[test]
+fn insecure_dev_mode_serves_only_public_routes_without_a_role() {
+    let db = format!("api_dev_{}", uuid::Uuid::new_v4().simple());
+    let server = start(&db, &["--insecure-dev"], &[]);
+    let mut c = Client { addr: server.addr.clone(), audits: BTreeMap::new() };
+    let none = Cred { headers: vec![], user: "dev".into() };
+    assert_eq!(c.call(&none, "GET", "/products", None, 200, Some("*")).json()["products"], json!([]));
+    let _ = c.call(&none, "GET", "/payments-data-product/alerts", None, 403, Some(PAYMENTS));
+    let _ = c.call(&none, "GET", "/openapi.json", None, 200, None);
+    let _ = c.call(&none, "GET", "/metrics", None, 200, None);
+    drop(server);
+    let server = start(&db, &["--insecure-dev", "--dev-role", "payments-team"], &[]);
+    c.addr = server.addr.clone();
+    let _ = c.call(&none, "GET", "/payments-data-product/alerts", None, 200, Some(PAYMENTS));
+    let _ = c.call(&none, "GET", "/loans-data-product/alerts", None, 403, Some("loans-data-product"));
+}
+
+#[test]
+fn api_end_to_end() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let db = format!("api_{}", uuid::Uuid::new_v4().simple());
+    let matrix = access_matrix();
+    let products: Vec<String> = matrix.iter().map(|(p, _)| p.clone()).collect();
+    assert_eq!(products.len(), 3, "payments, loans, cards");
+    let mut roles: Vec<String> = matrix.iter().flat_map(|(_, r)| r.iter().map(|(role, _, _)| role.clone())).collect();
+    roles.sort();
+    roles.dedup();
+    let sink = rt.block_on(MongoSink::connect(&mongodb_uri(), &db, &products)).unwrap();
+    let payments = rt.block_on(seed(&sink, &roles));
+    let store = MongoSink::record_store(PAYMENTS);
+    let store_count = || rt.block_on(sink.count(&store, doc! {})).unwrap();
+    let versions_before = store_count();
+    assert_eq!(versions_before, 33);
+
+    let digest: [u8; 32] = Sha256::digest(API_KEY.as_bytes()).into();
+    let key_hash = hex(&digest);
+    let server = start(&db, &[], &[
+        ("MESHGUARD__AUTH__JWT_HS256_SECRET", SECRET.to_owned()),
+        ("MESHGUARD__AUTH__API_KEYS", format!("[\"u-payments-team:{key_hash}\"]")),
+    ]);
+    let mut c = Client { addr: server.addr.clone(), audits: BTreeMap::new() };
+
+    // --- public routes
+    assert_eq!(c.call(&Cred::none(), "GET", "/healthz", None, 200, None).status, 200);
+    let doc = c.call(&Cred::none(), "GET", "/openapi.json", None, 200, None).json();
+    assert_eq!(doc["openapi"], "3.0.3");
+    for route in [
+        "/healthz", "/metrics", "/openapi.json", "/products", "/products/{product}", "/{product}/data/{record_id}",
+        "/{product}/lineage/{record_id}", "/payments-data-product/search", "/loans-data-product/search", "/cards-data-product/search", "/{product}/alerts", "/{product}/graphql",
+        "/payments/{payment_id}", "/payments/{payment_id}/status", "/payments/search", "/loans/{loan_id}", "/loans/search",
+        "/cards/transactions/{transaction_id}", "/cards/transactions/search",
+    ] {
+        assert!(doc["paths"][route].is_object(), "openapi lacks {route}");
+    }
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap().iter().filter(|(m, _)| *m != "parameters") {
+            assert!(op["responses"]["200"].is_object(), "{method} {path} documents 200");
+            if !["/healthz", "/metrics", "/openapi.json"].contains(&path.as_str()) {
+                assert!(op["responses"]["401"].is_object(), "{method} {path} documents 401");
+            }
+        }
+    }
+
+    // --- the authorization matrix: every role of every product × GET/POST × every product
+    for role in &roles {
+        let cred = Cred::user(&format!("u-{role}"));
+        for (product, rules) in &matrix {
+            let (read, write) = rules.iter().find(|(r, _, _)| r == role).map(|(_, r, w)| (*r, *w)).unwrap_or((false, false));
+            let _ = c.call(&cred, "GET", &format!("/{product}/alerts"), None, if read { 200 } else { 403 }, Some(product));
+            let _ = c.call(&cred, "POST", &format!("/{product}/search"), Some(b"{}"), if write { 200 } else { 403 }, Some(product));
+            let _ = c.call(&cred, "GET", &format!("/products/{product}"), None, if read { 200 } else { 403 }, Some(product));
+        }
+        let listed = c.call(&cred, "GET", "/products", None, 200, Some("*")).json();
+        let mut names: Vec<String> = listed["products"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect();
+        names.sort();
+        let mut expected: Vec<String> =
+            matrix.iter().filter(|(_, rules)| rules.iter().any(|(r, read, _)| r == role && *read)).map(|(p, _)| p.clone()).collect();
+        expected.sort();
+        assert_eq!(names, expected, "/products for {role}");
+    }
+    // Users with no roles, unknown users, and bad credentials, on every product.
+    let expired = Cred::bearer(&jwt(SECRET, &json!({"sub": "u-payments-team", "iss": "meshguard", "aud": "datamesh-api", "exp": now() - 3600})), "u-payments-team");
+    let forged = Cred::bearer(&jwt("another-secret-another-secret-another-secret", &json!({"sub": "u-payments-team", "iss": "meshguard", "aud": "datamesh-api", "exp": now() + 3600})), "u-payments-team");
+    let wrong_aud = Cred::bearer(&jwt(SECRET, &json!({"sub": "u-payments-team", "iss": "meshguard", "aud": "someone-else", "exp": now() + 3600})), "u-payments-team");
+    let wrong_iss = Cred::bearer(&jwt(SECRET, &json!({"sub": "u-payments-team", "iss": "evil", "aud": "datamesh-api", "exp": now() + 3600})), "u-payments-team");
+    let alg_none = Cred::bearer(&format!("{}.{}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#), URL_SAFE_NO_PAD.encode(json!({"sub": "u-payments-team", "iss": "meshguard", "aud": "datamesh-api", "exp": now() + 3600}).to_string())), "x");
+    let garbage = Cred::bearer("not-a-jwt", "x");
+    let bad_key = Cred { headers: vec![("X-Api-Key".into(), "wrong-key".into())], user: "x".into() };
+    let basic = Cred { headers: vec![("Authorization".into(), "Basic dTpw".into())], user: "x".into() };
+    for product in &products {
+        for (cred, expect) in [
+            (Cred::user("nobody"), 403),
+            (Cred::user("ghost-never-seen"), 403),
+            (Cred::none(), 401),
+            (expired.clone(), 401),
+            (forged.clone(), 401),
+            (wrong_aud.clone(), 401),
+            (wrong_iss.clone(), 401),
+            (alg_none.clone(), 401),
+            (garbage.clone(), 401),
+            (bad_key.clone(), 401),
+            (basic.clone(), 401),
+        ] {
+            let r = c.call(&cred, "GET", &format!("/{product}/alerts"), None, expect, Some(product));
+            if expect == 401 {
+                assert!(r.headers.get("www-authenticate").is_some_and(|h| h.starts_with("Bearer")));
+            }
+            let _ = c.call(&cred, "POST", &format!("/{product}/search"), Some(b"{}"), expect, Some(product));
+        }
+    }
+    let _ = c.call(&Cred::none(), "GET", "/products", None, 401, Some("*"));
+    // A made-up product in the URL is audited but never becomes a metric label.
+    let _ = c.call(&Cred::none(), "GET", "/evil-label-bomb/alerts", None, 401, Some("evil-label-bomb"));
+    // Roles from the token's claim (no users document), and the API key (roles from `users`).
+    let claim = Cred::bearer(&jwt(SECRET, &json!({"sub": "claimant", "iss": "meshguard", "aud": ["x", "datamesh-api"], "exp": now() + 600, "roles": ["fraud-team"]})), "claimant");
+    let _ = c.call(&claim, "GET", "/payments-data-product/alerts", None, 200, Some(PAYMENTS));
+    let _ = c.call(&claim, "POST", "/payments-data-product/search", Some(b"{}"), 403, Some(PAYMENTS));
+    let _ = c.call(&claim, "GET", "/loans-data-product/alerts", None, 403, Some("loans-data-product"));
+    let key = Cred { headers: vec![("X-Api-Key".into(), API_KEY.into())], user: "u-payments-team".into() };
+    let _ = c.call(&key, "POST", "/payments-data-product/search", Some(b"{}"), 200, Some(PAYMENTS));
+    let _ = c.call(&key, "GET", "/cards-data-product/alerts", None, 403, Some("cards-data-product"));
+
+    // --- routes, as payments-team
+    let team = Cred::user("u-payments-team");
+    let _ = c.call(&team, "GET", "/no-such-product/alerts", None, 404, None);
+    let _ = c.call(&team, "GET", "/products/no-such-product", None, 404, None);
+    let _ = c.call(&team, "GET", "/no/such/route/at/all", None, 404, None);
+    let detail = c.call(&team, "GET", "/products/payments-data-product", None, 200, Some(PAYMENTS)).json();
+    assert_eq!(detail["declaration"]["metadata"]["name"], PAYMENTS);
+    assert_eq!(detail["contracts"][0]["name"], "payment-schema");
+    assert_eq!(detail["contracts"][0]["sla"]["freshness"], "1s");
+    let quality = detail["quality"].as_array().unwrap();
+    assert_eq!(quality.len(), 1, "{quality:?}");
+    assert_eq!(quality[0]["volume"], 22, "the latest window of the topic");
+
+    let p1 = &payments[1];
+    let rec = c.call(&team, "GET", &format!("/payments-data-product/data/{}", p1.id), None, 200, Some(PAYMENTS)).json();
+    assert_eq!(rec["amount"], 999, "the newest version by event time wins: {rec}");
+    assert_eq!(rec["status"], "COMPLETED");
+    assert_eq!(rec["_meta"]["offset"], 500);
+    assert!(rec.get("_id").is_none() && rec.get("key").is_none(), "{rec}");
+    let _ = c.call(&team, "GET", "/payments-data-product/data/does-not-exist", None, 404, Some(PAYMENTS));
+    let bad = c.call(&team, "GET", "/payments-data-product/data/bad-1", None, 500, Some(PAYMENTS)).json();
+    assert_eq!(bad["type"], "https://meshguard.dev/problems/contract-violation");
+    assert!(bad["violations"].as_array().unwrap().iter().any(|v| v["path"] == "/currency"), "{bad}");
+
+    // Aliases from spec.apis.rest.endpoints.
+    let alias = c.call(&team, "GET", &format!("/payments/{}", p1.id), None, 200, Some(PAYMENTS)).json();
+    assert_eq!(alias, rec);
+    let status = c.call(&team, "GET", &format!("/payments/{}/status", p1.id), None, 200, Some(PAYMENTS)).json();
+    assert_eq!(status, json!({"payment_id": p1.id, "status": "COMPLETED"}));
+    let _ = c.call(&Cred::user("u-loans-team"), "GET", &format!("/payments/{}", p1.id), None, 403, Some(PAYMENTS));
+    let _ = c.call(&Cred::none(), "GET", &format!("/payments/{}/status", p1.id), None, 401, Some(PAYMENTS));
+    let via_alias = search(&mut c, &team, "/payments/search", json!({"filter": {"field": "currency", "op": "eq", "value": "GBP"}, "limit": 500}));
+    // `/cards/transactions/search` also matches `/cards/transactions/{transaction_id}`: POST is the search.
+    let cards = Cred::user("u-cards-team");
+    let r = c.call(&cards, "POST", "/cards/transactions/search", Some(b"{}"), 200, Some("cards-data-product")).json();
+    assert_eq!(r["count"], 0);
+    let r = c.call(&cards, "GET", "/cards/transactions/search", None, 405, None);
+    assert_eq!(r.headers.get("allow").map(String::as_str), Some("POST"), "the concrete path wins over the templated one");
+    let r = c.call(&cards, "PUT", "/cards/transactions/x", None, 405, None);
+    assert_eq!(r.headers.get("allow").map(String::as_str), Some("GET,HEAD"));
+
+    let gbp: Vec<String> = payments.iter().filter(|p| p.currency == "GBP").map(|p| p.id.clone()).collect();
+    assert_eq!(sorted(ids(&via_alias)), sorted(gbp));
+
+    // Lineage (the seed's getDataLineage).
+    let lin = c.call(&team, "GET", &format!("/payments-data-product/lineage/{}", payments[2].id), None, 200, Some(PAYMENTS)).json();
+    assert_eq!(lin["upstream"].as_array().unwrap().len(), 1, "{lin}");
+    assert_eq!(lin["upstream"][0]["_id"], "payments.created/0/102");
+    assert_eq!(lin["downstream"].as_array().unwrap().len(), 2, "{lin}");
+    let _ = c.call(&team, "GET", "/payments-data-product/lineage/nothing-here", None, 404, Some(PAYMENTS));
+
+    // Alerts: a-now fires; a-old resolved.
+    let alerts = c.call(&team, "GET", "/payments-data-product/alerts?limit=2", None, 200, Some(PAYMENTS)).json();
+    let firing: Vec<&str> = alerts["firing"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(firing, vec!["a-now"]);
+    assert_eq!(alerts["recent"].as_array().unwrap().len(), 2);
+    assert_eq!(alerts["recent"][0]["id"], "a-now");
+    let _ = c.call(&team, "GET", "/payments-data-product/alerts?limit=100000", None, 400, Some(PAYMENTS));
+
+    // GraphQL schema.
+    let g = c.call(&team, "GET", "/payments-data-product/graphql", None, 200, Some(PAYMENTS));
+    assert!(g.text().contains("type Payment"), "{}", g.text());
+    let _ = c.call(&Cred::user("u-loans-team"), "GET", "/loans-data-product/graphql", None, 404, Some("loans-data-product"));
+
+    // --- search on seeded data
+    let p = "/payments-data-product/search";
+    let completed = search(&mut c, &team, p, json!({"filter": {"and": [{"field": "status", "op": "eq", "value": "COMPLETED"}]}, "limit": 500}));
+    let want: Vec<String> = payments.iter().filter(|x| x.status == "COMPLETED").map(|x| x.id.clone()).collect();
+    assert_eq!(sorted(ids(&completed)), sorted(want.clone()), "latest versions only (payment 1 is COMPLETED now)");
+    let pending = search(&mut c, &team, p, json!({"filter": {"field": "status", "op": "eq", "value": "PENDING"}, "limit": 500}));
+    assert!(!ids(&pending).contains(&p1.id), "an older version that matches does not make the record match");
+    let failed = search(&mut c, &team, p, json!({"filter": {"field": "status", "op": "eq", "value": "FAILED"}}));
+    assert_eq!(failed["count"], 0, "the late older event is not the latest: {failed}");
+    let range = search(&mut c, &team, p, json!({"filter": {"and": [{"field": "amount", "op": "gte", "value": 100}, {"field": "amount", "op": "lt", "value": 200.5}]}, "limit": 500}));
+    let want: Vec<String> = payments.iter().filter(|x| x.amount >= 100 && (x.amount as f64) < 200.5).map(|x| x.id.clone()).collect();
+    assert_eq!(sorted(ids(&range)), sorted(want));
+    let within = search(&mut c, &team, p, json!({"filter": {"and": [{"field": "currency", "op": "in", "value": ["EUR", "USD"]}, {"field": "status", "op": "ne", "value": "PENDING"}]}, "limit": 500}));
+    let want: Vec<String> = payments.iter().filter(|x| (x.currency == "EUR" || x.currency == "USD") && x.status != "PENDING").map(|x| x.id.clone()).collect();
+    assert_eq!(sorted(ids(&within)), sorted(want));
+    let prefix = search(&mut c, &team, p, json!({"filter": {"field": "payment_id", "op": "prefix", "value": "3f"}, "limit": 500}));
+    let want: Vec<String> = payments.iter().filter(|x| x.id.starts_with("3f")).map(|x| x.id.clone()).collect();
+    assert_eq!(sorted(ids(&prefix)), sorted(want));
+    let literal = search(&mut c, &team, p, json!({"filter": {"field": "payment_id", "op": "prefix", "value": ".*"}}));
+    assert_eq!(literal["count"], 0, "prefix is a literal, not a regex");
+    let contains = search(&mut c, &team, p, json!({"filter": {"field": "payment_id", "op": "contains", "value": "00001d-"}}));
+    assert_eq!(ids(&contains), vec![payments[0x1d].id.clone()]);
+    let top = search(&mut c, &team, p, json!({"sort": {"field": "amount", "order": "desc"}, "limit": 5}));
+    let mut by_amount = payments.clone();
+    by_amount.sort_by_key(|x| std::cmp::Reverse(x.amount));
+    assert_eq!(ids(&top), by_amount.iter().take(5).map(|x| x.id.clone()).collect::<Vec<_>>());
+    assert!(top["next_cursor"].is_string());
+    // Pagination: pages of 7 over COMPLETED by amount ascending.
+    let mut seen = Vec::new();
+    let mut cursor = Value::Null;
+    for _ in 0..10 {
+        let mut body = json!({"filter": {"field": "status", "op": "eq", "value": "COMPLETED"}, "sort": {"field": "amount"}, "limit": 7});
+        if !cursor.is_null() {
+            body["cursor"] = cursor.clone();
+        }
+        let page = search(&mut c, &team, p, body);
+        assert!(page["count"].as_u64().unwrap() <= 7);
+        seen.extend(ids(&page));
+        cursor = page["next_cursor"].clone();
+        if cursor.is_null() {
+            break;
+        }
+    }
+    let mut want: Vec<&Payment> = payments.iter().filter(|x| x.status == "COMPLETED").collect();
+    want.sort_by_key(|x| x.amount);
+    assert_eq!(seen, want.iter().map(|x| x.id.clone()).collect::<Vec<_>>(), "pages in order, no gap, no duplicate");
+
+    // --- injection attempts and bad input: 400 naming the field, nothing changed
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let deep_obj = format!("{{\"filter\":{}1{}}}", "{\"and\":[".repeat(5_000), "]}".repeat(5_000));
+    let huge = format!("{{\"filter\":{{\"field\":\"currency\",\"op\":\"eq\",\"value\":\"{}\"}}}}", "A".repeat(70 * 1024));
+    let too_many = json!({"filter": {"and": (0..21).map(|_| json!({"field": "amount", "op": "gt", "value": 1})).collect::<Vec<_>>()}}).to_string();
+    let cases: Vec<(String, Option<&str>)> = vec![
+        (json!({"filter": {"$where": "1"}}).to_string(), Some("filter.$where")),
+        (json!({"filter": {"field": "amount", "op": "$ne", "value": 1}}).to_string(), Some("filter.op")),
+        (json!({"filter": {"field": "payment_id", "op": "eq", "value": {"$gt": ""}}}).to_string(), Some("filter.value.$gt")),
+        (json!({"filter": {"field": "payment_id", "op": "eq", "value": {"x": 1}}}).to_string(), Some("filter.value")),
+        (json!({"filter": {"field": "$where", "op": "eq", "value": 1}}).to_string(), Some("filter.field")),
+        (json!({"filter": {"field": "_meta.offset", "op": "gt", "value": 1}}).to_string(), Some("filter.field")),
+        (json!({"filter": {"field": "nope", "op": "eq", "value": 1}}).to_string(), Some("filter.field")),
+        (json!({"filter": {"field": "amount", "op": "eq", "value": "100"}}).to_string(), Some("filter.value")),
+        (json!({"filter": {"field": "customer_id", "op": "eq", "value": 1.5}}).to_string(), Some("filter.value")),
+        (json!({"filter": {"field": "status", "op": "eq", "value": "HACKED"}}).to_string(), Some("filter.value")),
+        (json!({"filter": {"field": "amount", "op": "prefix", "value": "1"}}).to_string(), Some("filter.op")),
+        (json!({"filter": {"field": "currency", "op": "in", "value": "EUR"}}).to_string(), Some("filter.value")),
+        (json!({"filter": {"and": [{"field": "amount", "op": "gt", "value": 1, "extra": true}]}}).to_string(), Some("filter.and[0].extra")),
+        (json!({"filter": {"or": []}}).to_string(), Some("filter.or")),
+        (json!({"filter": {"and": [{"and": []}]}}).to_string(), Some("filter.and[0].and")),
+        (json!({"limit": 100000}).to_string(), Some("limit")),
+        (json!({"limit": 0}).to_string(), Some("limit")),
+        (json!({"sort": {"field": "payment_method"}}).to_string(), Some("sort.field")),
+        (json!({"cursor": "bm90LWEtY3Vyc29y"}).to_string(), Some("cursor")),
+        (json!({"cursor": ""}).to_string(), Some("cursor")),
+        (json!({"cursor": null}).to_string(), Some("cursor")),
+        (json!({"limit": null}).to_string(), Some("limit")),
+        (json!({"query": "x"}).to_string(), Some("query")),
+        (too_many, Some("filter.and")),
+        ("{not json".into(), Some("body")),
+        (deep, Some("body")),
+        (deep_obj, Some("body")),
+        (huge, Some("body")),
+    ];
+    for (body, field) in &cases {
+        let r = c.call(&team, "POST", p, Some(body.as_bytes()), 400, Some(PAYMENTS)).json();
+        assert_eq!(r["type"], "https://meshguard.dev/problems/invalid-request");
+        if let Some(f) = field {
+            assert_eq!(r["errors"][0]["field"], *f, "{r}");
+        }
+    }
+    assert_eq!(store_count(), versions_before, "the record store is unchanged");
+    assert_eq!(rt.block_on(sink.count(USERS, doc! {})).unwrap(), roles.len() as u64 + 1, "users unchanged");
+    // A read-only role does not even get to the parser.
+    let _ = c.call(&Cred::user("u-fraud-team"), "POST", p, Some(br#"{"filter":{"$where":"1"}}"#), 403, Some(PAYMENTS));
+
+    // --- metrics
+    let m = c.call(&Cred::none(), "GET", "/metrics", None, 200, None).text();
+    assert!(m.contains("meshguard_api_requests_total{"), "{m}");
+    assert!(m.contains("route=\"/{product}/search\""), "route templates, never ids");
+    assert!(m.contains("meshguard_api_request_seconds"), "{m}");
+    assert!(m.contains("meshguard_access_denials_total{") && m.contains("role=\"fraud-team\""), "{m}");
+    assert!(!m.contains(&p1.id), "no record id in labels");
+    promtool_check_metrics(&m);
+    assert!(!m.contains("evil-label-bomb") && m.contains("product=\"unknown\""), "unknown products share one label");
+
+    // --- every decision was audited
+    let audit = rt.block_on(async { sink.database().collection::<mongodb::bson::Document>("access_audit").count_documents(doc! {}).await }).unwrap();
+    let mut total = 0;
+    for ((user, product, outcome), n) in &c.audits {
+        let got = rt.block_on(sink.count("access_audit", doc! { "user": user, "product": product, "outcome": outcome })).unwrap();
+        assert_eq!(got, *n, "audit documents for {user} on {product}: {outcome}");
+        total += n;
+    }
+    assert_eq!(audit, total, "no unexpected audit documents");
+    let one = rt.block_on(async { sink.database().collection::<mongodb::bson::Document>("access_audit").find_one(doc! { "user": "u-fraud-team", "outcome": "denied" }).await }).unwrap().unwrap();
+    for field in ["_id", "at", "user", "product", "method", "route", "permission", "outcome", "reason"] {
+        assert!(one.contains_key(field), "audit documents carry {field}: {one}");
+    }
+    assert!(!format!("{one}").contains(SECRET));
+    drop(server);
+}
+
+/// `promtool check metrics` (Debian package `prometheus`) must accept a scrape.
+fn promtool_check_metrics(scrape: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("promtool is not installed ({e}): apt-get install prometheus"));
+    child.stdin.take().unwrap().write_all(scrape.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "promtool check metrics:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
