@@ -134,3 +134,14 @@ pub(crate) async fn shutdown_signal() {
         let _ = ctrl_c.await;
     }
 }
+
+/// What `run` and `serve` both start with: the Prometheus recorder and a two-worker runtime.
+pub(crate) fn service_runtime() -> Result<(metrics_exporter_prometheus::PrometheusHandle, tokio::runtime::Runtime), ExitCode> {
+    let metrics = crate::telemetry::install().map_err(|e| fail(format!("cannot install metrics: {e}")))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("cannot start the runtime: {e}")))?;
+    Ok((metrics, runtime))
+}

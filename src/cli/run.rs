@@ -33,13 +33,9 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let metrics = match crate::telemetry::install() {
-        Ok(h) => h,
-        Err(e) => return fail(format!("cannot install metrics: {e}")),
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    let (metrics, runtime) = match super::service_runtime() {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     if args.side_topic_partitions > 0
         && let Err(e) = runtime.block_on(ensure_side_topics(&settings, args.side_topic_partitions)) {

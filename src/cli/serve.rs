@@ -46,13 +46,9 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
     } else {
         auth
     };
-    let metrics = match crate::telemetry::install() {
-        Ok(h) => h,
-        Err(e) => return fail(format!("cannot install metrics: {e}")),
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    let (metrics, runtime) = match super::service_runtime() {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     let names: Vec<String> = catalog.products.iter().map(|p| p.name().to_owned()).collect();
     let sink = match runtime.block_on(MongoSink::connect(&settings.mongodb.uri, &settings.mongodb.database, &names)) {
