@@ -71,3 +71,51 @@ async fn produce_writes_events_and_their_source_rows() {
     let share = mismatched as f64 / valid.len() as f64;
     assert!((0.15..0.35).contains(&share), "about a quarter of the rows differ: {mismatched} of {}", valid.len());
 }
+
+/// Reconciliation relies on this: a valid event's source row is in the database before the
+/// event can be read from Kafka. Each record is looked up right after it is read, while the
+/// producer is still sending at a fixed rate.
+#[tokio::test(flavor = "multi_thread")]
+async fn source_rows_are_written_before_their_events_are_readable() {
+    let kafka = kafka();
+    let url = mysql();
+    let pool = sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("MariaDB at {url} does not answer ({e}): {START_HINT}"));
+    let topic = unique("pay-rows-first");
+    create_topics(&kafka, &[&topic], 1).await;
+    let products = Products::payments(&[&topic]);
+    let consumer = reader(&kafka, &topic);
+    let mut producer = Command::new(binary())
+        .args(["produce", "--topic", &topic, "--count", "600", "--rate", "300", "--invalid-ratio", "0", "--seed"])
+        .arg((std::process::id() + 1).to_string())
+        .args(["--mysql", &url])
+        .current_dir(repo())
+        .env("MESHGUARD__KAFKA__BOOTSTRAP_SERVERS", &kafka)
+        .env("MESHGUARD__PRODUCTS__DIR", products.dir.path())
+        .env("MESHGUARD__SCHEMAS__DIR", repo().join("schemas"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (mut seen, mut absent) = (0, Vec::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while seen < 600 && std::time::Instant::now() < deadline {
+        let Some(Ok(m)) = rdkafka::consumer::BaseConsumer::poll(&consumer, Duration::from_millis(100)) else { continue };
+        use rdkafka::Message;
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+        seen += 1;
+        let found: Option<(String,)> = sqlx::query_as("SELECT payment_id FROM payments WHERE payment_id = ?")
+            .bind(&key)
+            .fetch_optional(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if found.is_none() {
+            absent.push(key);
+        }
+    }
+    assert!(producer.wait().unwrap_or_else(|e| panic!("{e}")).success());
+    assert_eq!(seen, 600, "every event read back");
+    assert!(absent.is_empty(), "{} events were readable before their source rows existed, e.g. {:?}", absent.len(), &absent[..absent.len().min(3)]);
+}

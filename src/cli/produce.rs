@@ -108,45 +108,43 @@ pub(super) fn run(args: ProduceArgs) -> ExitCode {
         Err(e) => return fail(format!("cannot create the Kafka producer: {e}")),
     };
     let start = Instant::now();
-    let mut rows = Vec::new();
     let (mut valid, mut invalid) = (0u64, 0u64);
-    for i in 0..args.count {
-        if args.rate > 0 {
-            let due = start + Duration::from_secs_f64(i as f64 / args.rate as f64);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-        }
-        let event = generator.next_event(now());
-        if event.intent.is_valid() { valid += 1 } else { invalid += 1 }
-        if let Some(row) = event.source.clone() {
-            rows.push(row);
-        }
-        // Source rows are written before their events, so reconciliation normally finds them.
-        if let Some(w) = &mysql
-            && rows.len() >= 500 {
-                if let Err(e) = runtime.block_on(w.write(&rows)) {
-                    return fail(e);
-                }
-                rows.clear();
-            }
-        let mut record = BaseRecord::to(&args.topic).key(event.key.as_bytes()).payload(&event.payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((e, r)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => return fail(format!("cannot send to {}: {e}", args.topic)),
-            }
-        }
-        // Rows of the last partial batch still precede their events' delivery below.
-        if mysql.is_some() && !rows.is_empty() && i + 1 == args.count
-            && let Some(w) = &mysql
+    // Events are generated a chunk ahead and the chunk's source rows written first, so a row is in
+    // the database before its event can be consumed (reconciliation normally finds it at once). At
+    // a fixed rate a chunk is 50 ms of events, so event times stay close to their send times.
+    let chunk = if args.rate > 0 { (args.rate / 20).clamp(1, 500) } else { 500 };
+    let mut i = 0u64;
+    while i < args.count {
+        let n = chunk.min(args.count - i);
+        let events: Vec<_> = (0..n).map(|_| generator.next_event(now())).collect();
+        if let Some(w) = &mysql {
+            let rows: Vec<_> = events.iter().filter_map(|e| e.source.clone()).collect();
+            if !rows.is_empty()
                 && let Err(e) = runtime.block_on(w.write(&rows)) {
                     return fail(e);
                 }
+        }
+        for event in events {
+            if args.rate > 0 {
+                let due = start + Duration::from_secs_f64(i as f64 / args.rate as f64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            if event.intent.is_valid() { valid += 1 } else { invalid += 1 }
+            let mut record = BaseRecord::to(&args.topic).key(event.key.as_bytes()).payload(&event.payload);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((e, r)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                        record = r;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => return fail(format!("cannot send to {}: {e}", args.topic)),
+                }
+            }
+            i += 1;
+        }
     }
     if let Err(e) = producer.flush(Duration::from_secs(60)) {
         return fail(format!("not every event was delivered: {e}"));
