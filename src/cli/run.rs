@@ -37,6 +37,7 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         Ok(started) => started,
         Err(code) => return code,
     };
+    crate::telemetry::register_run_error_series(settings.mongodb.enabled, settings.mysql.enabled);
     if args.side_topic_partitions > 0
         && let Err(e) = runtime.block_on(ensure_side_topics(&settings, args.side_topic_partitions)) {
             return fail(e);

@@ -58,6 +58,20 @@ fn describe() {
     describe_counter!(RECONCILE_ERRORS_TOTAL, Unit::Count, "Reconciliation runs that failed to reach the source database.");
 }
 
+/// Registers the error series of `meshguard run` at zero, so that `rate()` in the rules and the
+/// dashboard reads 0 (not "no data") before the first failure. Only label values fixed by the
+/// configuration: the sinks that are enabled and the reconciler when MySQL is on.
+pub fn register_run_error_series(mongodb: bool, mysql: bool) {
+    counter!(SINK_ERRORS_TOTAL, "sink" => "kafka").increment(0);
+    if mongodb {
+        counter!(SINK_ERRORS_TOTAL, "sink" => "mongodb").increment(0);
+    }
+    if mysql {
+        counter!(RECONCILE_ERRORS_TOTAL).increment(0);
+        gauge!(RECONCILE_BACKLOG).set(0.0);
+    }
+}
+
 /// Metric handles for one topic binding.
 #[derive(Debug, Clone)]
 pub struct BindingMetrics {
