@@ -497,7 +497,7 @@ ferretdb_auth_install() {
   local src=$TC_DIR/ferretdb version moddir want tmp
   version=$(go -C "$src" list -m -f '{{.Version}}' github.com/FerretDB/FerretDB) ||
     die "cannot read the FerretDB version from $src/go.mod"
-  want=$version
+  want=$version+skip-empty-exchange
   if [[ -x $FERRETDB_AUTH_BIN && -f $FERRETDB_AUTH_BIN.version && $(<"$FERRETDB_AUTH_BIN.version") == "$want" ]]; then
     return 0
   fi
@@ -512,6 +512,14 @@ ferretdb_auth_install() {
   mkdir -p "$(dirname "$tmp")"
   cp -r "$moddir" "$tmp" && chmod -R u+w "$tmp" && echo "$version" >"$tmp/build/version/version.txt" ||
     die "could not copy the FerretDB module source"
+  # FerretDB 1.24 ignores saslStart's `skipEmptyExchange` and answers the client's final SCRAM
+  # message with done:false, expecting one more empty round; the Rust driver (mongodb 3.x) always
+  # asks to skip it and fails with "expected SCRAM authentication to have completed". Answer
+  # done:true once the proof is verified, as MongoDB does (the Go driver accepts both).
+  local f=$tmp/internal/handler/msg_saslcontinue.go
+  grep -q '"done", valid, // for compatibility' "$f" ||
+    die "FerretDB $version: the saslContinue code to patch was not found in $f"
+  sed -i 's|"done", valid, // for compatibility.*|"done", conv.Valid(), // meshguard: skipEmptyExchange|' "$f"
   run_logged go -C "$tmp" build -trimpath -buildvcs=false -o "$FERRETDB_AUTH_BIN.tmp" ./cmd/ferretdb ||
     die "go build of FerretDB's command failed (see $TC_HOME/install.log)"
   rm -rf "$tmp"

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
@@ -64,9 +63,8 @@ impl std::fmt::Debug for SideProducer {
 impl SideProducer {
     /// Creates the producer; in exactly-once mode also initialises transactions.
     pub fn new(settings: &Settings, transactional_id: Option<&str>) -> Result<Self, String> {
-        let mut config = ClientConfig::new();
+        let mut config = settings.kafka.client_config();
         let _ = config
-            .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")

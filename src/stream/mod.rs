@@ -99,6 +99,11 @@ pub fn run(
     let mut owned_epoch = u64::MAX;
     let mut result = Ok(());
     while !stop.load(Ordering::Relaxed) {
+        if let Some(fatal) = source.context().fatal.get() {
+            error!(error = %fatal, "stopping: the Kafka connection cannot work with this configuration");
+            result = Err(fatal);
+            break;
+        }
         let epoch = source.context().epoch.load(Ordering::SeqCst);
         if epoch != owned_epoch {
             owned_epoch = epoch;
