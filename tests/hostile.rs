@@ -110,13 +110,13 @@ fn json_corpus() -> Vec<Poison> {
 fn avro_corpus() -> Vec<Poison> {
     vec![
         // 0x01 instead of 0x00: not Confluent framing, so read as a plain datum, which fails.
-        poison("wrong magic byte", [&[0x01u8, 0, 0, 0, 2][..], b"\x48abcdefgh"].concat(), "decode", None),
+        poison("wrong magic byte", [&[0x01u8, 0, 0, 0, 2][..], b"\x48abcdefgh"].concat(), "decode", Some("avro_datum")),
         poison("unknown Confluent schema id", [&[0x00u8, 0, 0, 0x30, 0x39][..], b"\x02a"].concat(), "decode", Some("avro_unknown_schema")),
         poison("unknown single-object fingerprint", vec![0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0x02, b'a'], "decode", Some("avro_unknown_schema")),
         poison("truncated single-object header", vec![0xC3, 0x01, 1, 2], "decode", Some("avro_unknown_schema")),
-        poison("known id, garbage datum", [&[0x00u8, 0, 0, 0, 2][..], &[0xff; 32][..]].concat(), "decode", None),
-        poison("known id, negative string length", [&[0x00u8, 0, 0, 0, 2][..], &[0x01][..]].concat(), "decode", None),
-        poison("JSON on an Avro topic", "{\"transaction_id\":\"x\"}", "decode", None),
+        poison("known id, garbage datum", [&[0x00u8, 0, 0, 0, 2][..], &[0xff; 32][..]].concat(), "decode", Some("avro_datum")),
+        poison("known id, negative string length", [&[0x00u8, 0, 0, 0, 2][..], &[0x01][..]].concat(), "decode", Some("avro_datum")),
+        poison("JSON on an Avro topic", "{\"transaction_id\":\"x\"}", "decode", Some("avro_datum")),
         poison("empty payload", Vec::new(), "decode", Some("empty")),
     ]
 }
