@@ -510,8 +510,9 @@ ferretdb_auth_install() {
   tmp=$TC_HOME/ferretdb_auth/src.tmp
   rm -rf "$tmp"
   mkdir -p "$(dirname "$tmp")"
-  cp -r "$moddir" "$tmp" && chmod -R u+w "$tmp" && echo "$version" >"$tmp/build/version/version.txt" ||
+  if ! { cp -r "$moddir" "$tmp" && chmod -R u+w "$tmp" && echo "$version" >"$tmp/build/version/version.txt"; }; then
     die "could not copy the FerretDB module source"
+  fi
   # FerretDB 1.24 ignores saslStart's `skipEmptyExchange` and answers the client's final SCRAM
   # message with done:false, expecting one more empty round; the Rust driver (mongodb 3.x) always
   # asks to skip it and fails with "expected SCRAM authentication to have completed". Answer
