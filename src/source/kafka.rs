@@ -133,6 +133,11 @@ pub fn check_connection(settings: &Settings, timeout: std::time::Duration) -> Re
     let security = settings.kafka.describe_security();
     let context = CheckContext { fatal: FatalError::default(), security: security.clone(), last: std::sync::Mutex::new(None) };
     let mut config = settings.kafka.client_config();
+    // The consumer's own properties too (e.g. a client certificate set there), as the consumer
+    // is the connection that must work; consumer-only keys are ignored by this client.
+    for (k, v) in &settings.kafka.consumer {
+        let _ = config.set(k, v);
+    }
     // One failed attempt is enough to know: no quick reconnects while we wait.
     let _ = config.set("reconnect.backoff.ms", "1000").set("reconnect.backoff.max.ms", "10000");
     let client: rdkafka::producer::BaseProducer<CheckContext> =
