@@ -15,10 +15,23 @@ KAFKA_PORT=${MESHGUARD_TC_KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${MESHGUARD_TC_KAFKA_CONTROLLER_PORT:-9093}
 MARIADB_PORT=${MESHGUARD_TC_MARIADB_PORT:-3306}
 FERRETDB_PORT=${MESHGUARD_TC_FERRETDB_PORT:-27017}
-ALL_SERVICES=(kafka mariadb ferretdb)
+ALL_SERVICES=(kafka mariadb ferretdb ferretdb_auth)
+
+# Secured endpoints (issue 6): TLS material shared by Kafka and MariaDB, the SASL_SSL listener,
+# and the users with passwords. The passwords are test fixtures (testcontainers/env exports them).
+TLS_DIR=$TC_HOME/tls
+KAFKA_SASL_SSL_PORT=${MESHGUARD_TC_KAFKA_SASL_SSL_PORT:-9094}
+KAFKA_SCRAM_USER=meshguard
+KAFKA_SCRAM_PASSWORD=${MESHGUARD_TC_KAFKA_PASSWORD:-mg-kafka-scram-Secret-5e1b}
+MARIADB_TLS_USER=meshguard
+MARIADB_TLS_PASSWORD=${MESHGUARD_TC_MARIADB_PASSWORD:-mg-mariadb-Secret-93f0}
+FERRETDB_AUTH_PORT=${MESHGUARD_TC_FERRETDB_AUTH_PORT:-27018}
+FERRETDB_AUTH_USER=meshguard
+FERRETDB_AUTH_PASSWORD=${MESHGUARD_TC_FERRETDB_PASSWORD:-mg-mongo-Secret-c27a}
 
 KAFKA_JARS=$TC_HOME/kafka/jars
 FERRETDB_BIN=$TC_HOME/bin/ferretdb
+FERRETDB_AUTH_BIN=$TC_HOME/bin/ferretdb-auth
 
 log() { printf '[testcontainers] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -37,7 +50,7 @@ parse_services() {
   local s
   for s in "$@"; do
     case $s in
-      kafka | mariadb | ferretdb) SERVICES+=("$s") ;;
+      kafka | mariadb | ferretdb | ferretdb_auth) SERVICES+=("$s") ;;
       *) die "unknown server '$s' (expected: ${ALL_SERVICES[*]})" ;;
     esac
   done
@@ -49,6 +62,7 @@ svc_port() {
     kafka) echo "$KAFKA_PORT" ;;
     mariadb) echo "$MARIADB_PORT" ;;
     ferretdb) echo "$FERRETDB_PORT" ;;
+    ferretdb_auth) echo "$FERRETDB_AUTH_PORT" ;;
   esac
 }
 svc_dir() { echo "$TC_HOME/$1"; }
@@ -62,6 +76,7 @@ svc_signature() {
     kafka) echo "$TC_HOME/kafka/server.properties" ;;
     mariadb) echo "$TC_HOME/mariadb/my.cnf" ;;
     ferretdb) echo "$FERRETDB_BIN" ;;
+    ferretdb_auth) echo "$FERRETDB_AUTH_BIN" ;;
   esac
 }
 
@@ -216,6 +231,37 @@ apt_install() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# TLS material for the secured listeners, made once with openssl under $TLS_DIR:
+#   ca.crt/ca.key          the test CA that signs the server certificate
+#   server.crt/server.key  CN and SAN 127.0.0.1 + localhost; server.pem = key + certificate
+#                          (Kafka's PEM keystore)
+#   other-ca.crt           a CA that signed nothing here: the "wrong CA" of the tests
+
+tls_material() {
+  [[ -s $TLS_DIR/server.pem && -s $TLS_DIR/other-ca.crt ]] && return 0
+  command -v openssl >/dev/null || apt_install openssl
+  log "generating a test CA and server certificate in $TLS_DIR"
+  local tmp=$TLS_DIR.tmp
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  (
+    cd "$tmp"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=meshguard testcontainers CA" \
+      -keyout ca.key -out ca.crt
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile server.ext -out server.crt
+    cat server.key server.crt >server.pem
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=some other CA" \
+      -keyout other-ca.key -out other-ca.crt
+    chmod 600 ./*.key server.pem
+  ) >>"$TC_HOME/install.log" 2>&1 || die "openssl could not make the test certificates (see $TC_HOME/install.log)"
+  rm -rf "$TLS_DIR"
+  mv "$tmp" "$TLS_DIR"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Kafka: broker + controller in one JVM (KRaft), jars resolved by Maven.
 
 kafka_install() {
@@ -257,11 +303,15 @@ kafka_write_config() {
 # Written by testcontainers/up at each start; edit testcontainers/lib.sh instead.
 process.roles=broker,controller
 node.id=1
-listeners=PLAINTEXT://$TC_HOST:$KAFKA_PORT,CONTROLLER://$TC_HOST:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$TC_HOST:$KAFKA_PORT
+listeners=PLAINTEXT://$TC_HOST:$KAFKA_PORT,CONTROLLER://$TC_HOST:$KAFKA_CONTROLLER_PORT,SASL_SSL://$TC_HOST:$KAFKA_SASL_SSL_PORT
+advertised.listeners=PLAINTEXT://$TC_HOST:$KAFKA_PORT,SASL_SSL://$TC_HOST:$KAFKA_SASL_SSL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$TLS_DIR/server.pem
 controller.quorum.bootstrap.servers=$TC_HOST:$KAFKA_CONTROLLER_PORT
 log.dirs=$dir/data
 num.partitions=3
@@ -280,13 +330,18 @@ kafka_launch() {
   if port_open "$KAFKA_CONTROLLER_PORT"; then
     die "kafka: controller port $TC_HOST:$KAFKA_CONTROLLER_PORT is taken; stop that process or set MESHGUARD_TC_KAFKA_CONTROLLER_PORT"
   fi
+  if port_open "$KAFKA_SASL_SSL_PORT"; then
+    die "kafka: SASL_SSL port $TC_HOST:$KAFKA_SASL_SSL_PORT is taken; stop that process or set MESHGUARD_TC_KAFKA_SASL_SSL_PORT"
+  fi
   mkdir -p "$dir/logs"
+  tls_material
   kafka_write_config
   if [[ ! -f $dir/data/meta.properties ]]; then
     cluster_id=$(kafka_tool kafka.tools.StorageTool random-uuid)
     log "formatting Kafka storage (cluster id $cluster_id)"
     kafka_tool kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" \
-      --standalone >>"$(svc_log kafka)" 2>&1 || {
+      --standalone --add-scram "SCRAM-SHA-512=[name=$KAFKA_SCRAM_USER,password=$KAFKA_SCRAM_PASSWORD]" \
+      >>"$(svc_log kafka)" 2>&1 || {
       show_log_tail "$(svc_log kafka)"
       die "kafka storage format failed"
     }
@@ -298,10 +353,27 @@ kafka_launch() {
 
 # A real Admin API round trip (ListTopics), once the port accepts connections.
 kafka_ready() {
-  port_open "$KAFKA_PORT" || return 1
+  port_open "$KAFKA_PORT" && port_open "$KAFKA_SASL_SSL_PORT" || return 1
   kafka_tool_cmd
   timeout 30 "${KAFKA_TOOL[@]}" org.apache.kafka.tools.TopicCommand \
     --bootstrap-server "$TC_HOST:$KAFKA_PORT" --list >/dev/null 2>&1
+}
+
+# The SCRAM user of the SASL_SSL listener. A fresh storage got it from `format --add-scram`; a
+# storage formatted before the listener existed gets it here, through the PLAINTEXT listener
+# (an upsert, so it also resets a changed password). Done once per cluster id and password.
+kafka_after_ready() {
+  local dir=$TC_HOME/kafka marker want
+  marker=$dir/scram-user.sha256
+  want=$( (grep '^cluster.id=' "$dir/data/meta.properties"; echo "$KAFKA_SCRAM_USER:$KAFKA_SCRAM_PASSWORD") | sha256sum | cut -d' ' -f1)
+  [[ -f $marker && $(<"$marker") == "$want" ]] && return 0
+  kafka_tool_cmd
+  timeout 60 "${KAFKA_TOOL[@]}" org.apache.kafka.tools.ConfigCommand \
+    --bootstrap-server "$TC_HOST:$KAFKA_PORT" --alter --entity-type users \
+    --entity-name "$KAFKA_SCRAM_USER" \
+    --add-config "SCRAM-SHA-512=[password=$KAFKA_SCRAM_PASSWORD]" >/dev/null ||
+    die "kafka: could not add the SCRAM-SHA-512 user $KAFKA_SCRAM_USER"
+  echo "$want" >"$marker"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -336,12 +408,16 @@ port=$MARIADB_PORT
 skip-name-resolve
 character-set-server=utf8mb4
 collation-server=utf8mb4_unicode_ci
+ssl-ca=$TLS_DIR/ca.crt
+ssl-cert=$TLS_DIR/server.crt
+ssl-key=$TLS_DIR/server.key
 EOF
 }
 
 mariadb_launch() {
   local dir=$TC_HOME/mariadb
   mkdir -p "$dir/logs"
+  tls_material
   mariadb_write_config
   if [[ ! -d $dir/data/mysql ]]; then
     log "creating the MariaDB system tables in $dir/data"
@@ -369,6 +445,13 @@ mariadb_after_ready() {
     CREATE USER IF NOT EXISTS 'root'@'::1';
     GRANT ALL PRIVILEGES ON *.* TO 'root'@'::1' WITH GRANT OPTION;" ||
     die "mariadb: could not grant root@127.0.0.1"
+  # The password user of the TLS tests: TLS required, reads the banking database only.
+  mariadb --no-defaults --socket="$MARIADB_SOCKET" -uroot -e "
+    CREATE USER IF NOT EXISTS '$MARIADB_TLS_USER'@'127.0.0.1';
+    ALTER USER '$MARIADB_TLS_USER'@'127.0.0.1' IDENTIFIED BY '$MARIADB_TLS_PASSWORD' REQUIRE SSL;
+    CREATE DATABASE IF NOT EXISTS banking;
+    GRANT SELECT ON banking.* TO '$MARIADB_TLS_USER'@'127.0.0.1';" ||
+    die "mariadb: could not create the user $MARIADB_TLS_USER"
   for f in "$REPO_DIR"/migrations/mysql/*.sql; do
     [[ -f $f ]] || continue
     mariadb --no-defaults -h"$TC_HOST" -P"$MARIADB_PORT" -uroot <"$f" ||
@@ -400,4 +483,61 @@ ferretdb_launch() {
 
 ferretdb_ready() {
   port_open "$FERRETDB_PORT" && "$FERRETDB_BIN" ping -timeout 2s "$TC_HOST:$FERRETDB_PORT" 2>/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+# FerretDB with authentication: the embedded API above cannot enforce credentials (ferretdb.Config
+# has no auth setting), so this second instance runs FerretDB's own command, built from the same
+# v1.24.2 module source, with `--test-enable-new-auth` (SCRAM-SHA-1/-256 against users stored by
+# FerretDB) and a user created at first start (`--setup-*`). Anonymous commands other than the
+# handshake and ping are refused.
+
+ferretdb_auth_install() {
+  ferretdb_install # for `ferretdb ping`
+  local src=$TC_DIR/ferretdb version moddir want tmp
+  version=$(go -C "$src" list -m -f '{{.Version}}' github.com/FerretDB/FerretDB) ||
+    die "cannot read the FerretDB version from $src/go.mod"
+  want=$version+skip-empty-exchange
+  if [[ -x $FERRETDB_AUTH_BIN && -f $FERRETDB_AUTH_BIN.version && $(<"$FERRETDB_AUTH_BIN.version") == "$want" ]]; then
+    return 0
+  fi
+  log "building FerretDB $version (its own command) into $FERRETDB_AUTH_BIN"
+  moddir=$(go -C "$src" mod download -json "github.com/FerretDB/FerretDB@$version" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') || true
+  [[ -d $moddir ]] || die "go mod download of FerretDB $version failed"
+  # A writable copy of the module with build/version/version.txt filled in, as FerretDB's own
+  # `task gen-version` does (the module zip leaves it empty and the command refuses to start).
+  tmp=$TC_HOME/ferretdb_auth/src.tmp
+  rm -rf "$tmp"
+  mkdir -p "$(dirname "$tmp")"
+  if ! { cp -r "$moddir" "$tmp" && chmod -R u+w "$tmp" && echo "$version" >"$tmp/build/version/version.txt"; }; then
+    die "could not copy the FerretDB module source"
+  fi
+  # FerretDB 1.24 ignores saslStart's `skipEmptyExchange` and answers the client's final SCRAM
+  # message with done:false, expecting one more empty round; the Rust driver (mongodb 3.x) always
+  # asks to skip it and fails with "expected SCRAM authentication to have completed". Answer
+  # done:true once the proof is verified, as MongoDB does (the Go driver accepts both).
+  local f=$tmp/internal/handler/msg_saslcontinue.go
+  grep -q '"done", valid, // for compatibility' "$f" ||
+    die "FerretDB $version: the saslContinue code to patch was not found in $f"
+  sed -i 's|"done", valid, // for compatibility.*|"done", conv.Valid(), // meshguard: skipEmptyExchange|' "$f"
+  run_logged go -C "$tmp" build -trimpath -buildvcs=false -o "$FERRETDB_AUTH_BIN.tmp" ./cmd/ferretdb ||
+    die "go build of FerretDB's command failed (see $TC_HOME/install.log)"
+  rm -rf "$tmp"
+  mv -f "$FERRETDB_AUTH_BIN.tmp" "$FERRETDB_AUTH_BIN"
+  echo "$want" >"$FERRETDB_AUTH_BIN.version"
+}
+
+ferretdb_auth_launch() {
+  local dir=$TC_HOME/ferretdb_auth
+  mkdir -p "$dir/data"
+  # The password goes through the environment, not the command line (ps would show it).
+  FERRETDB_SETUP_PASSWORD=$FERRETDB_AUTH_PASSWORD spawn ferretdb_auth "$FERRETDB_AUTH_BIN" \
+    --handler=sqlite "--sqlite-url=file:$dir/data/" "--state-dir=$dir" \
+    "--listen-addr=$TC_HOST:$FERRETDB_AUTH_PORT" --debug-addr=- --telemetry=disable --log-format=text \
+    --test-enable-new-auth --setup-database=admin "--setup-username=$FERRETDB_AUTH_USER"
+}
+
+ferretdb_auth_ready() {
+  port_open "$FERRETDB_AUTH_PORT" && "$FERRETDB_BIN" ping -timeout 2s "$TC_HOST:$FERRETDB_AUTH_PORT" 2>/dev/null
 }

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -92,9 +91,8 @@ pub(super) fn run(args: ProduceArgs) -> ExitCode {
             Err(e) => return fail(e),
         },
     };
-    let mut config = ClientConfig::new();
+    let mut config = settings.kafka.client_config();
     let _ = config
-        .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
@@ -37,6 +36,14 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         Ok(started) => started,
         Err(code) => return code,
     };
+    // Wrong credentials or certificates end the process here, before any client retries them.
+    if let Err(e) = crate::source::kafka::check_connection(&settings, Duration::from_secs(10)) {
+        return fail(e);
+    }
+    if settings.mysql.enabled
+        && let Err(e) = runtime.block_on(crate::reconcile::mysql::check_credentials(&settings.mysql.url)) {
+            return fail(e);
+        }
     crate::telemetry::register_run_error_series(settings.mongodb.enabled, settings.mysql.enabled);
     if args.side_topic_partitions > 0
         && let Err(e) = runtime.block_on(ensure_side_topics(&settings, args.side_topic_partitions)) {
@@ -100,8 +107,7 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
 
 /// Creates the side topics if they do not exist (replication 1 on a single broker, else 3).
 async fn ensure_side_topics(settings: &Settings, partitions: i32) -> Result<(), String> {
-    let mut config = ClientConfig::new();
-    let _ = config.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
+    let mut config = settings.kafka.client_config();
     for (k, v) in &settings.kafka.producer {
         let _ = config.set(k, v);
     }

@@ -67,20 +67,133 @@ impl std::fmt::Debug for AuthSettings {
     }
 }
 
+/// A password or key: deserialised like a string, never shown by `Debug` or `Display`.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself, for the one place that hands it to a client library.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether no value is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "<unset>" } else { "<redacted>" })
+    }
+}
+
+/// Whether a librdkafka property holds a secret (its value is redacted from `Debug`).
+pub fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password") || k.contains("secret") || k.contains("jaas") || k == "ssl.key.pem"
+}
+
 /// Kafka connection and pass-through client properties.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
     /// `bootstrap.servers` for every client.
     pub bootstrap_servers: String,
     /// The consumer group all instances join.
     pub group_id: String,
+    /// `security.protocol`: `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    #[serde(default = "plaintext")]
+    pub security_protocol: String,
+    /// `sasl.mechanism` (e.g. `SCRAM-SHA-512`); empty: librdkafka's default.
+    #[serde(default)]
+    pub sasl_mechanism: String,
+    /// `sasl.username`.
+    #[serde(default)]
+    pub sasl_username: String,
+    /// `sasl.password`; set it by environment (`MESHGUARD__KAFKA__SASL_PASSWORD`).
+    #[serde(default)]
+    pub sasl_password: Secret,
+    /// `ssl.ca.location`: PEM file of the CA(s) that sign the brokers' certificates; empty: the
+    /// system's roots.
+    #[serde(default)]
+    pub ssl_ca_location: String,
     /// librdkafka consumer properties, applied last (they win over meshguard's choices).
     #[serde(default)]
     pub consumer: BTreeMap<String, String>,
     /// librdkafka producer properties, applied last.
     #[serde(default)]
     pub producer: BTreeMap<String, String>,
+}
+
+fn plaintext() -> String {
+    "plaintext".into()
+}
+
+struct RedactedProperties<'a>(&'a BTreeMap<String, String>);
+
+impl std::fmt::Debug for RedactedProperties<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| (k, if is_secret_property(k) { "<redacted>" } else { v.as_str() })))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSettings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("security_protocol", &self.security_protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .field("sasl_password", &self.sasl_password)
+            .field("ssl_ca_location", &self.ssl_ca_location)
+            .field("consumer", &RedactedProperties(&self.consumer))
+            .field("producer", &RedactedProperties(&self.producer))
+            .finish()
+    }
+}
+
+impl KafkaSettings {
+    /// A client configuration with the brokers and the security settings every client shares
+    /// (consumer, producer, admin); the caller adds its own properties.
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        let _ = c.set("bootstrap.servers", &self.bootstrap_servers).set("security.protocol", &self.security_protocol);
+        if !self.sasl_mechanism.is_empty() {
+            let _ = c.set("sasl.mechanism", &self.sasl_mechanism);
+        }
+        if !self.sasl_username.is_empty() {
+            let _ = c.set("sasl.username", &self.sasl_username);
+        }
+        if !self.sasl_password.is_empty() {
+            let _ = c.set("sasl.password", self.sasl_password.expose());
+        }
+        if !self.ssl_ca_location.is_empty() {
+            let _ = c.set("ssl.ca.location", &self.ssl_ca_location);
+        }
+        c
+    }
+
+    /// What the clients authenticate as, for messages: `SASL_SSL (SCRAM-SHA-512 as meshguard)`.
+    pub fn describe_security(&self) -> String {
+        let proto = self.security_protocol.to_ascii_uppercase();
+        if proto.starts_with("SASL") {
+            let mech = if self.sasl_mechanism.is_empty() { "GSSAPI" } else { self.sasl_mechanism.as_str() };
+            format!("{proto} ({mech} as user {:?})", self.sasl_username)
+        } else {
+            proto
+        }
+    }
 }
 
 /// How records move from input to outputs.
@@ -226,6 +339,18 @@ impl Settings {
         if self.kafka.group_id.trim().is_empty() {
             return Err(ConfigError::Value { key: "kafka.group_id", reason: "is empty".into() });
         }
+        match self.kafka.security_protocol.to_ascii_lowercase().as_str() {
+            "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl" => {}
+            other => {
+                return Err(ConfigError::Value {
+                    key: "kafka.security_protocol",
+                    reason: format!("{other:?} is not one of plaintext, ssl, sasl_plaintext, sasl_ssl"),
+                });
+            }
+        }
+        if !self.kafka.ssl_ca_location.is_empty() && !Path::new(&self.kafka.ssl_ca_location).is_file() {
+            return Err(ConfigError::Value { key: "kafka.ssl_ca_location", reason: format!("{} is not a readable file", self.kafka.ssl_ca_location) });
+        }
         if self.quality.window_ms < 100 {
             return Err(ConfigError::Value { key: "quality.window_ms", reason: "must be at least 100".into() });
         }
@@ -272,6 +397,17 @@ mod tests {
         assert_eq!(s.api.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(s.topics.dlq, "datamesh.dlq");
         Ok(())
+    }
+
+    #[test]
+    fn debug_output_never_shows_passwords() {
+        let mut k = Settings::defaults().map(|s| s.kafka).unwrap_or_else(|e| panic!("{e}"));
+        k.sasl_password = Secret::new("hunter2-kafka");
+        let _ = k.consumer.insert("ssl.key.password".into(), "hunter2-key".into());
+        let _ = k.producer.insert("sasl.jaas.config".into(), "password=hunter2-jaas".into());
+        let shown = format!("{k:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

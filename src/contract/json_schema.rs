@@ -158,10 +158,35 @@ mod tests {
 
     #[test]
     fn catastrophic_pattern_does_not_hang() -> Result<(), String> {
+        // Without lookaround or backreferences fancy-regex hands the pattern to the `regex`
+        // crate, whose engine is linear in the input: `(a+)+` cannot explode there.
         let c = JsonSchemaContract::compile(&json!({"type":"string","pattern":"^(a+)+$"}), None, SchemaRetriever::default())?;
         let hostile = format!("{}!", "a".repeat(5_000));
         let mut out = Vec::new();
         assert!(!c.validate(&json!(hostile), &mut out));
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].keyword.as_str(), out[0].path.as_str()), ("pattern", ""));
+        assert!(c.is_valid(&json!("a".repeat(5_000))));
+        Ok(())
+    }
+
+    #[test]
+    fn catastrophic_backtracking_pattern_hits_the_limit_and_is_a_violation() -> Result<(), String> {
+        // A lookahead inside the repeated group forces fancy-regex's backtracking engine for the
+        // whole loop, where `(a+)+` before a failing `$` takes 2^n steps; the backtrack limit stops it and the record is reported invalid
+        // (fail closed) with the engine's reason, instead of holding the partition.
+        let schema = json!({"type":"object","properties":{"id":{"type":"string","pattern":"^((?=a)a+)+$"}}});
+        let c = JsonSchemaContract::compile(&schema, None, SchemaRetriever::default())?;
+        for n in [30, 1_000, 100_000] {
+            let hostile = format!("{}!", "a".repeat(n));
+            let mut out = Vec::new();
+            assert!(!c.validate(&json!({ "id": hostile }), &mut out), "n={n}");
+            assert_eq!(out.len(), 1, "{out:?}");
+            assert_eq!((out[0].keyword.as_str(), out[0].path.as_str()), ("pattern", "/id"), "{out:?}");
+            assert!(out[0].message.contains("backtracking"), "{out:?}");
+        }
+        // The limit does not get in the way of ordinary matches.
+        assert!(c.is_valid(&json!({"id": "aaaa"})));
         Ok(())
     }
 }

@@ -68,6 +68,9 @@ pub struct Contract {
     pub reconciliation: Option<ReconciliationSpec>,
 }
 
+/// Longest record id kept as it is (bytes); longer ids are replaced by their SHA-256.
+pub const MAX_RECORD_ID: usize = 256;
+
 impl Contract {
     /// `product:contract`, the key the seed uses.
     pub fn key(&self) -> String {
@@ -83,14 +86,22 @@ impl Contract {
         }
     }
 
-    /// The record id, if the key field holds a string or an integer.
+    /// The record id, if the key field holds a string or an integer. An id longer than
+    /// [`MAX_RECORD_ID`] bytes (a hostile or broken record: ids are indexed and copied into
+    /// lineage documents) is replaced by `sha256:` and the hex SHA-256 of it.
     pub fn record_id(&self, record: &Value) -> Option<String> {
         let field = self.key_field.as_deref()?;
-        match record.get(field)? {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
+        let id = match record.get(field)? {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return None,
+        };
+        if id.len() <= MAX_RECORD_ID {
+            return Some(id);
         }
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(id.as_bytes());
+        Some(format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>()))
     }
 
     /// Whether this contract is Avro.

@@ -31,6 +31,58 @@ impl MySqlSource {
     }
 }
 
+/// Connects once at start-up. Credentials the server refuses, or a TLS handshake that fails
+/// (wrong CA, TLS required), end the process with a message naming the problem: retrying would
+/// never help. A server that is merely down is not an error here (claims wait for it).
+pub async fn check_credentials(url: &str) -> Result<(), String> {
+    use sqlx::ConnectOptions;
+    use std::str::FromStr;
+    let options = sqlx::mysql::MySqlConnectOptions::from_str(url).map_err(|e| format!("mysql.url {}: {}", redact(url), scrub(&e.to_string(), url)))?;
+    let attempt = tokio::time::timeout(Duration::from_secs(10), options.connect()).await;
+    let error = match attempt {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+            return Ok(());
+        }
+        Ok(Err(e)) => e,
+        Err(_) => {
+            tracing::warn!(url = %redact(url), "MySQL did not answer within 10s at start-up; reconciliation waits for it");
+            return Ok(());
+        }
+    };
+    let what = match &error {
+        sqlx::Error::Database(db) => {
+            let number = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().map(|m| m.number());
+            match number {
+                Some(1044 | 1045 | 1698 | 3159) => "MySQL authentication failed",
+                _ => "MySQL refused the connection",
+            }
+        }
+        sqlx::Error::Tls(_) => "MySQL TLS handshake failed",
+        sqlx::Error::Configuration(_) => "MySQL configuration is invalid",
+        other if other.to_string().to_ascii_lowercase().contains("certificate") => "MySQL TLS handshake failed",
+        _ => {
+            tracing::warn!(url = %redact(url), error = %scrub(&error.to_string(), url), "MySQL unavailable at start-up; reconciliation waits for it");
+            return Ok(());
+        }
+    };
+    Err(format!("{what} (mysql.url {}): {}", redact(url), scrub(&error.to_string(), url)))
+}
+
+/// Removes the URL's password from a message, should a library ever echo it.
+fn scrub(message: &str, url: &str) -> String {
+    match password_of(url) {
+        Some(p) if !p.is_empty() => message.replace(&p, "***"),
+        _ => message.to_owned(),
+    }
+}
+
+fn password_of(url: &str) -> Option<String> {
+    let rest = &url[url.find("://")? + 3..];
+    let userinfo = &rest[..rest.rfind('@')?];
+    Some(userinfo[userinfo.find(':')? + 1..].to_owned())
+}
+
 impl SourceDb for MySqlSource {
     async fn fetch(&self, spec: &ReconciliationSpec, keys: &[String]) -> Result<HashMap<String, SourceValue>, String> {
         if keys.is_empty() {

@@ -1,6 +1,6 @@
 //! A dead letter: the original key and bytes unchanged, the reason in headers.
 
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use serde::Serialize;
 
 use crate::contract::{Contract, Violation};
@@ -28,6 +28,23 @@ pub mod header {
     pub const VIOLATIONS: &str = "meshguard.violations";
     /// Present (`true`) when the original payload was too large to forward and was dropped.
     pub const PAYLOAD_DROPPED: &str = "meshguard.payload.dropped";
+    /// Present (`true`) when even without its payload the record was too large, so its key and
+    /// its own headers were dropped as well (only meshguard's headers remain).
+    pub const KEY_AND_HEADERS_DROPPED: &str = "meshguard.key_and_headers.dropped";
+    /// Size in bytes of the original payload, present when it was dropped.
+    pub const PAYLOAD_BYTES: &str = "meshguard.payload.bytes";
+}
+
+/// How much of the original record a dead letter carries: everything, or (when the producer
+/// refuses it as too large) no payload, or no payload, key or original headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carry {
+    /// Key, payload and headers unchanged.
+    All,
+    /// Key and headers; the payload is dropped.
+    NoPayload,
+    /// Only meshguard's headers.
+    ReasonOnly,
 }
 
 /// At most this many violations are carried, each message at most this long: a header must
@@ -62,14 +79,15 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// The headers of a dead letter: the original headers first, then meshguard's reason.
-pub fn headers(msg: &BorrowedMessage<'_>, contract: &Contract, rejection: &Rejection, payload_dropped: bool) -> OwnedHeaders {
-    let mut h = OwnedHeaders::new_with_capacity(12);
-    if let Some(original) = msg.headers() {
-        for item in original.iter() {
-            h = h.insert(Header { key: item.key, value: item.value });
-        }
-    }
+/// The headers of a dead letter: the original headers first (unless `carry` drops them), then
+/// meshguard's reason.
+pub fn headers(msg: &BorrowedMessage<'_>, contract: &Contract, rejection: &Rejection, carry: Carry) -> OwnedHeaders {
+    // A native copy of the original headers: iterating them would turn each name into a `&str`,
+    // and rdkafka panics on a name that is not UTF-8 (a hostile producer can send one).
+    let mut h = match (msg.headers(), carry) {
+        (Some(original), Carry::All | Carry::NoPayload) => original.detach(),
+        _ => OwnedHeaders::new_with_capacity(14),
+    };
     let partition = msg.partition().to_string();
     let offset = msg.offset().to_string();
     let violations = violations_json(&rejection.violations);
@@ -85,8 +103,12 @@ pub fn headers(msg: &BorrowedMessage<'_>, contract: &Contract, rejection: &Rejec
     put(header::CONTRACT_VERSION, &contract.version);
     put(header::ERROR_CLASS, rejection.class);
     put(header::VIOLATIONS, &violations);
-    if payload_dropped {
+    if carry != Carry::All {
         put(header::PAYLOAD_DROPPED, "true");
+        put(header::PAYLOAD_BYTES, &msg.payload().map_or(0, <[u8]>::len).to_string());
+    }
+    if carry == Carry::ReasonOnly {
+        put(header::KEY_AND_HEADERS_DROPPED, "true");
     }
     h
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
@@ -64,14 +63,17 @@ impl std::fmt::Debug for SideProducer {
 impl SideProducer {
     /// Creates the producer; in exactly-once mode also initialises transactions.
     pub fn new(settings: &Settings, transactional_id: Option<&str>) -> Result<Self, String> {
-        let mut config = ClientConfig::new();
+        let mut config = settings.kafka.client_config();
         let _ = config
-            .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
-            .set("message.max.bytes", "10485760")
+            // What a topic with Kafka's default max.message.bytes (1048588) accepts, so that a
+            // record too large for the dead-letter topic is refused here, at once, and sent
+            // without its payload, instead of failing at the broker and stalling the batch.
+            // Raise both together to carry larger payloads.
+            .set("message.max.bytes", "1000000")
             .set("delivery.timeout.ms", "30000");
         if let Some(id) = transactional_id {
             let _ = config.set("transactional.id", id).set("transaction.timeout.ms", "60000");
@@ -99,24 +101,29 @@ impl SideProducer {
         Ok(())
     }
 
-    /// Queues one record; waits while the local queue is full. A payload too large for the
-    /// producer is dropped and the record sent without it (flagged by `on_too_large`).
-    pub fn send(
+    /// Queues one record; waits while the local queue is full. When the producer refuses it as
+    /// too large (`message.max.bytes`), `smaller(attempt)` gives a smaller version to send
+    /// instead (key, payload, headers), for `attempt` 1, 2, …; `None` gives up with the error.
+    pub fn send<'a>(
         &self,
         topic: &str,
-        key: Option<&[u8]>,
-        payload: Option<&[u8]>,
+        key: Option<&'a [u8]>,
+        payload: Option<&'a [u8]>,
         headers: OwnedHeaders,
-        on_too_large: impl FnOnce(OwnedHeaders) -> OwnedHeaders,
+        mut smaller: impl FnMut(u32) -> Option<(Option<&'a [u8]>, Option<&'a [u8]>, OwnedHeaders)>,
     ) -> Result<(), SinkError> {
-        let mut record = BaseRecord::to(topic).headers(headers);
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        if let Some(p) = payload {
-            record = record.payload(p);
-        }
-        let mut on_too_large = Some(on_too_large);
+        let build = |key: Option<&'a [u8]>, payload: Option<&'a [u8]>, headers: OwnedHeaders| {
+            let mut record = BaseRecord::<[u8], [u8]>::to(topic).headers(headers);
+            if let Some(k) = key {
+                record = record.key(k);
+            }
+            if let Some(p) = payload {
+                record = record.payload(p);
+            }
+            record
+        };
+        let mut record = build(key, payload, headers);
+        let mut attempt = 0;
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
@@ -124,17 +131,13 @@ impl SideProducer {
                     record = r;
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) => match on_too_large.take() {
-                    Some(f) => {
-                        let headers = r.headers.unwrap_or_default();
-                        let mut smaller = BaseRecord::<[u8], [u8]>::to(topic).headers(f(headers));
-                        if let Some(k) = r.key {
-                            smaller = smaller.key(k);
-                        }
-                        record = smaller;
+                Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
+                    attempt += 1;
+                    match smaller(attempt) {
+                        Some((k, p, h)) => record = build(k, p, h),
+                        None => return Err(e.into()),
                     }
-                    None => return Err(e.into()),
-                },
+                }
                 Err((e, _)) => return Err(e.into()),
             }
         }

@@ -7,16 +7,47 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use metrics::{counter, gauge};
 use rdkafka::client::ClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::producer::Producer;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Settings;
 use crate::telemetry::http::Health;
 use crate::telemetry::names::{ASSIGNED_PARTITIONS, CONSUMER_ERRORS_TOTAL, CONSUMER_LAG, REBALANCES_TOTAL};
+
+/// The first Kafka client error that retrying cannot fix (wrong credentials, a certificate
+/// that does not verify). librdkafka itself would retry such errors forever, with backoff; the
+/// stream and the start-up check stop instead and report it.
+#[derive(Debug, Default)]
+pub struct FatalError(std::sync::Mutex<Option<String>>);
+
+impl FatalError {
+    /// Records `error` if it is fatal; returns whether it was.
+    pub fn record(&self, error: &KafkaError, reason: &str, security: &str) -> bool {
+        let what = match error.rdkafka_error_code() {
+            Some(rdkafka::types::RDKafkaErrorCode::Authentication | rdkafka::types::RDKafkaErrorCode::SaslAuthenticationFailed) => {
+                "Kafka authentication failed"
+            }
+            Some(rdkafka::types::RDKafkaErrorCode::SSL) => "Kafka TLS handshake failed",
+            _ => return false,
+        };
+        if let Ok(mut slot) = self.0.lock()
+            && slot.is_none()
+        {
+            *slot = Some(format!("{what} ({security}): {reason}"));
+        }
+        true
+    }
+
+    /// The recorded error, if any.
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|s| s.clone())
+    }
+}
 
 /// Callbacks librdkafka runs inside `poll`.
 #[derive(Debug)]
@@ -28,6 +59,10 @@ pub struct SourceContext {
     pub health: Arc<Health>,
     /// In exactly-once mode offsets are committed by transactions, never on revoke.
     pub commit_on_revoke: bool,
+    /// Set when authentication or TLS fails; the stream stops with it.
+    pub fatal: FatalError,
+    /// `describe_security()` of the settings, for the fatal message.
+    pub security: String,
 }
 
 impl ClientContext for SourceContext {
@@ -56,7 +91,71 @@ impl ClientContext for SourceContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         counter!(CONSUMER_ERRORS_TOTAL, "kind" => error_kind(&error)).increment(1);
-        warn!(error = %error, reason, "kafka client error");
+        if self.fatal.record(&error, reason, &self.security) {
+            error!(error = %error, reason, "kafka client error that retrying cannot fix; stopping");
+        } else {
+            warn!(error = %error, reason, "kafka client error");
+        }
+    }
+}
+
+/// Callbacks of the start-up check's client: only errors matter.
+#[derive(Debug)]
+struct CheckContext {
+    fatal: FatalError,
+    security: String,
+    last: std::sync::Mutex<Option<String>>,
+}
+
+impl ClientContext for CheckContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        debug!(target: "librdkafka", facility = fac, ?level, "{log_message}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !self.fatal.record(&error, reason, &self.security)
+            && let Ok(mut last) = self.last.lock()
+        {
+            *last = Some(format!("{error}: {reason}"));
+        }
+    }
+}
+
+impl rdkafka::producer::ProducerContext for CheckContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+}
+
+/// Connects once before anything else, so that wrong credentials or a wrong CA end the process
+/// at once with a message naming the problem, instead of a client retrying in the background.
+/// Waits up to `timeout` for the brokers to answer a metadata request.
+pub fn check_connection(settings: &Settings, timeout: std::time::Duration) -> Result<(), String> {
+    let security = settings.kafka.describe_security();
+    let context = CheckContext { fatal: FatalError::default(), security: security.clone(), last: std::sync::Mutex::new(None) };
+    let mut config = settings.kafka.client_config();
+    // The consumer's own properties too (e.g. a client certificate set there), as the consumer
+    // is the connection that must work; consumer-only keys are ignored by this client.
+    for (k, v) in &settings.kafka.consumer {
+        let _ = config.set(k, v);
+    }
+    // One failed attempt is enough to know: no quick reconnects while we wait.
+    let _ = config.set("reconnect.backoff.ms", "1000").set("reconnect.backoff.max.ms", "10000");
+    let client: rdkafka::producer::BaseProducer<CheckContext> =
+        config.create_with_context(context).map_err(|e| format!("cannot create a Kafka client ({security}): {e}"))?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let answered = client.client().fetch_metadata(None, std::time::Duration::from_millis(250));
+        client.poll(std::time::Duration::ZERO);
+        if let Some(fatal) = client.context().fatal.get() {
+            return Err(fatal);
+        }
+        if answered.is_ok() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            let last = client.context().last.lock().ok().and_then(|l| l.clone()).unwrap_or_else(|| "no answer".into());
+            return Err(format!("cannot reach Kafka at {} ({security}) within {}s: {last}", settings.kafka.bootstrap_servers, timeout.as_secs()));
+        }
     }
 }
 
@@ -103,9 +202,8 @@ pub type Source = BaseConsumer<SourceContext>;
 /// Creates the consumer and subscribes to `topics`.
 pub fn consumer(settings: &Settings, topics: &[String], health: Arc<Health>) -> Result<Source, String> {
     let exactly_once = settings.delivery.exactly_once;
-    let mut config = ClientConfig::new();
+    let mut config = settings.kafka.client_config();
     let _ = config
-        .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
         .set("group.id", &settings.kafka.group_id)
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("enable.auto.offset.store", "false")
@@ -120,7 +218,13 @@ pub fn consumer(settings: &Settings, topics: &[String], health: Arc<Health>) -> 
     for (k, v) in &settings.kafka.consumer {
         let _ = config.set(k, v);
     }
-    let context = SourceContext { epoch: AtomicU64::new(0), health, commit_on_revoke: !exactly_once };
+    let context = SourceContext {
+        epoch: AtomicU64::new(0),
+        health,
+        commit_on_revoke: !exactly_once,
+        fatal: FatalError::default(),
+        security: settings.kafka.describe_security(),
+    };
     let consumer: Source = config.create_with_context(context).map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&refs).map_err(|e| format!("cannot subscribe to {}: {e}", topics.join(", ")))?;

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use metrics::{counter, gauge, histogram};
 use rdkafka::Offset;
 use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::message::{BorrowedMessage, Header, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use time::OffsetDateTime;
 use tracing::{error, info, warn};
 
@@ -99,6 +99,11 @@ pub fn run(
     let mut owned_epoch = u64::MAX;
     let mut result = Ok(());
     while !stop.load(Ordering::Relaxed) {
+        if let Some(fatal) = source.context().fatal.get() {
+            error!(error = %fatal, "stopping: the Kafka connection cannot work with this configuration");
+            result = Err(fatal);
+            break;
+        }
         let epoch = source.context().epoch.load(Ordering::SeqCst);
         if epoch != owned_epoch {
             owned_epoch = epoch;
@@ -263,9 +268,15 @@ fn process<'b>(
         let now = clock.now();
         let mut eval = evaluate(&b.contract, m.payload().unwrap_or_default(), now);
         if let Some(r) = &eval.rejection {
-            let headers = dlq::headers(m, &b.contract, r, false);
-            sink.send(dlq_topic, m.key(), m.payload(), headers, |h| h.insert(Header { key: dlq::header::PAYLOAD_DROPPED, value: Some("true".as_bytes()) }))
-                .map_err(kafka_err)?;
+            // Too large for the producer: first without the payload, then without key and
+            // original headers too; the reason always goes through, so nothing stalls.
+            let headers = dlq::headers(m, &b.contract, r, dlq::Carry::All);
+            sink.send(dlq_topic, m.key(), m.payload(), headers, |attempt| match attempt {
+                1 => Some((m.key(), None, dlq::headers(m, &b.contract, r, dlq::Carry::NoPayload))),
+                2 => Some((None, None, dlq::headers(m, &b.contract, r, dlq::Carry::ReasonOnly))),
+                _ => None,
+            })
+            .map_err(kafka_err)?;
         }
         if mongo.is_some() {
             let valid = eval.is_valid();

@@ -194,11 +194,11 @@ impl Outputs {
     pub(super) fn send_kafka(&self, sink: &SideProducer) -> Result<(), SinkError> {
         for alert in &self.pending_alerts {
             let payload = serde_json::to_vec(alert).unwrap_or_default();
-            sink.send(&self.alerts_topic, Some(alert.product.as_bytes()), Some(&payload), OwnedHeaders::new(), |h| h)?;
+            sink.send(&self.alerts_topic, Some(alert.product.as_bytes()), Some(&payload), OwnedHeaders::new(), |_| None)?;
         }
         for event in &self.pending_events {
             let payload = serde_json::to_vec(event).unwrap_or_default();
-            sink.send(&self.lineage_topic, Some(self.run.job_name.as_bytes()), Some(&payload), OwnedHeaders::new(), |h| h)?;
+            sink.send(&self.lineage_topic, Some(self.run.job_name.as_bytes()), Some(&payload), OwnedHeaders::new(), |_| None)?;
         }
         Ok(())
     }
