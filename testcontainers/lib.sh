@@ -17,8 +17,13 @@ MARIADB_PORT=${MESHGUARD_TC_MARIADB_PORT:-3306}
 FERRETDB_PORT=${MESHGUARD_TC_FERRETDB_PORT:-27017}
 ALL_SERVICES=(kafka mariadb ferretdb)
 
-KAFKA_JARS=$TC_HOME/kafka/jars
-FERRETDB_BIN=$TC_HOME/bin/ferretdb
+# Installed jars and binaries; another MESHGUARD_TC_HOME (a private set of servers on other
+# ports, e.g. tests/fault-harness) can reuse those of the default home instead of installing.
+TC_INSTALL_HOME=${MESHGUARD_TC_INSTALL_HOME:-$TC_HOME}
+TC_INSTALL_HOME=${TC_INSTALL_HOME%/}
+[[ $TC_INSTALL_HOME == /* ]] || TC_INSTALL_HOME=$PWD/$TC_INSTALL_HOME
+KAFKA_JARS=$TC_INSTALL_HOME/kafka/jars
+FERRETDB_BIN=$TC_INSTALL_HOME/bin/ferretdb
 
 log() { printf '[testcontainers] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -61,7 +66,7 @@ svc_signature() {
   case $1 in
     kafka) echo "$TC_HOME/kafka/server.properties" ;;
     mariadb) echo "$TC_HOME/mariadb/my.cnf" ;;
-    ferretdb) echo "$FERRETDB_BIN" ;;
+    ferretdb) echo "-dir $TC_HOME/ferretdb/data" ;;
   esac
 }
 
