@@ -188,7 +188,7 @@ async fn run_mode(exactly_once: bool, seed: u64) -> Counts {
     let txn_primary = unique("txn-primary");
     let txn_second = unique("txn-second");
     let eos = if exactly_once { "true" } else { "false" };
-    let base = [("MESHGUARD__DELIVERY__EXACTLY_ONCE", eos), ("MESHGUARD__DELIVERY__BATCH_MAX_RECORDS", "500"), ("MESHGUARD__RECONCILE__MAX_BACKLOG", "5000")];
+    let base = [("MESHGUARD__DELIVERY__EXACTLY_ONCE", eos), ("MESHGUARD__DELIVERY__BATCH_MAX_RECORDS", "200"), ("MESHGUARD__RECONCILE__MAX_BACKLOG", "5000")];
     let mut env_p = base.to_vec();
     env_p.push(("MESHGUARD__DELIVERY__TRANSACTIONAL_ID", txn_primary.as_str()));
     let mut env_s = base.to_vec();
@@ -214,9 +214,15 @@ async fn run_mode(exactly_once: bool, seed: u64) -> Counts {
     for k in 0..kills {
         let before = committed_total(&kafka, &names.group, &[&topic], partitions);
         produce(&mut sent, chunk, seed * 100 + k as u64).await;
-        // Once this incarnation has committed something (it is mid-stream), a random moment.
-        wait_committed(&kafka, &names.group, &[&topic], partitions, before + 1, Duration::from_secs(120));
-        std::thread::sleep(Duration::from_millis(rng.random_range(0..1_000)));
+        // A random moment while this incarnation works through its backlog: once it has
+        // processed a random share (up to two thirds) of it, by its own event counter.
+        let backlog = (sent.len() as i64 - before).max(1) as f64;
+        let target = rng.random_range(1.0..=(backlog * 2.0 / 3.0).max(1.0));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while metric_sum(&primary.get("/metrics").unwrap_or_default().1, "meshguard_events_total", &[]) < target {
+            assert!(Instant::now() < deadline, "the service processed nothing within 120 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let committed = committed_total(&kafka, &names.group, &[&topic], partitions);
         primary.signal(9);
         let _ = primary.wait(Duration::from_secs(10));
