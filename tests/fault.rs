@@ -220,6 +220,9 @@ async fn run_mode(exactly_once: bool, seed: u64) -> Counts {
         let target = rng.random_range(1.0..=(backlog * 2.0 / 3.0).max(1.0));
         let deadline = Instant::now() + Duration::from_secs(120);
         while metric_sum(&primary.get("/metrics").unwrap_or_default().1, "meshguard_events_total", &[]) < target {
+            if let Ok(Some(status)) = primary.child.try_wait() {
+                panic!("meshguard exited ({status}) instead of processing; see the log above");
+            }
             assert!(Instant::now() < deadline, "the service processed nothing within 120 s");
             std::thread::sleep(Duration::from_millis(10));
         }

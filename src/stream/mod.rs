@@ -79,7 +79,7 @@ pub fn run(
         "" => format!("{}-{instance}", settings.kafka.group_id),
         id => id.to_owned(),
     });
-    let mut sink = SideProducer::new(settings, transactional_id.as_deref())?;
+    let mut sink = side_producer(settings, transactional_id.as_deref(), &stop)?;
     // Set when the transactional producer hit a fatal error (fenced, or its epoch bumped by a
     // transaction timeout) or could not abort: it is replaced before the next batch.
     let mut replace_sink = false;
@@ -184,6 +184,24 @@ pub fn run(
     health.live.store(false, Ordering::Relaxed);
     info!("stream stopped");
     result
+}
+
+/// Creates the side-topic producer, retrying while Kafka cannot initialise transactions yet (a
+/// broker restarting, or a predecessor with the same `transactional.id` whose open transaction
+/// the coordinator is still aborting).
+fn side_producer(settings: &Settings, transactional_id: Option<&str>, stop: &AtomicBool) -> Result<SideProducer, String> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match SideProducer::new(settings, transactional_id) {
+            Ok(p) => return Ok(p),
+            Err(e) if transactional_id.is_some() && !stop.load(Ordering::Relaxed) => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Kafka transactions not ready; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn connect_mongo(settings: &Settings, catalog: &Catalog, runtime: &tokio::runtime::Handle, stop: &AtomicBool) -> Result<MongoSink, String> {
