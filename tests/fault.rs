@@ -329,7 +329,7 @@ async fn run_mode(exactly_once: bool, seed: u64) -> Counts {
         }
         // Lineage and the record store must be exactly once in both modes; the dead-letter
         // topic only in exactly-once mode (at-least-once may redeliver after a kill).
-        if l > 1 || (s.valid && out > 1) || (exactly_once && !s.valid && out > 1) {
+        if l > 1 || (out > 1 && (s.valid || exactly_once)) {
             duplicated += 1;
         }
     }
