@@ -29,9 +29,14 @@ FERRETDB_AUTH_PORT=${MESHGUARD_TC_FERRETDB_AUTH_PORT:-27018}
 FERRETDB_AUTH_USER=meshguard
 FERRETDB_AUTH_PASSWORD=${MESHGUARD_TC_FERRETDB_PASSWORD:-mg-mongo-Secret-c27a}
 
-KAFKA_JARS=$TC_HOME/kafka/jars
-FERRETDB_BIN=$TC_HOME/bin/ferretdb
-FERRETDB_AUTH_BIN=$TC_HOME/bin/ferretdb-auth
+# Installed jars and binaries; another MESHGUARD_TC_HOME (a private set of servers on other
+# ports, e.g. tests/fault-harness) can reuse those of the default home instead of installing.
+TC_INSTALL_HOME=${MESHGUARD_TC_INSTALL_HOME:-$TC_HOME}
+TC_INSTALL_HOME=${TC_INSTALL_HOME%/}
+[[ $TC_INSTALL_HOME == /* ]] || TC_INSTALL_HOME=$PWD/$TC_INSTALL_HOME
+KAFKA_JARS=$TC_INSTALL_HOME/kafka/jars
+FERRETDB_BIN=$TC_INSTALL_HOME/bin/ferretdb
+FERRETDB_AUTH_BIN=$TC_INSTALL_HOME/bin/ferretdb-auth
 
 log() { printf '[testcontainers] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -75,8 +80,8 @@ svc_signature() {
   case $1 in
     kafka) echo "$TC_HOME/kafka/server.properties" ;;
     mariadb) echo "$TC_HOME/mariadb/my.cnf" ;;
-    ferretdb) echo "$FERRETDB_BIN" ;;
-    ferretdb_auth) echo "$FERRETDB_AUTH_BIN" ;;
+    ferretdb) echo "-dir $TC_HOME/ferretdb/data" ;;
+    ferretdb_auth) echo "--state-dir=$TC_HOME/ferretdb_auth" ;;
   esac
 }
 

@@ -202,6 +202,12 @@ impl KafkaSettings {
 pub struct DeliverySettings {
     /// One Kafka transaction per batch for side topics and offsets.
     pub exactly_once: bool,
+    /// Exactly-once: this instance's `transactional.id`. Empty: `{group_id}-{random}`, new at
+    /// each start. A stable id per instance (e.g. the pod name) lets a restarted instance abort
+    /// its crashed predecessor's open transaction at once instead of after the transaction
+    /// timeout; two live instances must never share one (each fences the other).
+    #[serde(default)]
+    pub transactional_id: String,
     /// Upper bound of records per batch; bounds memory.
     pub batch_max_records: usize,
     /// How long a batch waits to fill.

@@ -46,6 +46,20 @@ pub enum SinkError {
     Kafka(#[from] KafkaError),
 }
 
+impl SinkError {
+    /// A fatal transactional error (e.g. the producer was fenced, or its epoch bumped after a
+    /// transaction timeout): this producer can never commit again and must be replaced.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            Self::Kafka(KafkaError::Transaction(e)) => e.is_fatal(),
+            Self::Kafka(e) => e.rdkafka_error_code().is_some_and(|c| {
+                matches!(c, RDKafkaErrorCode::Fatal | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch | RDKafkaErrorCode::InvalidProducerIdMapping)
+            }),
+            Self::Undelivered(_) => false,
+        }
+    }
+}
+
 /// The producer for dead letters (and later alerts and lineage).
 pub struct SideProducer {
     producer: ThreadedProducer<SinkContext>,

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, histogram};
-use rdkafka::Offset;
+use rdkafka::{Offset, TopicPartitionList};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use time::OffsetDateTime;
@@ -35,7 +35,7 @@ use crate::quality::Clock;
 use crate::reconcile::mysql::MySqlSource;
 use crate::reconcile::{Claim, Reconciler};
 use crate::sink::dlq;
-use crate::sink::kafka::SideProducer;
+use crate::sink::kafka::{SideProducer, SinkError};
 use crate::sink::mongo::{LineageDoc, MongoSink, StoredRecord};
 use crate::source::kafka::{Source, consumer, offsets_list};
 use crate::telemetry::BindingMetrics;
@@ -75,8 +75,14 @@ pub fn run(
         .collect();
     let eos = settings.delivery.exactly_once;
     let instance = uuid::Uuid::new_v4().simple().to_string();
-    let transactional_id = eos.then(|| format!("{}-{instance}", settings.kafka.group_id));
-    let sink = SideProducer::new(settings, transactional_id.as_deref())?;
+    let transactional_id = eos.then(|| match settings.delivery.transactional_id.trim() {
+        "" => format!("{}-{instance}", settings.kafka.group_id),
+        id => id.to_owned(),
+    });
+    let mut sink = side_producer(settings, transactional_id.as_deref(), &stop)?;
+    // Set when the transactional producer hit a fatal error (fenced, or its epoch bumped by a
+    // transaction timeout) or could not abort: it is replaced before the next batch.
+    let mut replace_sink = false;
     let mongo = if settings.mongodb.enabled { Some(connect_mongo(settings, catalog, &runtime, &stop)?) } else { None };
     let mysql = if settings.mysql.enabled {
         // The pool's background tasks live on the runtime.
@@ -103,6 +109,23 @@ pub fn run(
             error!(error = %fatal, "stopping: the Kafka connection cannot work with this configuration");
             result = Err(fatal);
             break;
+        }
+        if replace_sink {
+            // Same transactional.id: init_transactions fences the old producer and aborts
+            // whatever transaction it left open, so none of its output ever becomes visible.
+            match SideProducer::new(settings, transactional_id.as_deref()) {
+                Ok(fresh) => {
+                    sink = fresh;
+                    replace_sink = false;
+                    info!("transactional producer replaced; resuming from the committed offsets");
+                }
+                Err(e) => {
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot replace the transactional producer yet");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
         }
         let epoch = source.context().epoch.load(Ordering::SeqCst);
         if epoch != owned_epoch {
@@ -134,13 +157,18 @@ pub fn run(
             Err(e) => {
                 counter!(SINK_ERRORS_TOTAL, "sink" => e.sink).increment(1);
                 warn!(error = %e.message, sink = e.sink, records = batch.len(), retry_in_ms = backoff.as_millis() as u64, "batch not acknowledged; rewinding to retry it");
-                if eos
-                    && let Err(e) = sink.abort() {
-                        error!(error = %e, "aborting the transaction failed");
-                        result = Err(format!("transaction abort failed: {e}"));
-                        break;
+                if eos {
+                    if e.fatal {
+                        warn!("the transactional producer is fenced or in a fatal state; replacing it");
+                        replace_sink = true;
+                    } else if let Err(e) = sink.abort() {
+                        warn!(error = %e, fatal = e.is_fatal(), "aborting the transaction failed; replacing the producer");
+                        replace_sink = true;
                     }
-                rewind(&source, &batch);
+                    rewind_to_committed(&source, &batch);
+                } else {
+                    rewind(&source, &batch);
+                }
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -161,6 +189,24 @@ pub fn run(
     health.live.store(false, Ordering::Relaxed);
     info!("stream stopped");
     result
+}
+
+/// Creates the side-topic producer, retrying while Kafka cannot initialise transactions yet (a
+/// broker restarting, or a predecessor with the same `transactional.id` whose open transaction
+/// the coordinator is still aborting).
+fn side_producer(settings: &Settings, transactional_id: Option<&str>, stop: &AtomicBool) -> Result<SideProducer, String> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match SideProducer::new(settings, transactional_id) {
+            Ok(p) => return Ok(p),
+            Err(e) if transactional_id.is_some() && !stop.load(Ordering::Relaxed) => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Kafka transactions not ready; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn connect_mongo(settings: &Settings, catalog: &Catalog, runtime: &tokio::runtime::Handle, stop: &AtomicBool) -> Result<MongoSink, String> {
@@ -235,10 +281,16 @@ fn owned_only<'c>(source: &'c Source, batch: Vec<BorrowedMessage<'c>>) -> Vec<Bo
 struct BatchError {
     sink: &'static str,
     message: String,
+    /// The transactional producer can never commit again (see [`SinkError::is_fatal`]).
+    fatal: bool,
 }
 
 fn kafka_err(e: impl std::fmt::Display) -> BatchError {
-    BatchError { sink: "kafka", message: e.to_string() }
+    BatchError { sink: "kafka", message: e.to_string(), fatal: false }
+}
+
+fn sink_err(e: SinkError) -> BatchError {
+    BatchError { sink: "kafka", fatal: e.is_fatal(), message: e.to_string() }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -256,7 +308,7 @@ fn process<'b>(
     let started = Instant::now();
     let eos = settings.delivery.exactly_once;
     let dlq_topic = settings.topics.dlq.as_str();
-    sink.begin().map_err(kafka_err)?;
+    sink.begin().map_err(sink_err)?;
     let mut next: HashMap<(String, i32), i64> = HashMap::new();
     let mut done = Done { evaluated: Vec::with_capacity(batch.len()), claims: Vec::new(), lineage: HashMap::new() };
     let mut lineage: Vec<LineageDoc> = Vec::new();
@@ -276,7 +328,7 @@ fn process<'b>(
                 2 => Some((None, None, dlq::headers(m, &b.contract, r, dlq::Carry::ReasonOnly))),
                 _ => None,
             })
-            .map_err(kafka_err)?;
+            .map_err(sink_err)?;
         }
         if mongo.is_some() {
             let valid = eval.is_valid();
@@ -319,7 +371,7 @@ fn process<'b>(
         }
         done.evaluated.push((topic, now, eval));
     }
-    out.send_kafka(sink).map_err(kafka_err)?;
+    out.send_kafka(sink).map_err(sink_err)?;
     if let Some(mongo) = mongo {
         let mongo_started = Instant::now();
         runtime
@@ -330,16 +382,16 @@ fn process<'b>(
                 }
                 out.write_mongo(mongo).await
             })
-            .map_err(|e| BatchError { sink: "mongodb", message: e.to_string() })?;
+            .map_err(|e| BatchError { sink: "mongodb", message: e.to_string(), fatal: false })?;
         histogram!(SINK_WRITE_SECONDS, "sink" => "mongodb").record(mongo_started.elapsed().as_secs_f64());
     }
     let offsets = offsets_list(&next);
     if eos {
         let group = source.group_metadata().ok_or_else(|| kafka_err("the consumer has no group metadata"))?;
         let offsets = (offsets.count() > 0).then_some(&offsets);
-        sink.finish(offsets.map(|o| (o, &group))).map_err(kafka_err)?;
+        sink.finish(offsets.map(|o| (o, &group))).map_err(sink_err)?;
     } else {
-        sink.finish(None).map_err(kafka_err)?;
+        sink.finish(None).map_err(sink_err)?;
         if offsets.count() > 0 {
             source.store_offsets(&offsets).map_err(|e| kafka_err(format!("storing offsets: {e}")))?;
         }
@@ -461,3 +513,42 @@ fn rewind(source: &Source, batch: &[BorrowedMessage<'_>]) {
         }
     }
 }
+
+/// Exactly-once: seeks every partition of a failed batch back to the group's committed offset
+/// (the end of the last committed transaction), falling back to the batch's first record when
+/// the coordinator does not answer or nothing is committed yet (the two agree while this
+/// instance owns the partition: each committed batch commits its offsets).
+fn rewind_to_committed(source: &Source, batch: &[BorrowedMessage<'_>]) {
+    let mut first: HashMap<(&str, i32), i64> = HashMap::new();
+    for m in batch {
+        let _ = first.entry((m.topic(), m.partition())).or_insert(m.offset());
+    }
+    if first.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::with_capacity(first.len());
+    for (topic, partition) in first.keys() {
+        let _ = tpl.add_partition(topic, *partition);
+    }
+    let committed: HashMap<(String, i32), i64> = match source.committed_offsets(tpl, Duration::from_secs(5)) {
+        Ok(c) => c
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+                _ => None,
+            })
+            .collect(),
+        Err(e) => {
+            warn!(error = %e, "committed offsets unavailable; rewinding to the batch's first records");
+            HashMap::new()
+        }
+    };
+    for ((topic, partition), offset) in first {
+        let to = committed.get(&(topic.to_owned(), partition)).copied().unwrap_or(offset);
+        if let Err(e) = source.seek(topic, partition, Offset::Offset(to), Duration::from_secs(5)) {
+            warn!(topic, partition, offset = to, error = %e, "seek back failed");
+        }
+    }
+}
+
