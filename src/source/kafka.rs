@@ -128,7 +128,7 @@ pub fn consumer(settings: &Settings, topics: &[String], health: Arc<Health>) -> 
 }
 
 /// The next offset to consume for each partition in `positions` (already `last + 1`).
-pub fn offsets_list(positions: &HashMap<(String, i32), i64>) -> TopicPartitionList {
+pub fn offsets_list(positions: &HashMap<(&str, i32), i64>) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::with_capacity(positions.len());
     for ((topic, partition), next) in positions {
         let _ = tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*next));

@@ -114,7 +114,7 @@ pub fn run(
             }
             continue;
         }
-        match process(&batch, &bound, &sink, mongo.as_ref(), &source, settings, clock.as_ref(), &runtime, &mut out) {
+        match process(&batch, &bound, &sink, mongo.as_ref(), mysql.is_some(), &source, settings, clock.as_ref(), &runtime, &mut out) {
             Ok(done) => {
                 backoff = Duration::from_millis(100);
                 histogram!(BATCH_RECORDS).record(batch.len() as f64);
@@ -144,7 +144,7 @@ pub fn run(
     health.ready.store(false, Ordering::Relaxed);
     // The final lineage event goes out with a last (record-less) batch.
     out.lineage_event(if result.is_ok() { EventType::Complete } else { EventType::Abort }, clock.now(), result.as_ref().err().map(String::as_str));
-    if let Err(e) = process(&[], &bound, &sink, mongo.as_ref(), &source, settings, clock.as_ref(), &runtime, &mut out) {
+    if let Err(e) = process(&[], &bound, &sink, mongo.as_ref(), mysql.is_some(), &source, settings, clock.as_ref(), &runtime, &mut out) {
         warn!(error = %e.message, "final lineage event not delivered");
     }
     if !eos
@@ -242,6 +242,7 @@ fn process<'b>(
     bound: &HashMap<String, Bound>,
     sink: &SideProducer,
     mongo: Option<&MongoSink>,
+    reconciling: bool,
     source: &Source,
     settings: &Settings,
     clock: &dyn Clock,
@@ -252,13 +253,14 @@ fn process<'b>(
     let eos = settings.delivery.exactly_once;
     let dlq_topic = settings.topics.dlq.as_str();
     sink.begin().map_err(kafka_err)?;
-    let mut next: HashMap<(String, i32), i64> = HashMap::new();
+    // Borrowed from the batch: no allocation per record.
+    let mut next: HashMap<(&str, i32), i64> = HashMap::new();
     let mut done = Done { evaluated: Vec::with_capacity(batch.len()), claims: Vec::new(), lineage: HashMap::new() };
     let mut lineage: Vec<LineageDoc> = Vec::new();
     let mut stores: HashMap<&str, Vec<StoredRecord>> = HashMap::new();
     for m in batch {
         let topic = m.topic();
-        let _ = next.insert((topic.to_owned(), m.partition()), m.offset() + 1);
+        let _ = next.insert((topic, m.partition()), m.offset() + 1);
         let Some(b) = bound.get(topic) else { continue };
         let now = clock.now();
         let mut eval = evaluate(&b.contract, m.payload().unwrap_or_default(), now);
@@ -287,7 +289,8 @@ fn process<'b>(
         }
         if eval.is_valid() {
             if let Some(record) = eval.record.take() {
-                if let Some(c) = crate::reconcile::claim(&b.contract, topic, &record, eval.record_id.as_deref(), now) {
+                // Claims only when a database will decide them: without one they would pile up.
+                if reconciling && let Some(c) = crate::reconcile::claim(&b.contract, topic, &record, eval.record_id.as_deref(), now) {
                     done.claims.push(c);
                 }
                 if let (Some(_), Some(key)) = (mongo, eval.record_id.clone()) {
