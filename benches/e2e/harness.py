@@ -168,20 +168,27 @@ class Kafka:
         finally:
             c.close()
 
+    def end_offsets_many(self, topics):
+        return {(t, p): o for t in topics for p, o in self.end_offsets(t).items()}
+
     def count(self, topic):
         try:
             return sum(self.end_offsets(topic).values())
         except KeyError:
             return 0
 
-    def committed_probe(self, group, topic):
-        """A function returning {partition: committed offset} for `group` (without joining it)."""
+    def committed_probe(self, group, topic, topics=None):
+        """A function returning {partition: committed offset} for `group` (without joining it);
+        with `topics`, {(topic, partition): committed offset} over all of them."""
         c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group, "enable.auto.commit": False})
-        tps = [TopicPartition(topic, p) for p in self.partitions(topic)]
+        tps = [TopicPartition(t, p) for t in (topics or [topic]) for p in self.partitions(t)]
 
         def probe():
             try:
-                return {tp.partition: max(tp.offset, 0) for tp in c.committed(tps, timeout=10)}
+                got = c.committed(tps, timeout=10)
+                if topics:
+                    return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in got}
+                return {tp.partition: max(tp.offset, 0) for tp in got}
             except Exception:  # noqa: BLE001 - a busy coordinator: try again on the next poll
                 return None
 
@@ -235,7 +242,7 @@ class Run:
     def name(self, what):
         return f"mgbench-{self.id}-{what}"
 
-    def products_dir(self, topic):
+    def products_dir(self, topic, topics=None):
         d = self.tmp / f"products-{topic}"
         d.mkdir()
         seed = (REPO / "config/products/payments.yaml").read_text()
@@ -243,7 +250,7 @@ class Run:
         for line in seed.splitlines():
             if line.startswith("      topics:"):
                 out.append(line)
-                out.append(f"        - {topic}")
+                out += [f"        - {t}" for t in (topics or [topic])]
                 skipping = True
                 continue
             if skipping and line.startswith("        - "):
@@ -285,7 +292,7 @@ class Run:
         log(f"produced {count} to {topic} in {time.time() - t0:.1f}s: {m.group(0)}")
         return int(m.group(1)), int(m.group(2))
 
-    def contender(self, name, topic, dlq, group):
+    def contender(self, name, topic, dlq, group, schemas=None):
         """(argv, env, uses_group) for a contender."""
         a = self.args
         base = dict(os.environ, BOOTSTRAP=a.bootstrap, TOPIC=topic, GROUP=group, DLQ=dlq,
@@ -298,7 +305,7 @@ class Run:
             db = f"{group}".replace("-", "_")
             self.mongo_dbs.append(db)
             env = dict(base, MESHGUARD__KAFKA__BOOTSTRAP_SERVERS=a.bootstrap, MESHGUARD__KAFKA__GROUP_ID=group,
-                       MESHGUARD__PRODUCTS__DIR=str(self.products_dir_for(topic)), MESHGUARD__SCHEMAS__DIR=str(REPO / "schemas"),
+                       MESHGUARD__PRODUCTS__DIR=str(self.products_dir_for(topic)), MESHGUARD__SCHEMAS__DIR=str(schemas or REPO / "schemas"),
                        MESHGUARD__TOPICS__DLQ=dlq, MESHGUARD__TOPICS__ALERTS=self.name(f"alerts-{group[-6:]}"),
                        MESHGUARD__TOPICS__LINEAGE=self.name(f"lineage-{group[-6:]}"),
                        MESHGUARD__HTTP__ADDR=f"127.0.0.1:{a.metrics_port}",
@@ -309,7 +316,8 @@ class Run:
             if name != "meshguard":
                 self.ensure_mysql()
                 env["MESHGUARD__MYSQL__URL"] = self.mysql_url()
-            return [str(self.meshguard), "run", "--config", str(cfg)], env, True
+            binary = a.meshguard_before if name == "meshguard@before" else str(self.meshguard)
+            return [binary, "run", "--config", str(cfg)], env, True
         if name == "node-seed":
             self.ensure_mysql()
             db = self.name("node").replace("-", "_")
@@ -348,12 +356,12 @@ class Run:
 
     # -----------------------------------------------------------------------------------------
 
-    def throughput(self, name, topic, n, invalid):
-        group = self.name(f"g-{name.replace('+', '-')}")
-        dlq = self.name(f"dlq-{name.replace('+', '-')}")
+    def throughput(self, name, topic, n, invalid, topics=None, schemas=None, tag=""):
+        group = self.name(f"g-{name.replace('+', '-')}{tag}")
+        dlq = self.name(f"dlq-{name.replace('+', '-')}{tag}")
         self.kafka.create(dlq, 1)
         self.topics.append(dlq)
-        argv, env, uses_group = self.contender(name, topic, dlq, group)
+        argv, env, uses_group = self.contender(name, topic, dlq, group, schemas=schemas)
         out_path = self.tmp / f"{group}.out"
         log(f"{name}: start")
         t0 = time.time()
@@ -361,8 +369,8 @@ class Run:
             proc = self.spawn(argv, env, out)
             sampler = Sampler(proc.pid)
             sampler.start()
-            probe = self.kafka.committed_probe(group, topic) if uses_group else None
-            end = self.kafka.end_offsets(topic)
+            probe = self.kafka.committed_probe(group, topic, topics) if uses_group else None
+            end = self.kafka.end_offsets_many(topics) if topics else self.kafka.end_offsets(topic)
             total = sum(end.values())
             done_at, processed, timed_out = None, 0, False
             rusage = None
@@ -465,6 +473,10 @@ class Run:
         sampler.sample()
         self.stop(proc)
         src = self.kafka.read_all(topic, with_headers=False)
+        # Records of the first --warmup seconds of production are left out of the percentiles:
+        # the generator's own producer connects while its first events are already stamped.
+        first = min((ts for _, _, ts, _ in src), default=0)
+        cutoff = first + self.args.warmup * 1000
         created = {(p, o): ts for p, o, ts, _ in src}
         dl = self.kafka.read_all(dlq, with_headers=True)
         lat = []
@@ -473,7 +485,7 @@ class Run:
                 key = (int(h["meshguard.source.partition"]), int(h["meshguard.source.offset"]))
             except (KeyError, TypeError, ValueError):
                 continue
-            if key in created:
+            if key in created and created[key] >= cutoff:
                 lat.append(ts - created[key])
         # Commit latency: first poll whose committed offset covers the record.
         commit_lat = []
@@ -485,11 +497,13 @@ class Run:
             i = 0
             for t, c in polls:
                 while i < len(recs) and recs[i][0] < c.get(p, 0):
-                    commit_lat.append(t - recs[i][1])
+                    if recs[i][1] >= cutoff:
+                        commit_lat.append(t - recs[i][1])
                     i += 1
         r = {"contender": name, "rate": rate, "duration_s": duration, "produced": count, "invalid_produced": invalid,
              "dlq": len(dl), "peak_rss_mb": round(sampler.peak_rss / 2**20, 1),
-             "dlq_latency_ms": pct(lat), "commit_latency_ms": pct(commit_lat), "committed_records": len(commit_lat)}
+             "dlq_latency_ms": pct(lat), "commit_latency_ms": pct(commit_lat), "committed_records": sum(len(r) for r in by_part.values()),
+             "warmup_s": self.args.warmup}
         log(json.dumps(r))
         return r
 
@@ -507,6 +521,150 @@ class Run:
             except Exception as e:  # noqa: BLE001 - best effort
                 log(f"mongo clean-up: {e}")
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Growth curves (meshguard validate+DLQ only)
+
+
+def big_schema():
+    """The seed's payment schema plus 200 typed properties and a nested array of objects."""
+    schema = json.loads((REPO / "schemas/payment-schema.json").read_text())
+    kinds = [
+        {"type": "string", "pattern": "^[A-Z]{2}[0-9]{6}$"},
+        {"type": "integer", "minimum": 0, "maximum": 1000000},
+        {"type": "number", "minimum": 0},
+        {"type": "string", "enum": ["RETAIL", "CORPORATE", "PRIVATE", "PUBLIC"]},
+        {"type": "string", "format": "date-time"},
+        {"type": "boolean"},
+        {"type": "string", "maxLength": 64},
+    ]
+    for i in range(200):
+        schema["properties"][f"f{i:03d}"] = kinds[i % len(kinds)]
+    schema["properties"]["lines"] = {
+        "type": "array", "maxItems": 50,
+        "items": {"type": "object", "required": ["sku", "qty", "price"], "properties": {
+            "sku": {"type": "string", "pattern": "^[A-Z0-9-]{4,20}$"}, "qty": {"type": "integer", "minimum": 1},
+            "price": {"type": "number", "minimum": 0}, "tags": {"type": "array", "items": {"type": "string"}},
+            "tax": {"type": "object", "properties": {"rate": {"type": "number"}, "code": {"type": "string"}}}}},
+    }
+    schema["required"] = schema["required"] + ["f000", "f001", "lines"]
+    return schema
+
+
+def big_values(i):
+    vals = ["AB123456", 4242, 12.5, "RETAIL", "2026-11-29T12:00:00Z", True, "free text of a few words"]
+    out = {f"f{k:03d}": vals[k % len(vals)] for k in range(200)}
+    out["lines"] = [{"sku": f"SKU-{i % 1000:04d}-{j}", "qty": j + 1, "price": 9.5 + j, "tags": ["a", "b"],
+                     "tax": {"rate": 0.2, "code": "VAT"}} for j in range(5)]
+    return out
+
+
+def reshape(lines, pad_to=None, big=False):
+    """Valid JSON objects get padding (a `memo` string) or the big contract's fields; anything
+    else (the generator's undecodable records) is kept as it is."""
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            out.append(line)
+            continue
+        if not isinstance(doc, dict):
+            out.append(line)
+            continue
+        if big:
+            doc.update(big_values(i))
+        if pad_to:
+            size = len(json.dumps(doc, separators=(",", ":")))
+            if pad_to > size + 12:
+                doc["memo"] = "x" * (pad_to - size - 11)
+        out.append(json.dumps(doc, separators=(",", ":")).encode())
+    return out
+
+
+def produce_raw(bootstrap, topics, payloads, n):
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4",
+                  "batch.size": 1048576, "queue.buffering.max.kbytes": 1048576, "message.max.bytes": 10485760})
+    for i in range(n):
+        while True:
+            try:
+                p.produce(topics[i % len(topics)], payloads[i % len(payloads)])
+                break
+            except BufferError:
+                p.poll(0.05)
+        if i % 10000 == 0:
+            p.poll(0)
+    if p.flush(120) != 0:
+        raise RuntimeError("growth preload: not every record was delivered")
+
+
+def growth(run, a):
+    base = run.tmp / "base.ndjson"
+    base_topic = run.name("growth-base")
+    products = run.products_dir(base_topic)
+    env = dict(os.environ, MESHGUARD__PRODUCTS__DIR=str(products), MESHGUARD__SCHEMAS__DIR=str(REPO / "schemas"), RUST_LOG="warn")
+    subprocess.run([a.meshguard, "produce", "-t", base_topic, "-n", "20000", "--invalid-ratio", str(a.invalid_ratio),
+                    "--seed", str(a.seed), "-o", str(base)], env=env, cwd=REPO, check=True)
+    lines = base.read_bytes().splitlines()
+    n0 = a.growth_events
+    points = []
+
+    def point(dimension, label, x, payloads, n, topics=1, partitions=12, schemas=None):
+        tag = f"-{dimension[:4]}-{label}".replace(" ", "").replace(".", "_")
+        names = [run.name(f"gr{tag}-{i}") for i in range(topics)]
+        for t in names:
+            run.kafka.create(t, partitions)
+        run.topics += names
+        run.products_dir(names[0], names)
+        produce_raw(a.bootstrap, names, payloads, n)
+        mean = sum(len(x) for x in payloads) / len(payloads)
+        r = run.throughput("meshguard", names[0], n, None, topics=names if topics > 1 else None, schemas=schemas, tag=tag)
+        r.update(dimension=dimension, label=label, x=x, mean_bytes=round(mean), topics=topics, partitions=partitions)
+        points.append(r)
+
+    seed_schema_dir = REPO / "schemas"
+    for kb in (0.3, 3, 30):
+        n = n0 if kb < 10 else max(n0 // 10, 1000)
+        point("message size", f"{kb} KB", kb, reshape(lines, pad_to=int(kb * 1000)), n)
+    big_dir = run.tmp / "big-schemas"
+    shutil.copytree(REPO / "schemas", big_dir)
+    (big_dir / "payment-schema.json").write_text(json.dumps(big_schema(), indent=1))
+    point("contract size", "seed (8 properties)", 8, reshape(lines), n0, schemas=seed_schema_dir)
+    point("contract size", "~210 properties + nested arrays", 210, reshape(lines, big=True), n0 // 2, schemas=big_dir)
+    for t in (1, 10, 100):
+        point("bound topics", f"{t}", t, reshape(lines), n0, topics=t, partitions=1)
+    for parts in (1, 12, 48):
+        point("partitions", f"{parts}", parts, reshape(lines), n0, partitions=parts)
+    return points
+
+
+def chart(points, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    dims = ["message size", "contract size", "bound topics", "partitions"]
+    units = {"message size": "KB per event", "contract size": "properties in the contract", "bound topics": "topics", "partitions": "partitions"}
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    for i, d in enumerate(dims):
+        ps = [p for p in points if p.get("dimension") == d and "error" not in p]
+        xs = [p["x"] for p in ps]
+        for row, (key, label) in enumerate((("events_per_s", "events/s"), ("peak_rss_mb", "peak RSS (MB)"))):
+            ax = axes[row][i]
+            ax.plot(xs, [p[key] for p in ps], marker="o")
+            if d != "contract size":
+                ax.set_xscale("log")
+            ax.set_xlabel(units[d])
+            ax.set_ylabel(label)
+            ax.set_ylim(bottom=0)
+            ax.grid(True, alpha=0.3)
+            if row == 0:
+                ax.set_title(f"meshguard validate+DLQ vs {d}")
+            for x, p in zip(xs, ps):
+                ax.annotate(f"{p[key]:,.0f}", (x, p[key]), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def pct(values):
@@ -600,14 +758,18 @@ def main():
     ap.add_argument("--mysql-host", default="127.0.0.1:3306")
     ap.add_argument("--mongodb", default=os.environ.get("MESHGUARD_TEST_MONGODB", "mongodb://127.0.0.1:27017"))
     ap.add_argument("--meshguard", required=True, help="the meshguard binary (release build)")
+    ap.add_argument("--meshguard-before", help="another meshguard binary, run as the contender meshguard@before (validate+DLQ)")
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--invalid-ratio", type=float, default=0.01)
     ap.add_argument("--partitions", type=int, default=12)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--contenders", default=",".join(ALL), help=f"comma-separated subset of {ALL}")
-    ap.add_argument("--mode", choices=["throughput", "latency", "both"], default="both")
+    ap.add_argument("--mode", choices=["throughput", "latency", "both", "growth"], default="both")
+    ap.add_argument("--growth-events", type=int, default=200_000, help="growth mode: events per point (a tenth at 30 KB)")
+    ap.add_argument("--chart", help="growth mode: write the chart (PNG) here")
     ap.add_argument("--rate", type=int, default=20000)
     ap.add_argument("--duration", type=int, default=30, help="latency mode: seconds of production")
+    ap.add_argument("--warmup", type=float, default=2, help="latency mode: seconds of production left out of the percentiles")
     ap.add_argument("--latency-contenders", default="meshguard,meshguard+reconcile,meshguard+all,python,kstreams,bento")
     ap.add_argument("--timeout", type=float, default=600, help="throughput mode: longest run of one contender (s)")
     ap.add_argument("--metrics-port", type=int, default=19464)
@@ -617,7 +779,7 @@ def main():
     a = ap.parse_args()
 
     run = Run(a)
-    results = {"run": run.id, "machine": machine(), "versions": versions(a.meshguard), "args": vars(a), "throughput": [], "latency": []}
+    results = {"run": run.id, "machine": machine(), "versions": versions(a.meshguard), "args": vars(a), "throughput": [], "latency": [], "growth": []}
     names = [c for c in a.contenders.split(",") if c]
     failures = []
     try:
@@ -633,6 +795,10 @@ def main():
                 except Exception as e:  # noqa: BLE001 - one broken peer must not end the run
                     log(f"{n}: failed: {e}")
                     results["throughput"].append({"contender": n, "error": str(e)})
+        if a.mode == "growth":
+            results["growth"] = growth(run, a)
+            if a.chart:
+                chart(results["growth"], a.chart)
         if a.mode in ("latency", "both"):
             for n in [c for c in a.latency_contenders.split(",") if c and c in names]:
                 try:
@@ -680,6 +846,13 @@ def table(results):
     for r in results["throughput"]:
         if "error" in r:
             lines.append(f"| {r['contender']} | failed: {r['error'][:80]} | | | | | | |")
+    if results.get("growth"):
+        lines += ["", "| dimension | point | mean bytes/event | events | events/s | MB/s | CPU s / 1M | peak RSS MB |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in results["growth"]:
+            lines.append("| {} | {} | {:,} | {:,} | {:,.0f} | {:.1f} | {} | {} |".format(
+                r["dimension"], r["label"], r["mean_bytes"], r["events"], r["events_per_s"],
+                r["events_per_s"] * r["mean_bytes"] / 1e6, r["cpu_s_per_million"], r["peak_rss_mb"]))
     if results["latency"]:
         lines += ["", "| contender | rate/s | DLQ latency p50 / p99 / max ms (n) | commit latency p50 / p99 / max ms | peak RSS MB | DLQ / invalid |",
                   "| --- | ---: | --- | --- | ---: | ---: |"]
