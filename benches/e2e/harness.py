@@ -357,8 +357,8 @@ class Run:
     # -----------------------------------------------------------------------------------------
 
     def throughput(self, name, topic, n, invalid, topics=None, schemas=None, tag=""):
-        group = self.name(f"g-{name.replace('+', '-')}{tag}")
-        dlq = self.name(f"dlq-{name.replace('+', '-')}{tag}")
+        group = self.name(f"g-{slug(name)}{tag}")
+        dlq = self.name(f"dlq-{slug(name)}{tag}")
         self.kafka.create(dlq, 1)
         self.topics.append(dlq)
         argv, env, uses_group = self.contender(name, topic, dlq, group, schemas=schemas)
@@ -427,9 +427,9 @@ class Run:
         return r
 
     def latency(self, name, rate, duration):
-        topic = self.name(f"lat-{name.replace('+', '-')}")
-        group = self.name(f"lg-{name.replace('+', '-')}")
-        dlq = self.name(f"ldlq-{name.replace('+', '-')}")
+        topic = self.name(f"lat-{slug(name)}")
+        group = self.name(f"lg-{slug(name)}")
+        dlq = self.name(f"ldlq-{slug(name)}")
         self.kafka.create(topic, self.args.partitions)
         self.kafka.create(dlq, 1, log_append_time=True)
         self.topics += [topic, dlq]
@@ -665,6 +665,11 @@ def chart(points, path):
                 ax.annotate(f"{p[key]:,.0f}", (x, p[key]), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def slug(name):
+    """A contender's name as it may appear in a topic or group name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", name)
 
 
 def pct(values):
