@@ -105,6 +105,7 @@ class Sampler(threading.Thread):
         self.pid = pid
         self.peak_rss = 0
         self.cpu_by_pid = {}
+        self.wait_by_task = {}
         self.stop_flag = threading.Event()
 
     def sample(self):
@@ -114,10 +115,20 @@ class Sampler(threading.Thread):
             if r:
                 self.cpu_by_pid[p] = r[0]
                 total += r[1]
+            try:
+                for tid in os.listdir(f"/proc/{p}/task"):
+                    with open(f"/proc/{p}/task/{tid}/schedstat") as f:
+                        self.wait_by_task[(p, tid)] = int(f.read().split()[1]) / 1e9
+            except (OSError, ValueError, IndexError):
+                pass
         self.peak_rss = max(self.peak_rss, total, hwm(self.pid))
 
     def cpu(self):
         return sum(self.cpu_by_pid.values())
+
+    def runqueue_wait(self):
+        """Seconds the process tree's threads were runnable but waiting for a CPU."""
+        return sum(self.wait_by_task.values())
 
     def run(self):
         while not self.stop_flag.is_set():
@@ -301,7 +312,8 @@ class Run:
             return ["kcat", "-C", "-b", a.bootstrap, "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%o\n"], base, False
         if name.startswith("meshguard"):
             cfg = self.tmp / f"{group}.toml"
-            cfg.write_text('[kafka.consumer]\n"auto.commit.interval.ms" = "100"\n')
+            extra = "".join(f'"{k}" = "{v}"\n' for k, v in (kv.split("=", 1) for kv in a.consumer_config))
+            cfg.write_text('[kafka.consumer]\n"auto.commit.interval.ms" = "100"\n' + extra)
             db = f"{group}".replace("-", "_")
             self.mongo_dbs.append(db)
             env = dict(base, MESHGUARD__KAFKA__BOOTSTRAP_SERVERS=a.bootstrap, MESHGUARD__KAFKA__GROUP_ID=group,
@@ -400,6 +412,7 @@ class Run:
             sampler.sample()
             cpu = sampler.cpu()
             rss = sampler.peak_rss
+            runq = sampler.runqueue_wait()
             metrics = scrape(self.args.metrics_port) if name.startswith("meshguard") else None
             self.stop(proc)
             rc = proc.returncode
@@ -419,6 +432,7 @@ class Run:
             "events_per_s": round(processed / wall, 1) if wall > 0 else 0,
             "cpu_s": round(cpu, 2), "cpu_s_per_million": round(cpu / processed * 1e6, 2) if processed else None,
             "peak_rss_mb": round(rss / 2**20, 1), "dlq": dlq_count if name != "kcat" else None, "invalid_produced": invalid,
+            "runqueue_wait_s": round(runq, 2),
             "complete": ok, "timed_out": timed_out, "exit_code": rc,
         }
         if metrics:
@@ -612,16 +626,20 @@ def growth(run, a):
     points = []
 
     def point(dimension, label, x, payloads, n, topics=1, partitions=12, schemas=None):
-        tag = f"-{dimension[:4]}-{label}".replace(" ", "").replace(".", "_")
+        tag = slug(f"-{dimension[:4]}-{x}")
         names = [run.name(f"gr{tag}-{i}") for i in range(topics)]
         for t in names:
             run.kafka.create(t, partitions)
         run.topics += names
         run.products_dir(names[0], names)
-        produce_raw(a.bootstrap, names, payloads, n)
-        mean = sum(len(x) for x in payloads) / len(payloads)
-        r = run.throughput("meshguard", names[0], n, None, topics=names if topics > 1 else None, schemas=schemas, tag=tag)
-        r.update(dimension=dimension, label=label, x=x, mean_bytes=round(mean), topics=topics, partitions=partitions)
+        try:
+            produce_raw(a.bootstrap, names, payloads, n)
+            mean = sum(len(x) for x in payloads) / len(payloads)
+            r = run.throughput("meshguard", names[0], n, None, topics=names if topics > 1 else None, schemas=schemas, tag=tag)
+            r.update(dimension=dimension, label=label, x=x, mean_bytes=round(mean), topics=topics, partitions=partitions)
+        except Exception as e:  # noqa: BLE001 - one failed point must not end the curves
+            log(f"growth point {dimension} {label}: {e}")
+            r = {"dimension": dimension, "label": label, "x": x, "error": str(e)}
         points.append(r)
 
     seed_schema_dir = REPO / "schemas"
@@ -660,9 +678,10 @@ def chart(points, path):
             ax.set_ylim(bottom=0)
             ax.grid(True, alpha=0.3)
             if row == 0:
-                ax.set_title(f"meshguard validate+DLQ vs {d}")
+                ax.set_title(f"vs {d}")
             for x, p in zip(xs, ps):
                 ax.annotate(f"{p[key]:,.0f}", (x, p[key]), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    fig.suptitle("meshguard validate+DLQ: throughput and peak RSS (one point per run of the harness's growth mode)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -764,6 +783,8 @@ def main():
     ap.add_argument("--mongodb", default=os.environ.get("MESHGUARD_TEST_MONGODB", "mongodb://127.0.0.1:27017"))
     ap.add_argument("--meshguard", required=True, help="the meshguard binary (release build)")
     ap.add_argument("--meshguard-before", help="another meshguard binary, run as the contender meshguard@before (validate+DLQ)")
+    ap.add_argument("--consumer-config", action="append", default=[], metavar="KEY=VALUE",
+                    help="a librdkafka consumer property for the meshguard contenders (repeatable)")
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--invalid-ratio", type=float, default=0.01)
     ap.add_argument("--partitions", type=int, default=12)
@@ -803,7 +824,10 @@ def main():
         if a.mode == "growth":
             results["growth"] = growth(run, a)
             if a.chart:
-                chart(results["growth"], a.chart)
+                try:
+                    chart(results["growth"], a.chart)
+                except Exception as e:  # noqa: BLE001 - the table and JSON still count
+                    log(f"chart: {e}")
         if a.mode in ("latency", "both"):
             for n in [c for c in a.latency_contenders.split(",") if c and c in names]:
                 try:
@@ -855,6 +879,9 @@ def table(results):
         lines += ["", "| dimension | point | mean bytes/event | events | events/s | MB/s | CPU s / 1M | peak RSS MB |",
                   "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in results["growth"]:
+            if "error" in r:
+                lines.append(f"| {r['dimension']} | {r['label']} | failed: {r['error'][:80]} | | | | | |")
+                continue
             lines.append("| {} | {} | {:,} | {:,} | {:,.0f} | {:.1f} | {} | {} |".format(
                 r["dimension"], r["label"], r["mean_bytes"], r["events"], r["events_per_s"],
                 r["events_per_s"] * r["mean_bytes"] / 1e6, r["cpu_s_per_million"], r["peak_rss_mb"]))
