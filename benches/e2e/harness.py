@@ -161,8 +161,10 @@ class Kafka:
         raise RuntimeError(f"topic {topic} did not appear")
 
     def delete(self, topics):
+        existing = set(self.admin.list_topics(timeout=10).topics)
+        topics = sorted(set(topics) & existing)
         if topics:
-            for f in self.admin.delete_topics(list(topics), operation_timeout=30).values():
+            for f in self.admin.delete_topics(topics, operation_timeout=30).values():
                 try:
                     f.result()
                 except Exception as e:  # noqa: BLE001 - best-effort clean-up
@@ -316,6 +318,8 @@ class Run:
             cfg.write_text('[kafka.consumer]\n"auto.commit.interval.ms" = "100"\n' + extra)
             db = f"{group}".replace("-", "_")
             self.mongo_dbs.append(db)
+            # meshguard creates its alert and lineage topics itself: delete them at the end too.
+            self.topics += [self.name(f"alerts-{group[-6:]}"), self.name(f"lineage-{group[-6:]}")]
             env = dict(base, MESHGUARD__KAFKA__BOOTSTRAP_SERVERS=a.bootstrap, MESHGUARD__KAFKA__GROUP_ID=group,
                        MESHGUARD__PRODUCTS__DIR=str(self.products_dir_for(topic)), MESHGUARD__SCHEMAS__DIR=str(schemas or REPO / "schemas"),
                        MESHGUARD__TOPICS__DLQ=dlq, MESHGUARD__TOPICS__ALERTS=self.name(f"alerts-{group[-6:]}"),
