@@ -166,9 +166,18 @@ impl Windows {
     /// Counts one evaluated record of `topic`.
     pub fn observe(&mut self, topic: &str, eval: &Evaluation, now: OffsetDateTime) {
         let sla = self.bindings.get(topic).map(|c| c.quality.freshness.0);
-        let _ = self.last_event.insert(topic.to_owned(), now);
+        // No String per record: the topic's entries exist after its first record.
+        match self.last_event.get_mut(topic) {
+            Some(t) => *t = now,
+            None => {
+                let _ = self.last_event.insert(topic.to_owned(), now);
+            }
+        }
+        if !self.open.contains_key(topic) {
+            let _ = self.open.insert(topic.to_owned(), Default::default());
+        }
         let rng = &mut self.rng;
-        let w = self.open.entry(topic.to_owned()).or_default();
+        let Some(w) = self.open.get_mut(topic) else { return };
         w.volume += 1;
         w.present += u64::from(eval.completeness.present);
         w.expected += u64::from(eval.completeness.applicable);

@@ -1,9 +1,9 @@
 //! The side-topic producer: idempotent and batched; in exactly-once mode transactional, with
 //! the consumer's offsets committed in the same transaction.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::ConsumerGroupMetadata;
@@ -16,10 +16,14 @@ use tracing::warn;
 
 use crate::config::Settings;
 
-/// Counts failed deliveries; the stream checks it once per batch.
+/// Counts failed deliveries; the stream checks it once per batch. Every delivery report (run on
+/// the producer's polling thread) wakes a waiting [`SideProducer::finish`].
 #[derive(Debug, Default)]
 pub struct SinkContext {
     failures: Arc<AtomicU64>,
+    /// Delivery reports served so far (successes and failures), never reset.
+    acked: Arc<AtomicU64>,
+    delivered: Arc<(Mutex<()>, Condvar)>,
 }
 
 impl ClientContext for SinkContext {}
@@ -32,6 +36,11 @@ impl ProducerContext for SinkContext {
             let _ = self.failures.fetch_add(1, Ordering::Relaxed);
             warn!(error = %e, "side-topic delivery failed; the batch will be retried");
         }
+        let (lock, wake) = &*self.delivered;
+        let guard = lock.lock();
+        let _ = self.acked.fetch_add(1, Ordering::Release);
+        drop(guard);
+        wake.notify_all();
     }
 }
 
@@ -64,6 +73,10 @@ impl SinkError {
 pub struct SideProducer {
     producer: ThreadedProducer<SinkContext>,
     failures: Arc<AtomicU64>,
+    acked: Arc<AtomicU64>,
+    delivered: Arc<(Mutex<()>, Condvar)>,
+    /// Records accepted by `send` so far, never reset.
+    sent: AtomicU64,
     transactional: bool,
     timeout: Duration,
 }
@@ -97,13 +110,15 @@ impl SideProducer {
         }
         let context = SinkContext::default();
         let failures = context.failures.clone();
+        let delivered = context.delivered.clone();
+        let acked = context.acked.clone();
         let producer: ThreadedProducer<SinkContext> =
             config.create_with_context(context).map_err(|e| format!("cannot create the Kafka producer: {e}"))?;
         let timeout = Duration::from_secs(30);
         if transactional_id.is_some() {
             producer.init_transactions(timeout).map_err(|e| format!("cannot initialise Kafka transactions: {e}"))?;
         }
-        Ok(Self { producer, failures, transactional: transactional_id.is_some(), timeout })
+        Ok(Self { producer, failures, acked, delivered, sent: AtomicU64::new(0), transactional: transactional_id.is_some(), timeout })
     }
 
     /// Starts a batch.
@@ -140,7 +155,10 @@ impl SideProducer {
         let mut attempt = 0;
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    let _ = self.sent.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
                 Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                     record = r;
                     std::thread::sleep(Duration::from_millis(1));
@@ -166,12 +184,38 @@ impl SideProducer {
             }
             self.producer.commit_transaction(self.timeout)?;
         } else {
-            self.producer.flush(self.timeout)?;
+            self.wait_delivered()?;
         }
         match self.failures.load(Ordering::Relaxed) {
             0 => Ok(()),
             n => Err(SinkError::Undelivered(n)),
         }
+    }
+
+    /// Waits until every queued record is acknowledged. Not `Producer::flush`: on a
+    /// `ThreadedProducer` its loop polls the main queue for up to 100 ms at a time while the
+    /// polling thread takes the delivery reports, so every batch with a dead letter paid ~100 ms.
+    fn wait_delivered(&self) -> Result<(), SinkError> {
+        let sent = self.sent.load(Ordering::Relaxed);
+        if self.acked.load(Ordering::Acquire) >= sent {
+            return Ok(());
+        }
+        // A zero-timeout flush sends what is queued now instead of after linger.ms; it reports
+        // a time-out because the records are still in flight, which is expected here.
+        let _ = self.producer.flush(Duration::ZERO);
+        let deadline = Instant::now() + self.timeout;
+        let (lock, wake) = &*self.delivered;
+        let mut guard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while self.acked.load(Ordering::Acquire) < sent {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(SinkError::Kafka(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)));
+            }
+            // The report's count is raised under the lock, so none is missed between the check
+            // and the wait.
+            guard = wake.wait_timeout(guard, deadline - now).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+        }
+        Ok(())
     }
 
     /// Abandons a batch (exactly-once): nothing of it becomes visible.

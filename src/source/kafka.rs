@@ -214,7 +214,15 @@ pub fn consumer(settings: &Settings, topics: &[String], health: Arc<Health>) -> 
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "2000")
         .set("statistics.interval.ms", "5000")
-        .set("fetch.wait.max.ms", "50");
+        .set("fetch.wait.max.ms", "50")
+        // librdkafka prefetches up to 64 MB by default, most of the resident memory under a
+        // backlog (docs/benchmarks.md: 233 MB at 3 KB events); 16 MB still holds tens of
+        // thousands of records, far more than one batch.
+        .set("queued.max.messages.kbytes", "16384")
+        // When that queue is full librdkafka postpones the partition's next fetch by this much
+        // (default 1000 ms): the stream drained the queue and then sat idle for most of each
+        // second (docs/benchmarks.md: 111k → 211k events/s with 10 ms).
+        .set("fetch.queue.backoff.ms", "10");
     for (k, v) in &settings.kafka.consumer {
         let _ = config.set(k, v);
     }
@@ -232,7 +240,7 @@ pub fn consumer(settings: &Settings, topics: &[String], health: Arc<Health>) -> 
 }
 
 /// The next offset to consume for each partition in `positions` (already `last + 1`).
-pub fn offsets_list(positions: &HashMap<(String, i32), i64>) -> TopicPartitionList {
+pub fn offsets_list(positions: &HashMap<(&str, i32), i64>) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::with_capacity(positions.len());
     for ((topic, partition), next) in positions {
         let _ = tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*next));

@@ -1,0 +1,3 @@
+module meshguard-bench-bento
+
+go 1.24
