@@ -646,7 +646,7 @@ fn api_end_to_end() {
     assert!(!m.contains("evil-label-bomb") && m.contains("product=\"unknown\""), "unknown products share one label");
 
     // --- every decision was audited
-    let audit = rt.block_on(async { sink.database().collection::<mongodb::bson::Document>("access_audit").count_documents(doc! {}).await }).unwrap();
+    let audit = rt.block_on(async { sink.database().collection::<bson::Document>("access_audit").count_documents(doc! {}).await }).unwrap();
     let mut total = 0;
     for ((user, product, outcome), n) in &c.audits {
         let got = rt.block_on(sink.count("access_audit", doc! { "user": user, "product": product, "outcome": outcome })).unwrap();
@@ -654,7 +654,7 @@ fn api_end_to_end() {
         total += n;
     }
     assert_eq!(audit, total, "no unexpected audit documents");
-    let one = rt.block_on(async { sink.database().collection::<mongodb::bson::Document>("access_audit").find_one(doc! { "user": "u-fraud-team", "outcome": "denied" }).await }).unwrap().unwrap();
+    let one = rt.block_on(async { sink.database().collection::<bson::Document>("access_audit").find_one(doc! { "user": "u-fraud-team", "outcome": "denied" }).await }).unwrap().unwrap();
     for field in ["_id", "at", "user", "product", "method", "route", "permission", "outcome", "reason"] {
         assert!(one.contains_key(field), "audit documents carry {field}: {one}");
     }

@@ -143,8 +143,8 @@ async fn mongo_positions(database: &str, collection: &str, topic_field: &str, pa
         .await
         .unwrap_or_else(|e| panic!("find: {e}"));
     let mut out: HashMap<Position, u32> = HashMap::new();
-    let get = |d: &Document, path: &str| -> Option<mongodb::bson::Bson> {
-        let mut cur = mongodb::bson::Bson::Document(d.clone());
+    let get = |d: &Document, path: &str| -> Option<bson::Bson> {
+        let mut cur = bson::Bson::Document(d.clone());
         for part in path.split('.') {
             cur = cur.as_document()?.get(part)?.clone();
         }

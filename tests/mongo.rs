@@ -553,7 +553,7 @@ async fn indexes_exist_and_connect_is_idempotent() {
         let db = sink.database().clone();
         let collection = collection.to_owned();
         async move {
-            db.collection::<mongodb::bson::Document>(&collection)
+            db.collection::<bson::Document>(&collection)
                 .list_index_names()
                 .await
                 .unwrap_or_else(|e| panic!("list indexes of {collection}: {e}"))

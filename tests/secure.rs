@@ -182,7 +182,7 @@ async fn secured_run_processes_events_and_never_shows_a_password() {
 
     // Lineage documents reached the FerretDB that requires SCRAM credentials.
     let client = mongodb::Client::with_uri_str(sec.mongo_uri(&sec.mongo_password)).await.unwrap_or_else(|e| panic!("{e}"));
-    let lineage = client.database(&names.database).collection::<mongodb::bson::Document>(meshguard::sink::mongo::LINEAGE);
+    let lineage = client.database(&names.database).collection::<bson::Document>(meshguard::sink::mongo::LINEAGE);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut docs = 0;
     while Instant::now() < deadline {
@@ -305,7 +305,7 @@ async fn mongodb_credentials_are_required_and_checked() {
     let sec = Secured::get();
     // The server really enforces authentication.
     let anonymous = mongodb::Client::with_uri_str(format!("mongodb://{}/", sec.mongo)).await.unwrap_or_else(|e| panic!("{e}"));
-    let refused = anonymous.database("x").collection::<mongodb::bson::Document>("y").insert_one(mongodb::bson::doc! {"a": 1}).await;
+    let refused = anonymous.database("x").collection::<bson::Document>("y").insert_one(mongodb::bson::doc! {"a": 1}).await;
     let refused = refused.err().unwrap_or_else(|| panic!("an anonymous insert was accepted"));
     assert!(refused.to_string().contains("requires authentication"), "{refused}");
 

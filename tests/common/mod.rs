@@ -370,13 +370,13 @@ pub fn read_json_until(bootstrap: &str, topic: &str, within: Duration, mut done:
 }
 
 /// Every document of `collection` in `database` matching `filter`, as JSON.
-pub async fn mongo_docs(database: &str, collection: &str, filter: mongodb::bson::Document) -> Vec<serde_json::Value> {
+pub async fn mongo_docs(database: &str, collection: &str, filter: bson::Document) -> Vec<serde_json::Value> {
     let client = mongodb::Client::with_uri_str(mongodb()).await.unwrap_or_else(|e| panic!("MongoDB: {e}: {START_HINT}"));
-    let mut cursor = client.database(database).collection::<mongodb::bson::Document>(collection).find(filter).await.unwrap_or_else(|e| panic!("find: {e}"));
+    let mut cursor = client.database(database).collection::<bson::Document>(collection).find(filter).await.unwrap_or_else(|e| panic!("find: {e}"));
     let mut out = Vec::new();
     while cursor.advance().await.unwrap_or_else(|e| panic!("cursor: {e}")) {
         let d = cursor.deserialize_current().unwrap_or_else(|e| panic!("{e}"));
-        out.push(mongodb::bson::Bson::Document(d).into_relaxed_extjson());
+        out.push(bson::Bson::Document(d).into_relaxed_extjson());
     }
     out
 }
