@@ -44,7 +44,7 @@ fn describe() {
     describe_gauge!(CONSUMER_LAG, Unit::Count, "Messages between the committed position and the end of each topic, summed over assigned partitions.");
     describe_gauge!(ASSIGNED_PARTITIONS, Unit::Count, "Partitions currently assigned to this instance.");
     describe_counter!(REBALANCES_TOTAL, Unit::Count, "Consumer group rebalances seen by this instance, by kind (assign, revoke).");
-    describe_histogram!(SINK_WRITE_SECONDS, Unit::Seconds, "Time to write one batch to a sink and have it acknowledged.");
+    describe_histogram!(SINK_WRITE_SECONDS, Unit::Seconds, "Per batch: MongoDB, the time to write the batch; Kafka, the wait for its acknowledgement or transaction commit after the batch is sent.");
     describe_counter!(SINK_ERRORS_TOTAL, Unit::Count, "Failed sink writes (the batch is retried, never dropped).");
     describe_histogram!(BATCH_RECORDS, Unit::Count, "Input records per processed batch.");
     describe_counter!(CONSUMER_ERRORS_TOTAL, Unit::Count, "Errors reported by the Kafka consumer, by kind.");
