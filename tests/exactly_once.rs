@@ -11,19 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use mongodb::bson::doc;
 
-fn position(d: &DeadLetter) -> (String, i32, i64) {
-    let h = &d.headers;
-    (
-        h.get("meshguard.source.topic").cloned().unwrap_or_default(),
-        h.get("meshguard.source.partition").and_then(|p| p.parse().ok()).unwrap_or(-1),
-        h.get("meshguard.source.offset").and_then(|p| p.parse().ok()).unwrap_or(-1),
-    )
-}
-
-fn invalid_positions(sent: &[Sent]) -> BTreeSet<(String, i32, i64)> {
-    sent.iter().filter(|s| !s.valid).map(|s| (s.topic.clone(), s.partition, s.offset)).collect()
-}
-
 /// Positions read more than once.
 fn repeated(dead: &[DeadLetter]) -> Vec<((String, i32, i64), usize)> {
     let mut n: BTreeMap<(String, i32, i64), usize> = BTreeMap::new();

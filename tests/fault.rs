@@ -21,8 +21,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use mongodb::bson::{Document, doc};
 use rand::{Rng, SeedableRng};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 
 type Position = (String, i32, i64);
@@ -97,15 +95,7 @@ impl Drop for RssSampler {
 /// Every record of `topic` as (key, payload, meshguard.source.* position), read with a plain
 /// read_committed consumer until nothing new arrives for a few seconds.
 fn read_topic(bootstrap: &str, topic: &str) -> Vec<(Vec<u8>, Option<Position>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique("fault-reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap_or_else(|e| panic!("consumer: {e}"));
-    consumer.subscribe(&[topic]).unwrap_or_else(|e| panic!("subscribe: {e}"));
+    let consumer = reader(bootstrap, topic);
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut last = Instant::now();

@@ -35,27 +35,6 @@ async fn create_big_topic(bootstrap: &str, topic: &str) {
     }
 }
 
-/// `config/products/<file>` with its Kafka topics replaced by `topic`, written into `dir`.
-fn bind(dir: &std::path::Path, file: &str, topic: &str) {
-    let seed = std::fs::read_to_string(repo().join("config/products").join(file)).unwrap_or_else(|e| panic!("{e}"));
-    let mut yaml = String::new();
-    let mut skipping = false;
-    for line in seed.lines() {
-        if line.starts_with("      topics:") {
-            yaml.push_str(&format!("{line}\n        - {topic}\n"));
-            skipping = true;
-            continue;
-        }
-        if skipping && line.trim_start().starts_with("- ") {
-            continue;
-        }
-        skipping = false;
-        yaml.push_str(line);
-        yaml.push('\n');
-    }
-    std::fs::write(dir.join(file), yaml).unwrap_or_else(|e| panic!("{e}"));
-}
-
 /// One hostile record and what its dead letter must say.
 struct Poison {
     name: &'static str,
@@ -172,8 +151,8 @@ async fn hostile_records_are_dead_lettered_with_a_reason_and_never_stall_a_parti
     produce_valid(&producer, &avro_topic, "cards-data-product", 200).await;
 
     let products = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    bind(products.path(), "payments.yaml", &json_topic);
-    bind(products.path(), "cards.yaml", &avro_topic);
+    bind_product(products.path(), "payments.yaml", &[&json_topic]);
+    bind_product(products.path(), "cards.yaml", &[&avro_topic]);
     let names = Names::new();
     let service = Service::start(&kafka, products.path(), &names, &[("MESHGUARD__MYSQL__ENABLED", "false")]);
     wait_committed(&kafka, &names.group, &[&json_topic], 1, (json.len() + 200) as i64, Duration::from_secs(120));

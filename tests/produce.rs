@@ -12,16 +12,21 @@ use common::*;
 use rust_decimal::Decimal;
 use sqlx::Row;
 
+/// One connection to the MariaDB the generator writes source rows to.
+async fn source_db(url: &str) -> sqlx::MySqlPool {
+    sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("MariaDB at {url} does not answer ({e}): {START_HINT}"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn produce_writes_events_and_their_source_rows() {
     let kafka = kafka();
     let url = mysql();
-    let pool = sqlx::mysql::MySqlPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(&url)
-        .await
-        .unwrap_or_else(|e| panic!("MariaDB at {url} does not answer ({e}): {START_HINT}"));
+    let pool = source_db(&url).await;
     let topic = unique("pay-produce");
     create_topics(&kafka, &[&topic], 2).await;
     let products = Products::payments(&[&topic]);
@@ -79,12 +84,7 @@ async fn produce_writes_events_and_their_source_rows() {
 async fn source_rows_are_written_before_their_events_are_readable() {
     let kafka = kafka();
     let url = mysql();
-    let pool = sqlx::mysql::MySqlPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(&url)
-        .await
-        .unwrap_or_else(|e| panic!("MariaDB at {url} does not answer ({e}): {START_HINT}"));
+    let pool = source_db(&url).await;
     let topic = unique("pay-rows-first");
     create_topics(&kafka, &[&topic], 1).await;
     let products = Products::payments(&[&topic]);

@@ -10,19 +10,6 @@ use common::*;
 
 const PARTITIONS: i32 = 3;
 
-fn position(d: &DeadLetter) -> (String, i32, i64) {
-    let h = &d.headers;
-    (
-        h.get("meshguard.source.topic").cloned().unwrap_or_default(),
-        h.get("meshguard.source.partition").and_then(|p| p.parse().ok()).unwrap_or(-1),
-        h.get("meshguard.source.offset").and_then(|p| p.parse().ok()).unwrap_or(-1),
-    )
-}
-
-fn invalid_positions(sent: &[Sent]) -> BTreeSet<(String, i32, i64)> {
-    sent.iter().filter(|s| !s.valid).map(|s| (s.topic.clone(), s.partition, s.offset)).collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn routes_exactly_the_invalid_records_with_their_reasons() {
     let kafka = kafka();

@@ -65,29 +65,35 @@ pub struct Products {
 impl Products {
     pub fn payments(topics: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let seed = std::fs::read_to_string(repo().join("config/products/payments.yaml")).unwrap_or_else(|e| panic!("{e}"));
-        let mut yaml = String::new();
-        let mut skipping = false;
-        for line in seed.lines() {
-            if line.trim_start().starts_with("topics:") && line.starts_with("      topics:") {
-                yaml.push_str(line);
-                yaml.push('\n');
-                for t in topics {
-                    yaml.push_str(&format!("        - {t}\n"));
-                }
-                skipping = true;
-                continue;
-            }
-            if skipping && line.trim_start().starts_with("- ") {
-                continue;
-            }
-            skipping = false;
-            yaml.push_str(line);
-            yaml.push('\n');
-        }
-        std::fs::write(dir.path().join("payments.yaml"), yaml).unwrap_or_else(|e| panic!("{e}"));
+        bind_product(dir.path(), "payments.yaml", topics);
         Self { dir }
     }
+}
+
+/// Writes `config/products/<file>` into `dir` with every contract's Kafka `topics:` list
+/// replaced by `topics`.
+pub fn bind_product(dir: &Path, file: &str, topics: &[&str]) {
+    let seed = std::fs::read_to_string(repo().join("config/products").join(file)).unwrap_or_else(|e| panic!("{e}"));
+    let mut yaml = String::new();
+    let mut skipping = false;
+    for line in seed.lines() {
+        if line.starts_with("      topics:") {
+            yaml.push_str(line);
+            yaml.push('\n');
+            for t in topics {
+                yaml.push_str(&format!("        - {t}\n"));
+            }
+            skipping = true;
+            continue;
+        }
+        if skipping && line.trim_start().starts_with("- ") {
+            continue;
+        }
+        skipping = false;
+        yaml.push_str(line);
+        yaml.push('\n');
+    }
+    std::fs::write(dir.join(file), yaml).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Side-topic names and group of one test.
@@ -288,6 +294,21 @@ pub struct DeadLetter {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub headers: HashMap<String, String>,
+}
+
+/// The source position a dead letter names in its `meshguard.source.*` headers.
+pub fn position(d: &DeadLetter) -> (String, i32, i64) {
+    let h = &d.headers;
+    (
+        h.get("meshguard.source.topic").cloned().unwrap_or_default(),
+        h.get("meshguard.source.partition").and_then(|p| p.parse().ok()).unwrap_or(-1),
+        h.get("meshguard.source.offset").and_then(|p| p.parse().ok()).unwrap_or(-1),
+    )
+}
+
+/// The positions of the invalid records among `sent`.
+pub fn invalid_positions(sent: &[Sent]) -> std::collections::BTreeSet<(String, i32, i64)> {
+    sent.iter().filter(|s| !s.valid).map(|s| (s.topic.clone(), s.partition, s.offset)).collect()
 }
 
 /// Reads `topic` from the beginning (read_committed) until `expected` records arrived or
