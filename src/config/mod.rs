@@ -212,8 +212,21 @@ pub struct DeliverySettings {
     pub batch_max_records: usize,
     /// How long a batch waits to fill.
     pub batch_linger_ms: u64,
+    /// Threads that evaluate a batch (decode, validate, measure); 0 = one per CPU.
+    #[serde(default)]
+    pub evaluation_threads: usize,
     /// Bound on the drain at shutdown.
     pub shutdown_timeout_ms: u64,
+}
+
+impl DeliverySettings {
+    /// Threads that evaluate a batch: `evaluation_threads`, or one per CPU when it is 0.
+    pub fn evaluators(&self) -> usize {
+        match self.evaluation_threads {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            n => n,
+        }
+    }
 }
 
 /// Side topic names.
@@ -246,8 +259,15 @@ pub struct ReconcileSettings {
     pub grace_ms: u64,
     /// Most keys per query.
     pub chunk: usize,
+    /// Queries in flight at once (and connections in the pool).
+    #[serde(default = "default_reconcile_concurrency")]
+    pub concurrency: usize,
     /// Backlog bound at which the stream pauses.
     pub max_backlog: usize,
+}
+
+fn default_reconcile_concurrency() -> usize {
+    4
 }
 
 /// Windows and alert rules.
@@ -360,8 +380,14 @@ impl Settings {
         if self.quality.window_ms < 100 {
             return Err(ConfigError::Value { key: "quality.window_ms", reason: "must be at least 100".into() });
         }
+        if self.reconcile.concurrency == 0 {
+            return Err(ConfigError::Value { key: "reconcile.concurrency", reason: "must be at least 1".into() });
+        }
         if self.reconcile.chunk == 0 {
             return Err(ConfigError::Value { key: "reconcile.chunk", reason: "must be at least 1".into() });
+        }
+        if self.delivery.evaluation_threads > 256 {
+            return Err(ConfigError::Value { key: "delivery.evaluation_threads", reason: "must be at most 256 (0 = one per CPU)".into() });
         }
         if self.delivery.batch_max_records == 0 {
             return Err(ConfigError::Value { key: "delivery.batch_max_records", reason: "must be at least 1".into() });

@@ -10,6 +10,7 @@
 
 pub mod mysql;
 pub mod source_rows;
+pub mod worker;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -138,10 +139,12 @@ impl Reconciler {
         self.pending.len()
     }
 
-    /// Checks every pending claim against `db` at `now`: one query per table and chunk.
+    /// Checks every pending claim against `db` at `now`: one query per table and chunk, up to
+    /// `concurrency` chunks in flight at once (the pool's connections).
     /// Returns the decided claims; the rest stay pending. On a database error every claim of
-    /// that table stays pending and the error is returned alongside what was decided.
-    pub async fn run<D: SourceDb>(&mut self, db: &D, now: OffsetDateTime) -> (Vec<Decided>, Option<String>) {
+    /// that chunk stays pending and the error is returned alongside what was decided.
+    pub async fn run<D: SourceDb>(&mut self, db: &D, now: OffsetDateTime, concurrency: usize) -> (Vec<Decided>, Option<String>) {
+        use futures_util::StreamExt;
         if self.pending.is_empty() {
             return (Vec::new(), None);
         }
@@ -150,30 +153,44 @@ impl Reconciler {
             let table = c.contract.reconciliation.as_ref().map(|s| s.table.clone()).unwrap_or_default();
             by_table.entry(table).or_default().push(c);
         }
-        let mut decided = Vec::new();
-        let mut error = None;
+        // Claims move into their chunk and out into a verdict: none is copied.
+        let mut chunks: Vec<(Arc<ReconciliationSpec>, Vec<Claim>)> = Vec::new();
         for (_, claims) in by_table {
             let Some(spec) = claims.first().and_then(|c| c.contract.reconciliation.clone()) else { continue };
-            for chunk in claims.chunks(self.chunk) {
+            let spec = Arc::new(spec);
+            let mut claims = claims.into_iter().peekable();
+            while claims.peek().is_some() {
+                chunks.push((spec.clone(), claims.by_ref().take(self.chunk).collect()));
+            }
+        }
+        let mut decided = Vec::new();
+        let mut error = None;
+        // Each answer is decided as it arrives, so at most `concurrency` of them are held.
+        let mut answers = futures_util::stream::iter(chunks)
+            .map(|(spec, chunk)| async move {
                 let mut keys: Vec<String> = chunk.iter().map(|c| c.key.clone()).collect();
                 keys.sort_unstable();
                 keys.dedup();
-                match db.fetch(&spec, &keys).await {
-                    Ok(found) => {
-                        self.failures = 0;
-                        for c in chunk {
-                            match found.get(&c.key) {
-                                Some(source) => decided.push(Decided { outcome: compare(c, &spec, source), claim: c.clone() }),
-                                None if now - c.first_seen >= self.grace => decided.push(Decided { claim: c.clone(), outcome: Outcome::Missing }),
-                                None => self.pending.push(c.clone()),
-                            }
+                let found = db.fetch(&spec, &keys).await;
+                (spec, chunk, found)
+            })
+            .buffer_unordered(concurrency.max(1));
+        while let Some((spec, chunk, found)) = answers.next().await {
+            match found {
+                Ok(found) => {
+                    self.failures = 0;
+                    for c in chunk {
+                        match found.get(&c.key) {
+                            Some(source) => decided.push(Decided { outcome: compare(&c, &spec, source), claim: c }),
+                            None if now - c.first_seen >= self.grace => decided.push(Decided { claim: c, outcome: Outcome::Missing }),
+                            None => self.pending.push(c),
                         }
                     }
-                    Err(e) => {
-                        self.failures += 1;
-                        error = Some(e);
-                        self.pending.extend(chunk.iter().cloned());
-                    }
+                }
+                Err(e) => {
+                    self.failures += 1;
+                    error = Some(e);
+                    self.pending.extend(chunk);
                 }
             }
         }
@@ -233,7 +250,7 @@ mod tests {
         }
         let mut r = Reconciler::new(Duration::from_secs(30), 100);
         r.submit((0..250).map(|i| claim_for(&c, &format!("k{i}"), "19.99", t0)));
-        let (decided, err) = r.run(&db, t0).await;
+        let (decided, err) = r.run(&db, t0, 1).await;
         assert!(err.is_none());
         assert_eq!(decided.len(), 250);
         assert_eq!(*db.queries.lock().unwrap_or_else(|e| panic!("{e}")), vec![100, 100, 50]);
@@ -249,16 +266,16 @@ mod tests {
         let db = Memory { rows: Mutex::new(HashMap::new()), queries: Mutex::new(Vec::new()), down: Mutex::new(false) };
         let mut r = Reconciler::new(Duration::from_secs(30), 100);
         r.submit([claim_for(&c, "late", "10.00", t0), claim_for(&c, "never", "10.00", t0)]);
-        let (decided, _) = r.run(&db, t0 + time::Duration::seconds(5)).await;
+        let (decided, _) = r.run(&db, t0 + time::Duration::seconds(5), 2).await;
         assert!(decided.is_empty());
         assert_eq!(r.backlog(), 2);
         let _ = db.rows.lock().unwrap_or_else(|e| panic!("{e}")).insert("late".into(), SourceValue { amount: Decimal::new(1000, 2), currency: Some("EUR".into()) });
         *db.down.lock().unwrap_or_else(|e| panic!("{e}")) = true;
-        let (decided, err) = r.run(&db, t0 + time::Duration::seconds(60)).await;
+        let (decided, err) = r.run(&db, t0 + time::Duration::seconds(60), 2).await;
         assert!(decided.is_empty() && err.is_some(), "an outage decides nothing");
         assert_eq!(r.backlog(), 2);
         *db.down.lock().unwrap_or_else(|e| panic!("{e}")) = false;
-        let (decided, _) = r.run(&db, t0 + time::Duration::seconds(61)).await;
+        let (decided, _) = r.run(&db, t0 + time::Duration::seconds(61), 2).await;
         let by_key: HashMap<&str, &Outcome> = decided.iter().map(|d| (d.claim.key.as_str(), &d.outcome)).collect();
         assert_eq!(by_key.get("late"), Some(&&Outcome::Matched));
         assert_eq!(by_key.get("never"), Some(&&Outcome::Missing));

@@ -21,9 +21,9 @@ pub struct MySqlSource {
 
 impl MySqlSource {
     /// A lazily connecting pool: meshguard starts even when the database is down (claims wait).
-    pub fn lazy(url: &str) -> Result<Self, String> {
+    pub fn lazy(url: &str, connections: u32) -> Result<Self, String> {
         let pool = MySqlPoolOptions::new()
-            .max_connections(4)
+            .max_connections(connections.max(1))
             .acquire_timeout(Duration::from_secs(3))
             .connect_lazy(url)
             .map_err(|e| format!("mysql.url {}: {e}", redact(url)))?;

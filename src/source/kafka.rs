@@ -216,9 +216,9 @@ pub fn consumer(settings: &Settings, topics: &[String], health: Arc<Health>) -> 
         .set("statistics.interval.ms", "5000")
         .set("fetch.wait.max.ms", "50")
         // librdkafka prefetches up to 64 MB by default, most of the resident memory under a
-        // backlog (docs/benchmarks.md: 233 MB at 3 KB events); 16 MB still holds tens of
-        // thousands of records, far more than one batch.
-        .set("queued.max.messages.kbytes", "16384")
+        // backlog (docs/benchmarks.md: 233 MB at 3 KB events). 4 MB still holds ~10,000 of the
+        // seed's events, two batches; 16 MB made no more events/s but 210 instead of 124 MB RSS.
+        .set("queued.max.messages.kbytes", "4096")
         // When that queue is full librdkafka postpones the partition's next fetch by this much
         // (default 1000 ms): the stream drained the queue and then sat idle for most of each
         // second (docs/benchmarks.md: 111k → 211k events/s with 10 ms).
