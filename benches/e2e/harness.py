@@ -45,6 +45,10 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 ALL = ["kcat", "meshguard", "meshguard+reconcile", "meshguard+all", "node-seed", "python", "kstreams", "bento"]
 
 
+# Contenders that look events up in the source database (their events need source rows).
+RECONCILING = ("meshguard+reconcile", "meshguard+all", "node-seed")
+
+
 def log(*a):
     print("[bench]", *a, file=sys.stderr, flush=True)
 
@@ -476,7 +480,9 @@ class Run:
 
         poller = threading.Thread(target=poll_commits, daemon=True)
         poller.start()
-        valid, invalid = self.produce(topic, count, rate=rate)
+        # A reconciling contender needs the events' source rows, as in throughput mode: without
+        # them every record waits out reconcile.grace_ms as "not yet in the source".
+        valid, invalid = self.produce(topic, count, rate=rate, mysql=name in RECONCILING)
         end = self.kafka.end_offsets(topic)
         deadline = time.time() + max(60, duration)
         while time.time() < deadline:
@@ -817,7 +823,7 @@ def main():
             topic = run.name("payments")
             run.kafka.create(topic, a.partitions)
             run.topics.append(topic)
-            needs_mysql = any(n in ("meshguard+reconcile", "meshguard+all", "node-seed") for n in names)
+            needs_mysql = any(n in RECONCILING for n in names)
             valid, invalid = run.produce(topic, a.events, mysql=needs_mysql)
             for n in names:
                 try:
