@@ -58,6 +58,22 @@ pub struct Claim {
     pub currency: Option<String>,
     /// When it was first seen; the grace period runs from here.
     pub first_seen: OffsetDateTime,
+    /// When it is looked up next: at once, then, while its row is absent, after 1, 2, 4 … s
+    /// (at most 32 s, and at the latest when the grace period ends), so rows that lag do not
+    /// cost a lookup every round.
+    pub next_check: OffsetDateTime,
+    /// Lookups that found no row.
+    pub absent: u32,
+}
+
+impl Claim {
+    /// Schedules the next lookup after one that found no row at `now`.
+    fn postpone(&mut self, now: OffsetDateTime, grace: Duration) {
+        self.absent = self.absent.saturating_add(1);
+        let wait = time::Duration::seconds(1_i64 << self.absent.saturating_sub(1).min(5));
+        let grace_ends = self.first_seen + grace;
+        self.next_check = (now + wait).min(grace_ends);
+    }
 }
 
 /// The verdict on one claim.
@@ -95,7 +111,7 @@ pub fn claim(contract: &Arc<Contract>, topic: &str, record: &Value, key: Option<
         _ => return None,
     };
     let currency = spec.currency_field.as_ref().and_then(|f| record.get(f)).and_then(Value::as_str).map(str::to_owned);
-    Some(Claim { contract: contract.clone(), topic: topic.to_owned(), key: key.to_owned(), amount, currency, first_seen: now })
+    Some(Claim { contract: contract.clone(), topic: topic.to_owned(), key: key.to_owned(), amount, currency, first_seen: now, next_check: now, absent: 0 })
 }
 
 /// Compares a claim with its source row.
@@ -139,7 +155,7 @@ impl Reconciler {
         self.pending.len()
     }
 
-    /// Checks every pending claim against `db` at `now`: one query per table and chunk, up to
+    /// Checks every due pending claim against `db` at `now`: one query per table and chunk, up to
     /// `concurrency` chunks in flight at once (the pool's connections).
     /// Returns the decided claims; the rest stay pending. On a database error every claim of
     /// that chunk stays pending and the error is returned alongside what was decided.
@@ -149,7 +165,9 @@ impl Reconciler {
             return (Vec::new(), None);
         }
         let mut by_table: HashMap<String, Vec<Claim>> = HashMap::new();
-        for c in self.pending.drain(..) {
+        let (due, later): (Vec<Claim>, Vec<Claim>) = self.pending.drain(..).partition(|c| c.next_check <= now);
+        self.pending = later;
+        for c in due {
             let table = c.contract.reconciliation.as_ref().map(|s| s.table.clone()).unwrap_or_default();
             by_table.entry(table).or_default().push(c);
         }
@@ -183,7 +201,11 @@ impl Reconciler {
                         match found.get(&c.key) {
                             Some(source) => decided.push(Decided { outcome: compare(&c, &spec, source), claim: c }),
                             None if now - c.first_seen >= self.grace => decided.push(Decided { claim: c, outcome: Outcome::Missing }),
-                            None => self.pending.push(c),
+                            None => {
+                                let mut c = c;
+                                c.postpone(now, self.grace);
+                                self.pending.push(c);
+                            }
                         }
                     }
                 }
@@ -257,6 +279,35 @@ mod tests {
         let mismatched: Vec<&str> = decided.iter().filter(|d| d.outcome != Outcome::Matched).map(|d| d.claim.key.as_str()).collect();
         assert_eq!(mismatched.len(), 2);
         assert!(mismatched.contains(&"k7") && mismatched.contains(&"k8"));
+    }
+
+    #[tokio::test]
+    async fn an_absent_row_is_looked_up_again_with_backoff_until_the_grace_period_ends() {
+        let c = contract();
+        let t0 = datetime!(2026-01-01 00:00:00 UTC);
+        let db = Memory { rows: Mutex::new(HashMap::new()), queries: Mutex::new(Vec::new()), down: Mutex::new(false) };
+        let mut r = Reconciler::new(Duration::from_secs(10), 100);
+        r.submit([claim_for(&c, "lagging", "10.00", t0)]);
+        let queries = |db: &Memory| db.queries.lock().unwrap_or_else(|e| panic!("{e}")).len();
+        // Looked up at 0 s, then 1, 2 and 4 s after each miss: at 0, 1, 3, 7 s, and at 10 s
+        // (the grace period's end) instead of 15.
+        let mut looked_up_at = Vec::new();
+        for tenth in 0..=120 {
+            let now = t0 + time::Duration::milliseconds(tenth * 100);
+            let before = queries(&db);
+            let (decided, err) = r.run(&db, now, 1).await;
+            assert!(err.is_none());
+            if queries(&db) > before {
+                looked_up_at.push(tenth);
+            }
+            if !decided.is_empty() {
+                assert_eq!(decided[0].outcome, Outcome::Missing);
+                assert_eq!(tenth, 100, "missing exactly when the grace period ends");
+                break;
+            }
+        }
+        assert_eq!(looked_up_at, vec![0, 10, 30, 70, 100]);
+        assert_eq!(r.backlog(), 0);
     }
 
     #[tokio::test]

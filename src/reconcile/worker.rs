@@ -55,7 +55,7 @@ pub struct WorkerSettings {
     /// Undecided claims at which the stream waits.
     pub max_backlog: usize,
     /// Least time between two passes over the pending claims unless a full round of queries
-    /// (`chunk × concurrency` claims) is waiting.
+    /// (`chunk × concurrency` new claims) is waiting.
     pub interval: Duration,
 }
 
@@ -128,11 +128,17 @@ async fn work<D: SourceDb>(
     let mut reconciler = Reconciler::new(settings.grace, settings.chunk);
     let mut wait = settings.interval;
     let mut last = Instant::now();
+    // Claims handed over since the last round (all due at once; older ones wait for their
+    // next lookup).
+    let mut fresh = 0_usize;
     loop {
         // Gather claims until the next pass is due (or, with nothing pending, until claims come).
         if reconciler.backlog() == 0 {
             match claims.recv().await {
-                Some(c) => reconciler.submit(c),
+                Some(c) => {
+                    fresh += c.len();
+                    reconciler.submit(c);
+                }
                 None => return,
             }
         }
@@ -141,10 +147,13 @@ async fn work<D: SourceDb>(
         // yet are not re-queried in a busy loop.
         let full_round = settings.chunk.saturating_mul(settings.concurrency.max(1));
         let due = tokio::time::Instant::from_std(last + wait);
-        while reconciler.backlog() < full_round || reconciler.failures > 0 {
+        while fresh < full_round || reconciler.failures > 0 {
             tokio::select! {
                 c = claims.recv() => match c {
-                    Some(c) => reconciler.submit(c),
+                    Some(c) => {
+                        fresh += c.len();
+                        reconciler.submit(c);
+                    }
                     None => return,
                 },
                 () = tokio::time::sleep_until(due) => break,
@@ -153,6 +162,7 @@ async fn work<D: SourceDb>(
         while let Ok(c) = claims.try_recv() {
             reconciler.submit(c);
         }
+        fresh = 0;
         last = Instant::now();
         let checking = reconciler.backlog();
         let (verdicts, err) = reconciler.run(&db, clock.now(), settings.concurrency).await;
