@@ -210,6 +210,9 @@ pub struct DeliverySettings {
     pub transactional_id: String,
     /// Upper bound of records per batch; bounds memory.
     pub batch_max_records: usize,
+    /// Upper bound of a batch's payload and key bytes; bounds memory when events are large.
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: usize,
     /// How long a batch waits to fill.
     pub batch_linger_ms: u64,
     /// Threads that evaluate a batch (decode, validate, measure); 0 = one per CPU.
@@ -264,6 +267,10 @@ pub struct ReconcileSettings {
     pub concurrency: usize,
     /// Backlog bound at which the stream pauses.
     pub max_backlog: usize,
+}
+
+fn default_batch_max_bytes() -> usize {
+    16 << 20
 }
 
 fn default_reconcile_concurrency() -> usize {
@@ -388,6 +395,9 @@ impl Settings {
         }
         if self.delivery.evaluation_threads > 256 {
             return Err(ConfigError::Value { key: "delivery.evaluation_threads", reason: "must be at most 256 (0 = one per CPU)".into() });
+        }
+        if self.delivery.batch_max_bytes == 0 {
+            return Err(ConfigError::Value { key: "delivery.batch_max_bytes", reason: "must be at least 1".into() });
         }
         if self.delivery.batch_max_records == 0 {
             return Err(ConfigError::Value { key: "delivery.batch_max_records", reason: "must be at least 1".into() });

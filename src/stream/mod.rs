@@ -139,7 +139,7 @@ pub fn run(
             owned_epoch = epoch;
             out.owned(owned_topics(&source), clock.now());
         }
-        let batch = gather(&source, max, linger, &stop);
+        let batch = gather(&source, max, settings.delivery.batch_max_bytes, linger, &stop);
         let batch = if source.context().epoch.load(Ordering::SeqCst) == epoch { batch } else { owned_only(&source, batch) };
         // Verdicts count in the window open when they are reached.
         if let Some(r) = &reconciler {
@@ -242,13 +242,17 @@ fn owned_topics(source: &Source) -> HashSet<String> {
     source.assignment().map(|a| a.elements().iter().map(|e| e.topic().to_owned()).collect()).unwrap_or_default()
 }
 
-/// Polls until `max` records, the linger time after the first record, or a stop request. The
+/// Polls until `max` records or `max_bytes` of payloads and keys, the linger time after the
+/// first record, or a stop request. The
 /// clock and the stop flag are read every 64 records, not per record (reading the clock was the
 /// largest single item in a profile of the stream thread).
-fn gather<'c>(source: &'c Source, max: usize, linger: Duration, stop: &AtomicBool) -> Vec<BorrowedMessage<'c>> {
+fn gather<'c>(source: &'c Source, max: usize, max_bytes: usize, linger: Duration, stop: &AtomicBool) -> Vec<BorrowedMessage<'c>> {
     let mut batch = Vec::with_capacity(max.min(4096));
+    // The records' payloads and keys stay in librdkafka's buffers until the batch is dropped.
+    let mut bytes = 0_usize;
+    let size = |m: &BorrowedMessage<'_>| m.payload_len() + m.key_len();
     let mut deadline: Option<Instant> = None;
-    while batch.len() < max {
+    while batch.len() < max && bytes < max_bytes {
         let wait = match deadline {
             None => Duration::from_millis(100),
             Some(d) => d.saturating_duration_since(Instant::now()),
@@ -258,11 +262,15 @@ fn gather<'c>(source: &'c Source, max: usize, linger: Duration, stop: &AtomicBoo
                 if deadline.is_none() {
                     deadline = Some(Instant::now() + linger);
                 }
+                bytes += size(&m);
                 batch.push(m);
                 // Drain what is already fetched without a time-out per record.
-                while batch.len() < max && !batch.len().is_multiple_of(64) {
+                while batch.len() < max && bytes < max_bytes && !batch.len().is_multiple_of(64) {
                     match source.poll(Duration::ZERO) {
-                        Some(Ok(m)) => batch.push(m),
+                        Some(Ok(m)) => {
+                            bytes += size(&m);
+                            batch.push(m);
+                        }
                         Some(Err(e)) => {
                             counter!(CONSUMER_ERRORS_TOTAL, "kind" => "poll").increment(1);
                             tracing::debug!(error = %e, "poll error");
