@@ -234,6 +234,12 @@ mod tests {
         down: Mutex<bool>,
     }
 
+    impl Memory {
+        fn empty() -> Self {
+            Self { rows: Mutex::new(HashMap::new()), queries: Mutex::new(Vec::new()), down: Mutex::new(false) }
+        }
+    }
+
     impl SourceDb for Memory {
         async fn fetch(&self, _: &ReconciliationSpec, keys: &[String]) -> Result<HashMap<String, SourceValue>, String> {
             if *self.down.lock().map_err(|e| e.to_string())? {
@@ -260,7 +266,7 @@ mod tests {
     async fn one_query_per_chunk_and_decimal_comparison() {
         let c = contract();
         let t0 = datetime!(2026-01-01 00:00:00 UTC);
-        let db = Memory { rows: Mutex::new(HashMap::new()), queries: Mutex::new(Vec::new()), down: Mutex::new(false) };
+        let db = Memory::empty();
         {
             let mut rows = db.rows.lock().unwrap_or_else(|e| panic!("{e}"));
             for i in 0..250 {
@@ -285,7 +291,7 @@ mod tests {
     async fn an_absent_row_is_looked_up_again_with_backoff_until_the_grace_period_ends() {
         let c = contract();
         let t0 = datetime!(2026-01-01 00:00:00 UTC);
-        let db = Memory { rows: Mutex::new(HashMap::new()), queries: Mutex::new(Vec::new()), down: Mutex::new(false) };
+        let db = Memory::empty();
         let mut r = Reconciler::new(Duration::from_secs(10), 100);
         r.submit([claim_for(&c, "lagging", "10.00", t0)]);
         let queries = |db: &Memory| db.queries.lock().unwrap_or_else(|e| panic!("{e}")).len();
@@ -314,7 +320,7 @@ mod tests {
     async fn absent_rows_wait_for_the_grace_period_and_outages_decide_nothing() {
         let c = contract();
         let t0 = datetime!(2026-01-01 00:00:00 UTC);
-        let db = Memory { rows: Mutex::new(HashMap::new()), queries: Mutex::new(Vec::new()), down: Mutex::new(false) };
+        let db = Memory::empty();
         let mut r = Reconciler::new(Duration::from_secs(30), 100);
         r.submit([claim_for(&c, "late", "10.00", t0), claim_for(&c, "never", "10.00", t0)]);
         let (decided, _) = r.run(&db, t0 + time::Duration::seconds(5), 2).await;

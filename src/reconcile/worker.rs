@@ -37,10 +37,6 @@ impl Backlog {
         gauge!(RECONCILE_BACKLOG).set(*c as f64);
         self.room.notify_all();
     }
-
-    fn get(&self) -> usize {
-        *self.count.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 }
 
 /// How the worker decides.
@@ -103,11 +99,6 @@ impl Worker {
     /// Verdicts reached since the last call.
     pub fn decided(&self) -> Vec<Decided> {
         self.decided.try_iter().flatten().collect()
-    }
-
-    /// Undecided claims.
-    pub fn backlog(&self) -> usize {
-        self.backlog.get()
     }
 }
 

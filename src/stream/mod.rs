@@ -100,6 +100,7 @@ pub fn run(
     } else {
         None
     };
+    let plan = Plan { threads: settings.delivery.evaluators(), records: mongo.is_some(), claims: reconciler.is_some() };
     let mut out = Outputs::new(settings, catalog, &instance, clock.now(), mongo.is_some());
     let source = consumer(settings, &topics, health.clone())?;
     info!(topics = topics.len(), exactly_once = eos, group = %settings.kafka.group_id, instance = %instance, "stream started");
@@ -151,7 +152,7 @@ pub fn run(
         if batch.is_empty() && !out.has_pending() {
             continue;
         }
-        match process(&batch, &bound, &sink, mongo.as_ref(), reconciler.is_some(), &source, settings, clock.as_ref(), &runtime, &mut out) {
+        match process(&batch, &bound, &sink, mongo.as_ref(), plan, &source, settings, clock.as_ref(), &runtime, &mut out) {
             Ok(done) => {
                 backoff = Duration::from_millis(100);
                 histogram!(BATCH_RECORDS).record(batch.len() as f64);
@@ -183,7 +184,7 @@ pub fn run(
     health.ready.store(false, Ordering::Relaxed);
     // The final lineage event goes out with a last (record-less) batch.
     out.lineage_event(if result.is_ok() { EventType::Complete } else { EventType::Abort }, clock.now(), result.as_ref().err().map(String::as_str));
-    if let Err(e) = process(&[], &bound, &sink, mongo.as_ref(), reconciler.is_some(), &source, settings, clock.as_ref(), &runtime, &mut out) {
+    if let Err(e) = process(&[], &bound, &sink, mongo.as_ref(), plan, &source, settings, clock.as_ref(), &runtime, &mut out) {
         warn!(error = %e.message, "final lineage event not delivered");
     }
     if !eos
@@ -243,9 +244,8 @@ fn owned_topics(source: &Source) -> HashSet<String> {
 }
 
 /// Polls until `max` records or `max_bytes` of payloads and keys, the linger time after the
-/// first record, or a stop request. The
-/// clock and the stop flag are read every 64 records, not per record (reading the clock was the
-/// largest single item in a profile of the stream thread).
+/// first record, or a stop request. The clock and the stop flag are read every 64 records, not
+/// per record (reading the clock was the largest single item in a profile of the stream thread).
 fn gather<'c>(source: &'c Source, max: usize, max_bytes: usize, linger: Duration, stop: &AtomicBool) -> Vec<BorrowedMessage<'c>> {
     let mut batch = Vec::with_capacity(max.min(4096));
     // The records' payloads and keys stay in librdkafka's buffers until the batch is dropped.
@@ -326,7 +326,7 @@ fn process<'b>(
     bound: &HashMap<String, Bound>,
     sink: &SideProducer,
     mongo: Option<&MongoSink>,
-    reconciling: bool,
+    plan: Plan,
     source: &Source,
     settings: &Settings,
     clock: &dyn Clock,
@@ -344,8 +344,7 @@ fn process<'b>(
     // One instant per batch (a batch spans a few milliseconds): freshness, lineage and windows
     // are measured at processing time without reading the clock per record.
     let now = clock.now();
-    let keep = Keep { records: mongo.is_some(), claims: reconciling };
-    for_each_verdict(batch, bound, now, keep, settings.delivery.evaluators(), |m, verdict| {
+    for_each_verdict(batch, bound, now, plan, |m, verdict| {
         let topic = m.topic();
         let _ = next.insert((topic, m.partition()), m.offset() + 1);
         let Some(Verdict { bound: b, mut eval, claim }) = verdict else { return Ok(()) };
@@ -436,12 +435,15 @@ fn process<'b>(
 /// docs/benchmarks.md).
 const EVALUATION_SLICE: usize = 128;
 
-/// What the stream needs of a record beyond its verdict.
+/// How batches are evaluated, fixed at start: on how many threads, and what the stream needs of
+/// a record beyond its verdict.
 #[derive(Debug, Clone, Copy)]
-struct Keep {
-    /// The decoded record of a valid event (for the record store).
+struct Plan {
+    /// Threads that evaluate a batch (`delivery.evaluation_threads`, resolved).
+    threads: usize,
+    /// Keep the decoded record of a valid event (for the record store).
     records: bool,
-    /// A reconciliation claim for a valid event (a source database decides them).
+    /// Take a reconciliation claim for a valid event (a source database decides them).
     claims: bool,
 }
 
@@ -454,31 +456,19 @@ struct Verdict<'a> {
 
 /// Calls `each` with every record of `batch` and its verdict (`None` for a topic without a
 /// contract), in the batch's order. Decoding, validation and measurement (pure CPU, no I/O) are
-/// spread over `threads` threads by slices: slice k is evaluated by thread k mod `threads`,
+/// spread over `plan.threads` threads by slices: slice k is evaluated by thread k mod `threads`,
 /// thread 0 being the stream thread itself, which also runs `each` on every slice in turn; the
 /// others evaluate their slices ahead and hand them over in order.
 fn for_each_verdict<'a, 'm, 'c, E>(
     batch: &'m [BorrowedMessage<'c>],
     bound: &'a HashMap<String, Bound>,
     now: OffsetDateTime,
-    keep: Keep,
-    threads: usize,
+    plan: Plan,
     mut each: impl FnMut(&'m BorrowedMessage<'c>, Option<Verdict<'a>>) -> Result<(), E>,
 ) -> Result<(), E> {
     let slices: Vec<&'m [BorrowedMessage<'c>]> = batch.chunks(EVALUATION_SLICE).collect();
-    let threads = threads.min(slices.len()).max(1);
-    let mut run = |slice: &'m [BorrowedMessage<'c>], verdicts: Vec<Option<Verdict<'a>>>| -> Result<(), E> {
-        for (m, v) in slice.iter().zip(verdicts) {
-            each(m, v)?;
-        }
-        Ok(())
-    };
-    if threads == 1 {
-        for slice in slices {
-            run(slice, evaluate_slice(slice, bound, now, keep))?;
-        }
-        return Ok(());
-    }
+    // One thread (or one slice) spawns nothing: the stream thread evaluates every slice.
+    let threads = plan.threads.min(slices.len()).max(1);
     std::thread::scope(|scope| {
         let mut ahead = Vec::with_capacity(threads - 1);
         for t in 1..threads {
@@ -487,7 +477,7 @@ fn for_each_verdict<'a, 'm, 'c, E>(
             let _ = scope.spawn(move || {
                 for slice in mine {
                     // The stream stopped reading (a sink failed): stop evaluating.
-                    if tx.send(evaluate_slice(slice, bound, now, keep)).is_err() {
+                    if tx.send(evaluate_slice(slice, bound, now, plan)).is_err() {
                         return;
                     }
                 }
@@ -496,21 +486,23 @@ fn for_each_verdict<'a, 'm, 'c, E>(
         }
         for (k, slice) in slices.iter().enumerate() {
             let verdicts = match k % threads {
-                0 => evaluate_slice(slice, bound, now, keep),
+                0 => evaluate_slice(slice, bound, now, plan),
                 // A helper that died (it panicked; the scope re-raises that) leaves its slices to
                 // this thread.
-                t => ahead[t - 1].recv().unwrap_or_else(|_| evaluate_slice(slice, bound, now, keep)),
+                t => ahead[t - 1].recv().unwrap_or_else(|_| evaluate_slice(slice, bound, now, plan)),
             };
-            run(slice, verdicts)?;
+            for (m, v) in slice.iter().zip(verdicts) {
+                each(m, v)?;
+            }
         }
         Ok(())
     })
 }
 
 /// Evaluates the records of one slice. The claim is taken and the decoded record dropped (unless
-/// `keep.records`) right after each record is evaluated, on the thread that decoded it: while it
+/// `plan.records`) right after each record is evaluated, on the thread that decoded it: while it
 /// is in cache, and without freeing memory across threads.
-fn evaluate_slice<'a>(records: &[BorrowedMessage<'_>], bound: &'a HashMap<String, Bound>, now: OffsetDateTime, keep: Keep) -> Vec<Option<Verdict<'a>>> {
+fn evaluate_slice<'a>(records: &[BorrowedMessage<'_>], bound: &'a HashMap<String, Bound>, now: OffsetDateTime, plan: Plan) -> Vec<Option<Verdict<'a>>> {
     // Batches mostly hold runs of one topic: look the binding up only when the topic changes.
     let mut last: Option<(&str, Option<&'a Bound>)> = None;
     records
@@ -528,11 +520,11 @@ fn evaluate_slice<'a>(records: &[BorrowedMessage<'_>], bound: &'a HashMap<String
             let mut eval = evaluate(&b.contract, m.payload().unwrap_or_default(), now);
             let valid = eval.is_valid();
             // Claims only when a database will decide them: without one they would pile up.
-            let claim = match (&eval.record, keep.claims && valid) {
+            let claim = match (&eval.record, plan.claims && valid) {
                 (Some(record), true) => crate::reconcile::claim(&b.contract, topic, record, eval.record_id.as_deref(), now),
                 _ => None,
             };
-            if !(keep.records && valid) {
+            if !(plan.records && valid) {
                 eval.record = None;
             }
             Some(Verdict { bound: b, eval, claim })
