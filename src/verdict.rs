@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::contract::{Contract, SchemaEngine, Violation};
+use crate::contract::tape::Tape;
+use crate::contract::{AnyRecord, Contract, RecordView, SchemaEngine, Violation};
 use crate::decode::{DecodeError, decode_json};
 use crate::quality::{self, Completeness};
 
@@ -95,14 +96,53 @@ pub fn evaluate(contract: &Contract, payload: &[u8], now: OffsetDateTime) -> Eva
 pub fn evaluate_record(contract: &Contract, record: Value, now: OffsetDateTime) -> Evaluation {
     let mut violations = Vec::new();
     let valid = contract.validate(&record, &mut violations);
-    let completeness = contract.required.measure(&record);
-    let event_time = quality::event_time(&record, &contract.event_time_fields);
+    let rejection = (!valid).then_some(Rejection { stage: Stage::Validate, class: "contract_violation", violations });
+    let mut eval = measure(contract, &record, rejection, now);
+    eval.record = Some(record);
+    eval
+}
+
+/// Evaluates like [`evaluate`] without keeping the record (`Evaluation::record` is `None`), and
+/// calls `valid` with a valid record and its id (to take a reconciliation claim from it).
+///
+/// A JSON record is parsed onto `tape`, borrowing the payload, and validated there: no `Value`
+/// tree is built. Whatever the tape refuses or the contract rejects (a payload that is not JSON,
+/// a repeated key, a violation) goes the [`evaluate`] way, which gives the same verdict and
+/// collects the parser's message or every violation.
+pub fn evaluate_lean<'i, T>(
+    contract: &Contract,
+    payload: &'i [u8],
+    now: OffsetDateTime,
+    tape: &mut Tape<'i>,
+    valid: impl FnOnce(AnyRecord<'_>, Option<&str>) -> Option<T>,
+) -> (Evaluation, Option<T>) {
+    if let SchemaEngine::Json(schema) = &contract.engine
+        && tape.parse(payload).is_ok()
+        && let Some(root) = tape.root()
+        && schema.is_valid_tape(root)
+    {
+        let eval = measure(contract, root, None, now);
+        let taken = valid(AnyRecord::Tape(root), eval.record_id.as_deref());
+        return (eval, taken);
+    }
+    let mut eval = evaluate(contract, payload, now);
+    let taken = match (&eval.record, eval.is_valid()) {
+        (Some(record), true) => valid(AnyRecord::Value(record), eval.record_id.as_deref()),
+        _ => None,
+    };
+    eval.record = None;
+    (eval, taken)
+}
+
+/// Completeness, event time, freshness and id of a decoded record, with its verdict.
+fn measure<'a>(contract: &Contract, record: impl RecordView<'a>, rejection: Option<Rejection>, now: OffsetDateTime) -> Evaluation {
+    let event_time = quality::event_time(record, &contract.event_time_fields);
     Evaluation {
-        rejection: (!valid).then_some(Rejection { stage: Stage::Validate, class: "contract_violation", violations }),
-        record_id: contract.record_id(&record),
-        completeness,
+        rejection,
+        record_id: contract.record_id(record),
+        completeness: contract.required.measure(record),
         event_time,
         freshness: event_time.map(|t| quality::freshness(t, now)),
-        record: Some(record),
+        record: None,
     }
 }

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
+use meshguard::contract::tape::Tape;
 use meshguard::contract::{JsonSchemaContract, SchemaRetriever, Violation};
 use serde_json::{Value, json};
 
@@ -58,11 +59,18 @@ fn check_case(contract: &JsonSchemaContract, data: &Value, expected: bool) -> Re
         let quick = contract.is_valid(data);
         let mut violations: Vec<Violation> = Vec::new();
         let full = contract.validate(data, &mut violations);
-        (quick, full, violations)
+        // The stream's form: the same document's bytes parsed onto a tape.
+        let bytes = serde_json::to_vec(data).unwrap_or_default();
+        let mut tape = Tape::new();
+        let on_tape = tape.parse(&bytes).map_err(|e| format!("{e:?}")).and_then(|()| tape.root().map(|r| contract.is_valid_tape(r)).ok_or_else(|| "empty tape".to_owned()));
+        (quick, full, violations, on_tape)
     }));
-    let (quick, full, violations) = outcome.map_err(|_| "validation panicked".to_owned())?;
+    let (quick, full, violations, on_tape) = outcome.map_err(|_| "validation panicked".to_owned())?;
     if quick != full {
         return Err(format!("is_valid says {quick} but validate says {full}"));
+    }
+    if on_tape != Ok(quick) {
+        return Err(format!("is_valid says {quick} but the tape says {on_tape:?}"));
     }
     if full && !violations.is_empty() {
         return Err(format!("validate says valid but reported {} violation(s)", violations.len()));

@@ -2,17 +2,21 @@
 
 use std::path::{Path, PathBuf};
 
-use jsonschema::{PatternOptions, Retrieve, Uri, Validator};
+use jsonschema::json::Json;
+use jsonschema::{Draft, PatternOptions, Retrieve, Uri, ValidationOptions, Validator};
 use serde_json::Value;
 
 use super::Violation;
+use super::tape::{TapeJson, TapeNode};
 
 /// Upper bound on regex backtracking, so a contract's `pattern` can never hang a partition.
 const REGEX_BACKTRACK_LIMIT: usize = 100_000;
 
-/// A compiled draft-07 schema.
+/// A compiled draft-07 schema, for records as `serde_json::Value` and on a tape.
 pub struct JsonSchemaContract {
     validator: Validator,
+    /// The same schema and options, compiled for [`TapeJson`] instances.
+    tape: Validator<TapeJson>,
 }
 
 impl std::fmt::Debug for JsonSchemaContract {
@@ -87,19 +91,37 @@ pub(crate) fn is_uuid(s: &str) -> bool {
 impl JsonSchemaContract {
     /// Compiles `schema` as draft-07 with every format asserted. `base_uri` anchors relative refs.
     pub fn compile(schema: &Value, base_uri: Option<String>, retriever: SchemaRetriever) -> Result<Self, String> {
-        let mut options = jsonschema::draft7::options()
+        let message = |e: jsonschema::ValidationError<'_>| {
+            let at = e.instance_path().as_str();
+            if at.is_empty() { e.to_string() } else { format!("{e} (at {at})") }
+        };
+        let validator = Self::options(jsonschema::options(), base_uri.clone(), retriever.clone()).build(schema).map_err(message)?;
+        let tape = Self::options(jsonschema::options_for::<TapeJson>(), base_uri, retriever).build(schema).map_err(message)?;
+        Ok(Self { validator, tape })
+    }
+
+    /// One configuration for both representations, so they cannot disagree.
+    fn options<F: Json>(
+        options: ValidationOptions<'static, std::sync::Arc<dyn Retrieve>, F>,
+        base_uri: Option<String>,
+        retriever: SchemaRetriever,
+    ) -> ValidationOptions<'static, std::sync::Arc<dyn Retrieve>, F> {
+        let options = options
+            .with_draft(Draft::Draft7)
             .should_validate_formats(true)
             .with_format("uuid", is_uuid)
             .with_pattern_options(PatternOptions::fancy_regex().backtrack_limit(REGEX_BACKTRACK_LIMIT))
             .with_retriever(retriever);
-        if let Some(base) = base_uri {
-            options = options.with_base_uri(base);
+        match base_uri {
+            Some(base) => options.with_base_uri(base),
+            None => options,
         }
-        let validator = options.build(schema).map_err(|e| {
-            let at = e.instance_path().as_str();
-            if at.is_empty() { e.to_string() } else { format!("{e} (at {at})") }
-        })?;
-        Ok(Self { validator })
+    }
+
+    /// Whether a record parsed onto a tape is valid (the same verdict [`Self::is_valid`] gives
+    /// its `Value`).
+    pub fn is_valid_tape(&self, record: TapeNode<'_>) -> bool {
+        self.tape.is_valid(record)
     }
 
     /// Appends every violation of `record`; returns whether it is valid.

@@ -6,17 +6,115 @@
 mod avro;
 mod json_schema;
 pub(crate) mod required;
+pub mod tape;
 
 use std::path::PathBuf;
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Number, Value};
 
 use crate::product::model::{QualitySpec, ReconciliationSpec};
 
 pub use self::avro::{AvroContract, AvroEncoding};
 pub use self::json_schema::{JsonSchemaContract, SchemaRetriever};
 pub use self::required::RequiredFields;
+
+/// Read access to a decoded record, however it is held: a `serde_json::Value` tree, or a tape
+/// ([`tape::TapeNode`]). Completeness, the record id, the event time and reconciliation claims
+/// read records through it, so both forms give the same answers.
+pub trait RecordView<'a>: Copy {
+    /// The member `name` of an object; `None` when absent or when this is not an object.
+    fn member(self, name: &str) -> Option<Self>;
+    /// Whether this is an object.
+    fn is_object(self) -> bool;
+    /// Whether this is `null`.
+    fn is_null(self) -> bool;
+    /// The string, if this is one.
+    fn as_str(self) -> Option<&'a str>;
+    /// The number, if this is one.
+    fn as_number(self) -> Option<&'a Number>;
+}
+
+impl<'a> RecordView<'a> for &'a Value {
+    fn member(self, name: &str) -> Option<Self> {
+        self.as_object()?.get(name)
+    }
+    fn is_object(self) -> bool {
+        Value::is_object(self)
+    }
+    fn is_null(self) -> bool {
+        Value::is_null(self)
+    }
+    fn as_str(self) -> Option<&'a str> {
+        Value::as_str(self)
+    }
+    fn as_number(self) -> Option<&'a Number> {
+        match self {
+            Value::Number(n) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+impl<'a> RecordView<'a> for tape::TapeNode<'a> {
+    fn member(self, name: &str) -> Option<Self> {
+        self.get(name)
+    }
+    fn is_object(self) -> bool {
+        tape::TapeNode::is_object(&self)
+    }
+    fn is_null(self) -> bool {
+        self.is_null_value()
+    }
+    fn as_str(self) -> Option<&'a str> {
+        tape::TapeNode::as_str(&self)
+    }
+    fn as_number(self) -> Option<&'a Number> {
+        tape::TapeNode::as_number(&self)
+    }
+}
+
+/// A record in either form, for code that takes one through a closure.
+#[derive(Debug, Clone, Copy)]
+pub enum AnyRecord<'a> {
+    /// A `serde_json::Value` tree.
+    Value(&'a Value),
+    /// A record on a tape.
+    Tape(tape::TapeNode<'a>),
+}
+
+impl<'a> RecordView<'a> for AnyRecord<'a> {
+    fn member(self, name: &str) -> Option<Self> {
+        match self {
+            Self::Value(v) => v.member(name).map(Self::Value),
+            Self::Tape(t) => t.member(name).map(Self::Tape),
+        }
+    }
+    fn is_object(self) -> bool {
+        match self {
+            Self::Value(v) => v.is_object(),
+            Self::Tape(t) => RecordView::is_object(t),
+        }
+    }
+    fn is_null(self) -> bool {
+        match self {
+            Self::Value(v) => v.is_null(),
+            Self::Tape(t) => RecordView::is_null(t),
+        }
+    }
+    fn as_str(self) -> Option<&'a str> {
+        match self {
+            Self::Value(v) => RecordView::as_str(v),
+            Self::Tape(t) => RecordView::as_str(t),
+        }
+    }
+    fn as_number(self) -> Option<&'a Number> {
+        match self {
+            Self::Value(v) => RecordView::as_number(v),
+            Self::Tape(t) => RecordView::as_number(t),
+        }
+    }
+}
 
 /// One way a record breaks its contract.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -89,11 +187,12 @@ impl Contract {
     /// The record id, if the key field holds a string or an integer. An id longer than
     /// [`MAX_RECORD_ID`] bytes (a hostile or broken record: ids are indexed and copied into
     /// lineage documents) is replaced by `sha256:` and the hex SHA-256 of it.
-    pub fn record_id(&self, record: &Value) -> Option<String> {
+    pub fn record_id<'a>(&self, record: impl RecordView<'a>) -> Option<String> {
         let field = self.key_field.as_deref()?;
-        let id = match record.get(field)? {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
+        let value = record.member(field)?;
+        let id = match (value.as_str(), value.as_number()) {
+            (Some(s), _) => s.to_owned(),
+            (_, Some(n)) => n.to_string(),
             _ => return None,
         };
         if id.len() <= MAX_RECORD_ID {

@@ -3,6 +3,8 @@
 
 use serde_json::Value;
 
+use super::RecordView;
+
 /// Completeness of one record: required fields present out of those that apply.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Completeness {
@@ -81,20 +83,20 @@ impl RequiredFields {
     }
 
     /// Measures one record. A record that is not an object has nothing present.
-    pub fn measure(&self, record: &Value) -> Completeness {
+    pub fn measure<'a>(&self, record: impl RecordView<'a>) -> Completeness {
         let mut c = Completeness::default();
         'paths: for path in &self.paths {
             let Some((last, parents)) = path.split_last() else { continue };
             let mut node = record;
             for seg in parents {
-                match node.get(seg) {
-                    Some(child @ Value::Object(_)) => node = child,
+                match node.member(seg) {
+                    Some(child) if child.is_object() => node = child,
                     // The parent is absent (counted on its own if it is required itself).
                     _ => continue 'paths,
                 }
             }
             c.applicable += 1;
-            if !matches!(node.get(last), None | Some(Value::Null)) {
+            if node.member(last).is_some_and(|v| !v.is_null()) {
                 c.present += 1;
             }
         }

@@ -7,24 +7,24 @@ pub mod window;
 
 use std::time::Duration;
 
-use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 pub use self::clock::{Clock, FixedClock, SystemClock};
 pub use crate::contract::RequiredFields;
+use crate::contract::RecordView;
 pub use crate::contract::required::Completeness;
 
 /// Event time of a record: the first of `fields` that holds an RFC 3339 string or epoch
 /// milliseconds (Avro `timestamp-millis`).
-pub fn event_time(record: &Value, fields: &[String]) -> Option<OffsetDateTime> {
-    fields.iter().find_map(|f| match record.get(f)? {
-        Value::String(s) => OffsetDateTime::parse(s, &Rfc3339).ok(),
-        Value::Number(n) => {
-            let ms = i128::from(n.as_i64()?);
-            OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).ok()
+pub fn event_time<'a>(record: impl RecordView<'a>, fields: &[String]) -> Option<OffsetDateTime> {
+    fields.iter().find_map(|f| {
+        let value = record.member(f)?;
+        if let Some(s) = value.as_str() {
+            return OffsetDateTime::parse(s, &Rfc3339).ok();
         }
-        _ => None,
+        let ms = i128::from(value.as_number()?.as_i64()?);
+        OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).ok()
     })
 }
 

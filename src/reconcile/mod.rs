@@ -19,10 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
-use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::contract::Contract;
+use crate::contract::{Contract, RecordView};
 use crate::product::model::ReconciliationSpec;
 
 /// The seed's tolerance: amounts closer than this match.
@@ -102,15 +101,16 @@ pub struct Decided {
 /// Builds a claim from a valid record, if its contract reconciles and the record has the
 /// fields. Amounts come from the number's shortest text (exact for any amount of up to 15
 /// significant digits) or from a decimal string.
-pub fn claim(contract: &Arc<Contract>, topic: &str, record: &Value, key: Option<&str>, now: OffsetDateTime) -> Option<Claim> {
+pub fn claim<'a>(contract: &Arc<Contract>, topic: &str, record: impl RecordView<'a>, key: Option<&str>, now: OffsetDateTime) -> Option<Claim> {
     let spec = contract.reconciliation.as_ref()?;
     let key = key?;
-    let amount = match record.get(&spec.amount_field)? {
-        Value::Number(n) => Decimal::from_str(&n.to_string()).or_else(|_| Decimal::from_scientific(&n.to_string())).ok()?,
-        Value::String(s) => Decimal::from_str(s).ok()?,
+    let amount = record.member(&spec.amount_field)?;
+    let amount = match (amount.as_number(), amount.as_str()) {
+        (Some(n), _) => Decimal::from_str(&n.to_string()).or_else(|_| Decimal::from_scientific(&n.to_string())).ok()?,
+        (_, Some(s)) => Decimal::from_str(s).ok()?,
         _ => return None,
     };
-    let currency = spec.currency_field.as_ref().and_then(|f| record.get(f)).and_then(Value::as_str).map(str::to_owned);
+    let currency = spec.currency_field.as_ref().and_then(|f| record.member(f)).and_then(|v| v.as_str()).map(str::to_owned);
     Some(Claim { contract: contract.clone(), topic: topic.to_owned(), key: key.to_owned(), amount, currency, first_seen: now, next_check: now, absent: 0 })
 }
 
