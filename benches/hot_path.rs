@@ -15,7 +15,8 @@ use criterion::measurement::WallTime;
 use meshguard::contract::{Contract, JsonSchemaContract, SchemaEngine};
 use meshguard::generate::{CardFraming, Generator};
 use meshguard::product::{Catalog, Files};
-use meshguard::verdict::{decode, evaluate};
+use meshguard::contract::tape::Tape;
+use meshguard::verdict::{decode, evaluate, evaluate_lean};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -134,6 +135,24 @@ fn payments(c: &mut Criterion) {
         b.iter(|| {
             for p in &mixed {
                 let _ = black_box(evaluate(&contract, black_box(p), NOW));
+            }
+        });
+    });
+    // (f) What the stream runs when no record store keeps the record: parsed onto a tape reused
+    // from record to record and validated there; invalid records take the (c) path.
+    let _ = group.bench_function("evaluate_lean_valid", |b| {
+        b.iter(|| {
+            let mut tape = Tape::new();
+            for p in &valid {
+                let _ = black_box(evaluate_lean(&contract, black_box(p), NOW, &mut tape, |_, _| None::<()>));
+            }
+        });
+    });
+    let _ = group.bench_function("evaluate_lean_mix_10pct_invalid", |b| {
+        b.iter(|| {
+            let mut tape = Tape::new();
+            for p in &mixed {
+                let _ = black_box(evaluate_lean(&contract, black_box(p), NOW, &mut tape, |_, _| None::<()>));
             }
         });
     });

@@ -165,7 +165,9 @@ impl Report {
         let c = eval.completeness;
         self.completeness.present += u64::from(c.present);
         self.completeness.applicable += u64::from(c.applicable);
-        if c.is_full() && eval.record.is_some() {
+        // An undecodable record is never complete, even for a contract without required fields.
+        let decoded = !eval.rejection.as_ref().is_some_and(|r| r.stage == Stage::Decode);
+        if c.is_full() && decoded {
             self.completeness.complete_records += 1;
         }
         match eval.freshness {

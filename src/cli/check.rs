@@ -11,7 +11,8 @@ use super::{ConfigArg, fail};
 use crate::check::{Input, Report, read_records, render_text};
 use crate::check::input::Item;
 use crate::contract::SchemaEngine;
-use crate::verdict::{Evaluation, Rejection, Stage, evaluate, evaluate_record};
+use crate::contract::tape::Tape;
+use crate::verdict::{Evaluation, Rejection, Stage, evaluate_lean, evaluate_record};
 use crate::contract::Violation;
 
 /// Output format.
@@ -91,7 +92,9 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
                     if contract.is_avro() && bytes.first() == Some(&b'{') {
                         avro_contract_given_lines = true;
                     }
-                    evaluate(contract, &bytes, now)
+                    // The stream's path: validated on a tape, no record kept.
+                    let mut tape = Tape::new();
+                    evaluate_lean(contract, &bytes, now, &mut tape, |_, _| None::<()>).0
                 }
                 Item::Avro(value) => evaluate_record(contract, value, now),
                 Item::AvroError(message) => rejected(contract, Stage::Decode, "avro_datum", "decode", message),

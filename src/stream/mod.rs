@@ -42,7 +42,9 @@ use crate::source::kafka::{Source, consumer, offsets_list};
 use crate::telemetry::BindingMetrics;
 use crate::telemetry::http::Health;
 use crate::telemetry::names::*;
-use crate::verdict::{Evaluation, Stage, evaluate};
+use crate::contract::AnyRecord;
+use crate::contract::tape::Tape;
+use crate::verdict::{Evaluation, Stage, evaluate, evaluate_lean};
 
 /// A topic's contract with its metric handles.
 struct Bound {
@@ -505,6 +507,8 @@ fn for_each_verdict<'a, 'm, 'c, E>(
 fn evaluate_slice<'a>(records: &[BorrowedMessage<'_>], bound: &'a HashMap<String, Bound>, now: OffsetDateTime, plan: Plan) -> Vec<Option<Verdict<'a>>> {
     // Batches mostly hold runs of one topic: look the binding up only when the topic changes.
     let mut last: Option<(&str, Option<&'a Bound>)> = None;
+    // Reused by every record of the slice (they borrow from the same batch).
+    let mut tape = Tape::new();
     records
         .iter()
         .map(|m| {
@@ -517,14 +521,21 @@ fn evaluate_slice<'a>(records: &[BorrowedMessage<'_>], bound: &'a HashMap<String
                     b
                 }
             }?;
-            let mut eval = evaluate(&b.contract, m.payload().unwrap_or_default(), now);
-            let valid = eval.is_valid();
+            let payload = m.payload().unwrap_or_default();
             // Claims only when a database will decide them: without one they would pile up.
-            let claim = match (&eval.record, plan.claims && valid) {
-                (Some(record), true) => crate::reconcile::claim(&b.contract, topic, record, eval.record_id.as_deref(), now),
+            let take = |record: AnyRecord<'_>, id: Option<&str>| if plan.claims { crate::reconcile::claim(&b.contract, topic, record, id, now) } else { None };
+            if !plan.records {
+                // Nothing keeps the decoded record: validate it where it lies.
+                let (eval, claim) = evaluate_lean(&b.contract, payload, now, &mut tape, take);
+                return Some(Verdict { bound: b, eval, claim });
+            }
+            let mut eval = evaluate(&b.contract, payload, now);
+            let valid = eval.is_valid();
+            let claim = match (&eval.record, valid) {
+                (Some(record), true) => take(AnyRecord::Value(record), eval.record_id.as_deref()),
                 _ => None,
             };
-            if !(plan.records && valid) {
+            if !valid {
                 eval.record = None;
             }
             Some(Verdict { bound: b, eval, claim })
