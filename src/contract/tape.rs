@@ -79,6 +79,7 @@ impl<'i> Tape<'i> {
         (!self.slots.is_empty()).then_some(TapeNode { slots: &self.slots, at: 0 })
     }
 
+    #[inline]
     fn push(&mut self, slot: Slot<'i>) -> Result<usize, serde_json::Error> {
         let at = self.slots.len();
         if u32::try_from(at).is_err() {

@@ -340,6 +340,7 @@ fn process<'b>(
     sink.begin().map_err(sink_err)?;
     // Borrowed from the batch: no allocation per record.
     let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+    let mut run: Option<(&str, i32, i64)> = None;
     let mut done = Done { evaluated: Vec::with_capacity(batch.len()), claims: Vec::new(), lineage: HashMap::new() };
     let mut lineage: Vec<LineageDoc> = Vec::new();
     let mut stores: HashMap<&str, Vec<StoredRecord>> = HashMap::new();
@@ -348,7 +349,15 @@ fn process<'b>(
     let now = clock.now();
     for_each_verdict(batch, bound, now, plan, |m, verdict| {
         let topic = m.topic();
-        let _ = next.insert((topic, m.partition()), m.offset() + 1);
+        // Records come in runs of one partition: one map entry per run, not per record.
+        match &mut run {
+            Some((t, p, o)) if *t == topic && *p == m.partition() => *o = m.offset() + 1,
+            _ => {
+                if let Some((t, p, o)) = run.replace((topic, m.partition(), m.offset() + 1)) {
+                    let _ = next.insert((t, p), o);
+                }
+            }
+        }
         let Some(Verdict { bound: b, mut eval, claim }) = verdict else { return Ok(()) };
         done.claims.extend(claim);
         if let Some(r) = &eval.rejection {
@@ -398,6 +407,9 @@ fn process<'b>(
         done.evaluated.push((topic, now, eval));
         Ok(())
     })?;
+    if let Some((t, p, o)) = run {
+        let _ = next.insert((t, p), o);
+    }
     out.send_kafka(sink).map_err(sink_err)?;
     if let Some(mongo) = mongo {
         let mongo_started = Instant::now();
