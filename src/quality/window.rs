@@ -165,6 +165,11 @@ impl Windows {
 
     /// Counts one evaluated record of `topic`.
     pub fn observe(&mut self, topic: &str, eval: &Evaluation, now: OffsetDateTime) {
+        self.observe_run(topic, std::iter::once(eval), now);
+    }
+
+    /// Counts evaluated records of one topic, looking the topic up once for all of them.
+    pub fn observe_run<'e>(&mut self, topic: &str, evals: impl IntoIterator<Item = &'e Evaluation>, now: OffsetDateTime) {
         let sla = self.bindings.get(topic).map(|c| c.quality.freshness.0);
         // No String per record: the topic's entries exist after its first record.
         match self.last_event.get_mut(topic) {
@@ -178,36 +183,38 @@ impl Windows {
         }
         let rng = &mut self.rng;
         let Some(w) = self.open.get_mut(topic) else { return };
-        w.volume += 1;
-        w.present += u64::from(eval.completeness.present);
-        w.expected += u64::from(eval.completeness.applicable);
-        if let Some(r) = &eval.rejection {
-            w.invalid += 1;
-            let mut seen: Vec<&str> = Vec::new();
-            for v in &r.violations {
-                if !seen.contains(&v.keyword.as_str()) {
-                    seen.push(&v.keyword);
-                    *w.violations.entry(v.keyword.clone()).or_default() += 1;
+        for eval in evals {
+            w.volume += 1;
+            w.present += u64::from(eval.completeness.present);
+            w.expected += u64::from(eval.completeness.applicable);
+            if let Some(r) = &eval.rejection {
+                w.invalid += 1;
+                let mut seen: Vec<&str> = Vec::new();
+                for v in &r.violations {
+                    if !seen.contains(&v.keyword.as_str()) {
+                        seen.push(&v.keyword);
+                        *w.violations.entry(v.keyword.clone()).or_default() += 1;
+                    }
                 }
+                push_sample(&mut w.invalid_samples, eval.record_id.as_deref());
             }
-            push_sample(&mut w.invalid_samples, eval.record_id.as_deref());
-        }
-        if let Some(age) = eval.freshness {
-            if sla.is_some_and(|s| age > s) {
-                push_sample(&mut w.stale_samples, eval.record_id.as_deref());
-            }
-            let age = age.as_secs_f64();
-            w.seen_ages += 1;
-            if w.ages.len() < MAX_AGES {
-                w.ages.push(age);
-            } else {
-                // Reservoir sampling keeps a uniform sample of every age seen.
-                *rng ^= *rng << 13;
-                *rng ^= *rng >> 7;
-                *rng ^= *rng << 17;
-                let j = (*rng % w.seen_ages) as usize;
-                if j < MAX_AGES {
-                    w.ages[j] = age;
+            if let Some(age) = eval.freshness {
+                if sla.is_some_and(|s| age > s) {
+                    push_sample(&mut w.stale_samples, eval.record_id.as_deref());
+                }
+                let age = age.as_secs_f64();
+                w.seen_ages += 1;
+                if w.ages.len() < MAX_AGES {
+                    w.ages.push(age);
+                } else {
+                    // Reservoir sampling keeps a uniform sample of every age seen.
+                    *rng ^= *rng << 13;
+                    *rng ^= *rng >> 7;
+                    *rng ^= *rng << 17;
+                    let j = (*rng % w.seen_ages) as usize;
+                    if j < MAX_AGES {
+                        w.ages[j] = age;
+                    }
                 }
             }
         }

@@ -566,30 +566,34 @@ fn apply(done: &Done<'_>, bound: &HashMap<String, Bound>, out: &mut Outputs) {
         expected: u64,
     }
     let mut tallies: HashMap<&str, Tally> = HashMap::new();
-    for (topic, now, eval) in &done.evaluated {
-        let Some(b) = bound.get(*topic) else { continue };
+    // Batches hold runs of one topic: one lookup per run, not per record.
+    for run in done.evaluated.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1) {
+        let (topic, now) = (run[0].0, run[0].1);
+        let Some(b) = bound.get(topic) else { continue };
         let t = tallies.entry(topic).or_default();
-        t.present += u64::from(eval.completeness.present);
-        t.expected += u64::from(eval.completeness.applicable);
-        if let Some(age) = eval.freshness {
-            b.metrics.freshness.record(age.as_secs_f64());
-        }
-        match &eval.rejection {
-            None => t.valid += 1,
-            Some(r) => {
-                match r.stage {
-                    Stage::Decode => t.decode += 1,
-                    Stage::Validate => t.validate += 1,
-                }
-                let mut keywords: Vec<&str> = r.violations.iter().map(|v| v.keyword.as_str()).collect();
-                keywords.sort_unstable();
-                keywords.dedup();
-                for k in keywords {
-                    b.metrics.violation(k, 1);
+        for (_, _, eval) in run {
+            t.present += u64::from(eval.completeness.present);
+            t.expected += u64::from(eval.completeness.applicable);
+            if let Some(age) = eval.freshness {
+                b.metrics.freshness.record(age.as_secs_f64());
+            }
+            match &eval.rejection {
+                None => t.valid += 1,
+                Some(r) => {
+                    match r.stage {
+                        Stage::Decode => t.decode += 1,
+                        Stage::Validate => t.validate += 1,
+                    }
+                    let mut keywords: Vec<&str> = r.violations.iter().map(|v| v.keyword.as_str()).collect();
+                    keywords.sort_unstable();
+                    keywords.dedup();
+                    for k in keywords {
+                        b.metrics.violation(k, 1);
+                    }
                 }
             }
         }
-        out.windows.observe(topic, eval, *now);
+        out.windows.observe_run(topic, run.iter().map(|(_, _, e)| e), now);
     }
     for (topic, n) in &done.lineage {
         out.windows.lineage_written(topic, *n);
