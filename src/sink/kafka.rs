@@ -199,17 +199,57 @@ impl SideProducer {
     /// `ThreadedProducer` its loop polls the main queue for up to 100 ms at a time while the
     /// polling thread takes the delivery reports, so every batch with a dead letter paid ~100 ms.
     fn wait_delivered(&self) -> Result<(), SinkError> {
-        let sent = self.sent.load(Ordering::Relaxed);
-        if self.acked.load(Ordering::Acquire) >= sent {
+        let waiter = self.waiter();
+        if waiter.done() {
             return Ok(());
         }
         // A zero-timeout flush sends what is queued now instead of after linger.ms; it reports
         // a time-out because the records are still in flight, which is expected here.
         let _ = self.producer.flush(Duration::ZERO);
+        waiter.wait_acked()
+    }
+
+    /// A handle that waits, from any thread, until every record sent so far is acknowledged
+    /// (at-least-once mode: the consumer's revoke callback finishes the batch in flight with it).
+    pub fn waiter(&self) -> AckWaiter {
+        AckWaiter {
+            acked: self.acked.clone(),
+            failures: self.failures.clone(),
+            delivered: self.delivered.clone(),
+            target: self.sent.load(Ordering::Relaxed),
+            timeout: self.timeout,
+        }
+    }
+
+    /// Abandons a batch (exactly-once): nothing of it becomes visible.
+    pub fn abort(&self) -> Result<(), SinkError> {
+        if self.transactional {
+            self.producer.abort_transaction(self.timeout)?;
+        }
+        Ok(())
+    }
+}
+
+/// Waits for the acknowledgement of the records a [`SideProducer`] had sent when it was made.
+#[derive(Debug)]
+pub struct AckWaiter {
+    acked: Arc<AtomicU64>,
+    failures: Arc<AtomicU64>,
+    delivered: Arc<(Mutex<()>, Condvar)>,
+    target: u64,
+    timeout: Duration,
+}
+
+impl AckWaiter {
+    fn done(&self) -> bool {
+        self.acked.load(Ordering::Acquire) >= self.target
+    }
+
+    fn wait_acked(&self) -> Result<(), SinkError> {
         let deadline = Instant::now() + self.timeout;
         let (lock, wake) = &*self.delivered;
         let mut guard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        while self.acked.load(Ordering::Acquire) < sent {
+        while !self.done() {
             let now = Instant::now();
             if now >= deadline {
                 return Err(SinkError::Kafka(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)));
@@ -221,11 +261,13 @@ impl SideProducer {
         Ok(())
     }
 
-    /// Abandons a batch (exactly-once): nothing of it becomes visible.
-    pub fn abort(&self) -> Result<(), SinkError> {
-        if self.transactional {
-            self.producer.abort_transaction(self.timeout)?;
+    /// Waits until those records are acknowledged; an error if one was not delivered (or the
+    /// producer's time-out passed first).
+    pub fn wait(&self) -> Result<(), SinkError> {
+        self.wait_acked()?;
+        match self.failures.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            n => Err(SinkError::Undelivered(n)),
         }
-        Ok(())
     }
 }
