@@ -2,7 +2,7 @@
 //! its sinks acknowledged, commits on revoke, lag from librdkafka statistics.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use metrics::{counter, gauge};
@@ -23,7 +23,7 @@ use crate::telemetry::names::{ASSIGNED_PARTITIONS, CONSUMER_ERRORS_TOTAL, CONSUM
 /// that does not verify). librdkafka itself would retry such errors forever, with backoff; the
 /// stream and the start-up check stop instead and report it.
 #[derive(Debug, Default)]
-pub struct FatalError(std::sync::Mutex<Option<String>>);
+pub struct FatalError(Mutex<Option<String>>);
 
 impl FatalError {
     /// Records `error` if it is fatal; returns whether it was.
@@ -63,6 +63,27 @@ pub struct SourceContext {
     pub fatal: FatalError,
     /// `describe_security()` of the settings, for the fatal message.
     pub security: String,
+    /// At-least-once: the batch whose dead letters are sent but whose offsets are not stored
+    /// yet (the stream gathers the next batch meanwhile). A revoke finishes it before the
+    /// commit, so its records are never handed to another instance uncommitted.
+    pub in_flight: Mutex<Option<InFlight>>,
+    /// How the revoke callback finished the batch in flight: `Some(true)` acknowledged and its
+    /// offsets stored, `Some(false)` not (its records are read again).
+    pub finished_on_revoke: Mutex<Option<bool>>,
+}
+
+/// A batch in flight: its offsets, and a wait for its side-topic records' acknowledgements.
+pub struct InFlight {
+    /// The next offset of every partition in the batch.
+    pub offsets: TopicPartitionList,
+    /// Waits for the acknowledgements; whether every record was delivered.
+    pub acked: Box<dyn Fn() -> bool + Send>,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight").field("partitions", &self.offsets.count()).finish_non_exhaustive()
+    }
 }
 
 impl ClientContext for SourceContext {
@@ -104,7 +125,7 @@ impl ClientContext for SourceContext {
 struct CheckContext {
     fatal: FatalError,
     security: String,
-    last: std::sync::Mutex<Option<String>>,
+    last: Mutex<Option<String>>,
 }
 
 impl ClientContext for CheckContext {
@@ -131,7 +152,7 @@ impl rdkafka::producer::ProducerContext for CheckContext {
 /// Waits up to `timeout` for the brokers to answer a metadata request.
 pub fn check_connection(settings: &Settings, timeout: std::time::Duration) -> Result<(), String> {
     let security = settings.kafka.describe_security();
-    let context = CheckContext { fatal: FatalError::default(), security: security.clone(), last: std::sync::Mutex::new(None) };
+    let context = CheckContext { fatal: FatalError::default(), security: security.clone(), last: Mutex::new(None) };
     let mut config = settings.kafka.client_config();
     // The consumer's own properties too (e.g. a client certificate set there), as the consumer
     // is the connection that must work; consumer-only keys are ignored by this client.
@@ -178,6 +199,17 @@ impl ConsumerContext for SourceContext {
         if let Rebalance::Revoke(tpl) = rebalance {
             counter!(REBALANCES_TOTAL, "kind" => "revoke").increment(1);
             info!(partitions = tpl.count(), "partitions revoked");
+            // The batch in flight still owns its partitions here: finish it first.
+            let in_flight = self.in_flight.lock().ok().and_then(|mut f| f.take());
+            if let Some(f) = in_flight {
+                let stored = (f.acked)() && consumer.store_offsets(&f.offsets).is_ok();
+                if !stored {
+                    warn!("the batch in flight was not acknowledged before the revoke; its records are read again");
+                }
+                if let Ok(mut outcome) = self.finished_on_revoke.lock() {
+                    *outcome = Some(stored);
+                }
+            }
             // Everything processed so far has had its offsets stored; hand it over committed.
             if self.commit_on_revoke
                 && let Err(e) = consumer.commit_consumer_state(CommitMode::Sync)
@@ -235,6 +267,8 @@ pub fn consumer(settings: &Settings, topics: &[String], health: Arc<Health>) -> 
         commit_on_revoke: !exactly_once,
         fatal: FatalError::default(),
         security: settings.kafka.describe_security(),
+        in_flight: Mutex::new(None),
+        finished_on_revoke: Mutex::new(None),
     };
     let consumer: Source = config.create_with_context(context).map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();

@@ -38,7 +38,7 @@ use crate::reconcile::worker::{Worker, WorkerSettings};
 use crate::sink::dlq;
 use crate::sink::kafka::{SideProducer, SinkError};
 use crate::sink::mongo::{LineageDoc, MongoSink, StoredRecord};
-use crate::source::kafka::{Source, consumer, offsets_list};
+use crate::source::kafka::{InFlight, Source, consumer, offsets_list};
 use crate::telemetry::BindingMetrics;
 use crate::telemetry::http::Health;
 use crate::telemetry::names::*;
@@ -48,15 +48,29 @@ use crate::verdict::{Evaluation, Stage, evaluate, evaluate_lean};
 
 /// A topic's contract with its metric handles.
 struct Bound {
+    topic: String,
     contract: Arc<Contract>,
     metrics: BindingMetrics,
 }
 
-/// What one acknowledged batch contributes to windows, metrics and reconciliation.
-struct Done<'b> {
-    evaluated: Vec<(&'b str, OffsetDateTime, Evaluation)>,
+/// What one acknowledged batch contributes to windows, metrics and reconciliation. Topics are
+/// borrowed from the bindings, not from the batch, so the batch's records can be released
+/// while its acknowledgements are awaited.
+struct Done<'a> {
+    evaluated: Vec<(&'a str, OffsetDateTime, Evaluation)>,
     claims: Vec<Claim>,
-    lineage: HashMap<&'b str, u64>,
+    lineage: HashMap<&'a str, u64>,
+}
+
+/// A batch whose outputs are sent, waiting for their acknowledgement (or the transaction's
+/// commit) before its offsets are stored.
+struct Sent<'a> {
+    done: Done<'a>,
+    records: usize,
+    /// The next offset of every partition in the batch.
+    offsets: TopicPartitionList,
+    /// The first offset of every partition in the batch, to read it again if it fails.
+    first: Vec<(String, i32, i64)>,
 }
 
 /// Runs until `stop` is set, then drains the current batch and commits.
@@ -74,7 +88,7 @@ pub fn run(
     }
     let bound: HashMap<String, Bound> = catalog
         .bindings()
-        .map(|b| (b.topic.clone(), Bound { contract: b.contract.clone(), metrics: BindingMetrics::new(&b.contract.product, &b.contract.name, &b.topic) }))
+        .map(|b| (b.topic.clone(), Bound { topic: b.topic.clone(), contract: b.contract.clone(), metrics: BindingMetrics::new(&b.contract.product, &b.contract.name, &b.topic) }))
         .collect();
     let eos = settings.delivery.exactly_once;
     let instance = uuid::Uuid::new_v4().simple().to_string();
@@ -114,6 +128,7 @@ pub fn run(
     let mut backoff = Duration::from_millis(100);
     let mut owned_epoch = u64::MAX;
     let mut result = Ok(());
+    let mut in_flight: Option<Sent<'_>> = None;
     while !stop.load(Ordering::Relaxed) {
         if let Some(fatal) = source.context().fatal.get() {
             error!(error = %fatal, "stopping: the Kafka connection cannot work with this configuration");
@@ -138,12 +153,39 @@ pub fn run(
             }
         }
         let epoch = source.context().epoch.load(Ordering::SeqCst);
+        // With a batch in flight, wait for the next one no longer than the linger time: the
+        // batch in flight is finished after gathering, so that wait is also its commit delay.
+        let first_wait = if in_flight.is_some() { linger } else { Duration::from_millis(100) };
+        let batch = gather(&source, max, settings.delivery.batch_max_bytes, linger, first_wait, &stop);
+        let batch = if source.context().epoch.load(Ordering::SeqCst) == epoch { batch } else { owned_only(&source, batch) };
+        // At-least-once: the previous batch's dead letters were acknowledged while this batch
+        // was gathered; store its offsets now, before this batch sends anything.
+        if let Some(sent) = in_flight.take() {
+            match complete(sent, &sink, &source, settings, &mut out) {
+                Ok(done) => {
+                    backoff = Duration::from_millis(100);
+                    finished(done, &bound, reconciler.as_ref(), &stop, &mut out);
+                }
+                Err((e, mut first)) => {
+                    // The batch just gathered follows the failed one: read both again, from the
+                    // failed batch's first offsets and, for partitions only the new batch holds,
+                    // from the new batch's (dropping it without would skip its records).
+                    for (topic, partition, offset) in firsts(&batch) {
+                        if !first.iter().any(|(t, p, _)| *p == partition && *t == topic) {
+                            first.push((topic, partition, offset));
+                        }
+                    }
+                    drop(batch);
+                    recover(&e, &first, &source, &sink, eos, &mut replace_sink, &mut backoff);
+                    continue;
+                }
+            }
+        }
+        let epoch = source.context().epoch.load(Ordering::SeqCst);
         if epoch != owned_epoch {
             owned_epoch = epoch;
             out.owned(owned_topics(&source), clock.now());
         }
-        let batch = gather(&source, max, settings.delivery.batch_max_bytes, linger, &stop);
-        let batch = if source.context().epoch.load(Ordering::SeqCst) == epoch { batch } else { owned_only(&source, batch) };
         // Verdicts count in the window open when they are reached.
         if let Some(r) = &reconciler {
             for d in r.decided() {
@@ -154,39 +196,35 @@ pub fn run(
         if batch.is_empty() && !out.has_pending() {
             continue;
         }
-        match process(&batch, &bound, &sink, mongo.as_ref(), plan, &source, settings, clock.as_ref(), &runtime, &mut out) {
-            Ok(done) => {
-                backoff = Duration::from_millis(100);
-                histogram!(BATCH_RECORDS).record(batch.len() as f64);
-                apply(&done, &bound, &mut out);
-                if let Some(r) = &reconciler {
-                    r.submit(done.claims, &stop);
+        let first = firsts(&batch);
+        let sent = process(&batch, &first, &bound, &sink, mongo.as_ref(), plan, &source, settings, clock.as_ref(), &runtime, &mut out);
+        // The records are no longer needed: the producer copied what it sends.
+        drop(batch);
+        match sent {
+            // In flight until the next batch is gathered.
+            Ok(sent) if !eos => in_flight = Some(sent),
+            Ok(sent) => match complete(sent, &sink, &source, settings, &mut out) {
+                Ok(done) => {
+                    backoff = Duration::from_millis(100);
+                    finished(done, &bound, reconciler.as_ref(), &stop, &mut out);
                 }
-            }
-            Err(e) => {
-                counter!(SINK_ERRORS_TOTAL, "sink" => e.sink).increment(1);
-                warn!(error = %e.message, sink = e.sink, records = batch.len(), retry_in_ms = backoff.as_millis() as u64, "batch not acknowledged; rewinding to retry it");
-                if eos {
-                    if e.fatal {
-                        warn!("the transactional producer is fenced or in a fatal state; replacing it");
-                        replace_sink = true;
-                    } else if let Err(e) = sink.abort() {
-                        warn!(error = %e, fatal = e.is_fatal(), "aborting the transaction failed; replacing the producer");
-                        replace_sink = true;
-                    }
-                    rewind_to_committed(&source, &batch);
-                } else {
-                    rewind(&source, &batch);
-                }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+                Err((e, first)) => recover(&e, &first, &source, &sink, eos, &mut replace_sink, &mut backoff),
+            },
+            Err(e) => recover(&e, &first, &source, &sink, eos, &mut replace_sink, &mut backoff),
+        }
+    }
+    if let Some(sent) = in_flight.take() {
+        match complete(sent, &sink, &source, settings, &mut out) {
+            Ok(done) => finished(done, &bound, reconciler.as_ref(), &stop, &mut out),
+            Err((e, _)) => warn!(error = %e.message, "the last batch was not acknowledged; a restart reads it again"),
         }
     }
     health.ready.store(false, Ordering::Relaxed);
     // The final lineage event goes out with a last (record-less) batch.
     out.lineage_event(if result.is_ok() { EventType::Complete } else { EventType::Abort }, clock.now(), result.as_ref().err().map(String::as_str));
-    if let Err(e) = process(&[], &bound, &sink, mongo.as_ref(), plan, &source, settings, clock.as_ref(), &runtime, &mut out) {
+    let last = process(&[], &[], &bound, &sink, mongo.as_ref(), plan, &source, settings, clock.as_ref(), &runtime, &mut out)
+        .and_then(|sent| complete(sent, &sink, &source, settings, &mut out).map_err(|(e, _)| e));
+    if let Err(e) = last {
         warn!(error = %e.message, "final lineage event not delivered");
     }
     if !eos
@@ -246,9 +284,9 @@ fn owned_topics(source: &Source) -> HashSet<String> {
 }
 
 /// Polls until `max` records or `max_bytes` of payloads and keys, the linger time after the
-/// first record, or a stop request. The clock and the stop flag are read every 64 records, not
+/// first record, `first_wait` without any record, or a stop request. The clock and the stop flag are read every 64 records, not
 /// per record (reading the clock was the largest single item in a profile of the stream thread).
-fn gather<'c>(source: &'c Source, max: usize, max_bytes: usize, linger: Duration, stop: &AtomicBool) -> Vec<BorrowedMessage<'c>> {
+fn gather<'c>(source: &'c Source, max: usize, max_bytes: usize, linger: Duration, first_wait: Duration, stop: &AtomicBool) -> Vec<BorrowedMessage<'c>> {
     let mut batch = Vec::with_capacity(max.min(4096));
     // The records' payloads and keys stay in librdkafka's buffers until the batch is dropped.
     let mut bytes = 0_usize;
@@ -256,7 +294,7 @@ fn gather<'c>(source: &'c Source, max: usize, max_bytes: usize, linger: Duration
     let mut deadline: Option<Instant> = None;
     while batch.len() < max && bytes < max_bytes {
         let wait = match deadline {
-            None => Duration::from_millis(100),
+            None => first_wait,
             Some(d) => d.saturating_duration_since(Instant::now()),
         };
         match source.poll(wait) {
@@ -323,9 +361,10 @@ fn sink_err(e: SinkError) -> BatchError {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn process<'b>(
-    batch: &'b [BorrowedMessage<'_>],
-    bound: &HashMap<String, Bound>,
+fn process<'a>(
+    batch: &[BorrowedMessage<'_>],
+    first: &[(String, i32, i64)],
+    bound: &'a HashMap<String, Bound>,
     sink: &SideProducer,
     mongo: Option<&MongoSink>,
     plan: Plan,
@@ -334,8 +373,7 @@ fn process<'b>(
     clock: &dyn Clock,
     runtime: &tokio::runtime::Handle,
     out: &mut Outputs,
-) -> Result<Done<'b>, BatchError> {
-    let eos = settings.delivery.exactly_once;
+) -> Result<Sent<'a>, BatchError> {
     let dlq_topic = settings.topics.dlq.as_str();
     sink.begin().map_err(sink_err)?;
     // Borrowed from the batch: no allocation per record.
@@ -387,7 +425,7 @@ fn process<'b>(
                 destination_system: if valid { "mongodb" } else { "kafka" },
                 processed_at: now,
             });
-            *done.lineage.entry(topic).or_default() += 1;
+            *done.lineage.entry(b.topic.as_str()).or_default() += 1;
         }
         // Only a valid record's decoded form is kept, and only with a record store.
         if let Some(record) = eval.record.take()
@@ -404,7 +442,7 @@ fn process<'b>(
                 contract_version: b.contract.version.clone(),
             });
         }
-        done.evaluated.push((topic, now, eval));
+        done.evaluated.push((b.topic.as_str(), now, eval));
         Ok(())
     })?;
     if let Some((t, p, o)) = run {
@@ -424,23 +462,104 @@ fn process<'b>(
             .map_err(|e| BatchError { sink: "mongodb", message: e.to_string(), fatal: false })?;
         histogram!(SINK_WRITE_SECONDS, "sink" => "mongodb").record(mongo_started.elapsed().as_secs_f64());
     }
+    let offsets = offsets_list(&next);
+    if !settings.delivery.exactly_once && offsets.count() > 0 {
+        // Until `complete` takes it back, a revoke finishes this batch (see `InFlight`).
+        let waiter = sink.waiter();
+        if let Ok(mut outcome) = source.context().finished_on_revoke.lock() {
+            *outcome = None;
+        }
+        if let Ok(mut slot) = source.context().in_flight.lock() {
+            *slot = Some(InFlight { offsets: offsets.clone(), acked: Box::new(move || waiter.wait().is_ok()) });
+        }
+    }
+    Ok(Sent { done, records: batch.len(), offsets, first: first.to_vec() })
+}
+
+/// Waits for a sent batch's acknowledgements (at-least-once; or commits its transaction with
+/// its offsets) and stores its offsets. On failure, the batch's first offsets to read it again.
+fn complete<'a>(sent: Sent<'a>, sink: &SideProducer, source: &Source, settings: &Settings, out: &mut Outputs) -> Result<Done<'a>, (BatchError, Vec<(String, i32, i64)>)> {
+    let Sent { done, records, offsets, first } = sent;
     // The Kafka sink's time is the wait for its acknowledgement (or the transaction's commit)
     // once the batch is evaluated and sent, not the evaluation before it.
     let kafka_started = Instant::now();
-    let offsets = offsets_list(&next);
-    if eos {
-        let group = source.group_metadata().ok_or_else(|| kafka_err("the consumer has no group metadata"))?;
-        let offsets = (offsets.count() > 0).then_some(&offsets);
-        sink.finish(offsets.map(|o| (o, &group))).map_err(sink_err)?;
+    let result = if settings.delivery.exactly_once {
+        source.group_metadata().ok_or_else(|| kafka_err("the consumer has no group metadata")).and_then(|group| {
+            let offsets = (offsets.count() > 0).then_some(&offsets);
+            sink.finish(offsets.map(|o| (o, &group))).map_err(sink_err)
+        })
     } else {
-        sink.finish(None).map_err(sink_err)?;
-        if offsets.count() > 0 {
-            source.store_offsets(&offsets).map_err(|e| kafka_err(format!("storing offsets: {e}")))?;
+        let registered = source.context().in_flight.lock().ok().and_then(|mut f| f.take());
+        match registered {
+            _ if offsets.count() == 0 => sink.finish(None).map_err(sink_err),
+            Some(_) => sink.finish(None).map_err(sink_err).and_then(|()| {
+                if offsets.count() > 0 {
+                    source.store_offsets(&offsets).map_err(|e| kafka_err(format!("storing offsets: {e}")))
+                } else {
+                    Ok(())
+                }
+            }),
+            // A revoke finished it while the next batch was gathered.
+            None => match source.context().finished_on_revoke.lock().ok().and_then(|mut o| o.take()) {
+                Some(true) => Ok(()),
+                _ => Err(BatchError { sink: "kafka", message: "side-topic records not acknowledged before a revoke".into(), fatal: false }),
+            },
         }
+    };
+    if let Err(e) = result {
+        return Err((e, first));
     }
     out.clear_pending();
     histogram!(SINK_WRITE_SECONDS, "sink" => "kafka").record(kafka_started.elapsed().as_secs_f64());
+    histogram!(BATCH_RECORDS).record(records as f64);
     Ok(done)
+}
+
+/// Applies an acknowledged batch: metrics, windows, and its claims to reconciliation.
+fn finished(done: Done<'_>, bound: &HashMap<String, Bound>, reconciler: Option<&Worker>, stop: &AtomicBool, out: &mut Outputs) {
+    apply(&done, bound, out);
+    if let Some(r) = reconciler {
+        r.submit(done.claims, stop);
+    }
+}
+
+/// After a failed batch: aborts its transaction (or marks the producer for replacement), reads
+/// it again from its first offsets (exactly-once: from the committed ones) and backs off.
+fn recover(e: &BatchError, first: &[(String, i32, i64)], source: &Source, sink: &SideProducer, eos: bool, replace_sink: &mut bool, backoff: &mut Duration) {
+    counter!(SINK_ERRORS_TOTAL, "sink" => e.sink).increment(1);
+    warn!(error = %e.message, sink = e.sink, retry_in_ms = backoff.as_millis() as u64, "batch not acknowledged; rewinding to retry it");
+    if eos {
+        if e.fatal {
+            warn!("the transactional producer is fenced or in a fatal state; replacing it");
+            *replace_sink = true;
+        } else if let Err(e) = sink.abort() {
+            warn!(error = %e, fatal = e.is_fatal(), "aborting the transaction failed; replacing the producer");
+            *replace_sink = true;
+        }
+        rewind_to_committed(source, first);
+    } else {
+        rewind(source, first);
+    }
+    std::thread::sleep(*backoff);
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+}
+
+/// The first offset of every partition in `batch`.
+fn firsts(batch: &[BorrowedMessage<'_>]) -> Vec<(String, i32, i64)> {
+    let mut first: Vec<(String, i32, i64)> = Vec::new();
+    let mut last: Option<(&str, i32)> = None;
+    for m in batch {
+        let (topic, partition) = (m.topic(), m.partition());
+        // Records come in runs of one partition.
+        if last == Some((topic, partition)) {
+            continue;
+        }
+        last = Some((topic, partition));
+        if !first.iter().any(|(t, p, _)| *p == partition && t == topic) {
+            first.push((topic.to_owned(), partition, m.offset()));
+        }
+    }
+    first
 }
 
 /// Records evaluated together before their side effects are sent. Small, so dead letters leave
@@ -610,14 +729,11 @@ fn apply(done: &Done<'_>, bound: &HashMap<String, Bound>, out: &mut Outputs) {
     }
 }
 
-/// Seeks every partition of `batch` back to its first record, so the batch is read again.
-fn rewind(source: &Source, batch: &[BorrowedMessage<'_>]) {
-    let mut first: HashMap<(&str, i32), i64> = HashMap::new();
-    for m in batch {
-        let _ = first.entry((m.topic(), m.partition())).or_insert(m.offset());
-    }
-    for ((topic, partition), offset) in first {
-        if let Err(e) = source.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
+/// Seeks every partition of a batch back to its first record (`first`, see [`firsts`]), so the
+/// batch is read again.
+fn rewind(source: &Source, first: &[(String, i32, i64)]) {
+    for (topic, partition, offset) in first {
+        if let Err(e) = source.seek(topic, *partition, Offset::Offset(*offset), Duration::from_secs(5)) {
             warn!(topic, partition, offset, error = %e, "seek back failed");
         }
     }
@@ -627,16 +743,12 @@ fn rewind(source: &Source, batch: &[BorrowedMessage<'_>]) {
 /// (the end of the last committed transaction), falling back to the batch's first record when
 /// the coordinator does not answer or nothing is committed yet (the two agree while this
 /// instance owns the partition: each committed batch commits its offsets).
-fn rewind_to_committed(source: &Source, batch: &[BorrowedMessage<'_>]) {
-    let mut first: HashMap<(&str, i32), i64> = HashMap::new();
-    for m in batch {
-        let _ = first.entry((m.topic(), m.partition())).or_insert(m.offset());
-    }
+fn rewind_to_committed(source: &Source, first: &[(String, i32, i64)]) {
     if first.is_empty() {
         return;
     }
     let mut tpl = TopicPartitionList::with_capacity(first.len());
-    for (topic, partition) in first.keys() {
+    for (topic, partition, _) in first {
         let _ = tpl.add_partition(topic, *partition);
     }
     let committed: HashMap<(String, i32), i64> = match source.committed_offsets(tpl, Duration::from_secs(5)) {
@@ -653,8 +765,8 @@ fn rewind_to_committed(source: &Source, batch: &[BorrowedMessage<'_>]) {
             HashMap::new()
         }
     };
-    for ((topic, partition), offset) in first {
-        let to = committed.get(&(topic.to_owned(), partition)).copied().unwrap_or(offset);
+    for (topic, partition, offset) in first {
+        let (partition, to) = (*partition, committed.get(&(topic.clone(), *partition)).copied().unwrap_or(*offset));
         if let Err(e) = source.seek(topic, partition, Offset::Offset(to), Duration::from_secs(5)) {
             warn!(topic, partition, offset = to, error = %e, "seek back failed");
         }
