@@ -46,7 +46,8 @@ pub struct Rejection {
 pub struct Evaluation {
     /// `None` when valid.
     pub rejection: Option<Rejection>,
-    /// The decoded record (absent when it could not be decoded).
+    /// The decoded record (absent when it could not be decoded, and always from
+    /// [`evaluate_lean`], which keeps none).
     pub record: Option<Value>,
     /// The record id from the contract's key field.
     pub record_id: Option<String>,
