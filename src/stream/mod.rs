@@ -62,9 +62,6 @@ struct Done<'a> {
     lineage: HashMap<&'a str, u64>,
 }
 
-/// The first offset of each partition of a batch: where to read it again if it fails.
-type Firsts = Vec<(String, i32, i64)>;
-
 /// A batch whose outputs are sent, waiting for their acknowledgement (or the transaction's
 /// commit) before its offsets are stored.
 struct Sent<'a> {
@@ -73,7 +70,7 @@ struct Sent<'a> {
     /// The next offset of every partition in the batch.
     offsets: TopicPartitionList,
     /// The first offset of every partition in the batch, to read it again if it fails.
-    first: Firsts,
+    first: Vec<(String, i32, i64)>,
 }
 
 /// Runs until `stop` is set, then drains the current batch and commits.
@@ -173,7 +170,11 @@ pub fn run(
                     // The batch just gathered follows the failed one: read both again, from the
                     // failed batch's first offsets and, for partitions only the new batch holds,
                     // from the new batch's (dropping it without would skip its records).
-                    add_firsts(&mut first, &batch);
+                    for (topic, partition, offset) in firsts(&batch) {
+                        if !first.iter().any(|(t, p, _)| *p == partition && *t == topic) {
+                            first.push((topic, partition, offset));
+                        }
+                    }
                     drop(batch);
                     recover(&e, &first, &source, &sink, eos, &mut replace_sink, &mut backoff);
                     continue;
@@ -477,7 +478,7 @@ fn process<'a>(
 
 /// Waits for a sent batch's acknowledgements (at-least-once; or commits its transaction with
 /// its offsets) and stores its offsets. On failure, the batch's first offsets to read it again.
-fn complete<'a>(sent: Sent<'a>, sink: &SideProducer, source: &Source, settings: &Settings, out: &mut Outputs) -> Result<Done<'a>, (BatchError, Firsts)> {
+fn complete<'a>(sent: Sent<'a>, sink: &SideProducer, source: &Source, settings: &Settings, out: &mut Outputs) -> Result<Done<'a>, (BatchError, Vec<(String, i32, i64)>)> {
     let Sent { done, records, offsets, first } = sent;
     // The Kafka sink's time is the wait for its acknowledgement (or the transaction's commit)
     // once the batch is evaluated and sent, not the evaluation before it.
@@ -491,10 +492,13 @@ fn complete<'a>(sent: Sent<'a>, sink: &SideProducer, source: &Source, settings: 
         let registered = source.context().in_flight.lock().ok().and_then(|mut f| f.take());
         match registered {
             _ if offsets.count() == 0 => sink.finish(None).map_err(sink_err),
-            Some(_) => sink
-                .finish(None)
-                .map_err(sink_err)
-                .and_then(|()| source.store_offsets(&offsets).map_err(|e| kafka_err(format!("storing offsets: {e}")))),
+            Some(_) => sink.finish(None).map_err(sink_err).and_then(|()| {
+                if offsets.count() > 0 {
+                    source.store_offsets(&offsets).map_err(|e| kafka_err(format!("storing offsets: {e}")))
+                } else {
+                    Ok(())
+                }
+            }),
             // A revoke finished it while the next batch was gathered.
             None => match source.context().finished_on_revoke.lock().ok().and_then(|mut o| o.take()) {
                 Some(true) => Ok(()),
@@ -541,14 +545,8 @@ fn recover(e: &BatchError, first: &[(String, i32, i64)], source: &Source, sink: 
 }
 
 /// The first offset of every partition in `batch`.
-fn firsts(batch: &[BorrowedMessage<'_>]) -> Firsts {
-    let mut first = Vec::new();
-    add_firsts(&mut first, batch);
-    first
-}
-
-/// Adds the first offset in `batch` of every partition `first` does not hold yet.
-fn add_firsts(first: &mut Firsts, batch: &[BorrowedMessage<'_>]) {
+fn firsts(batch: &[BorrowedMessage<'_>]) -> Vec<(String, i32, i64)> {
+    let mut first: Vec<(String, i32, i64)> = Vec::new();
     let mut last: Option<(&str, i32)> = None;
     for m in batch {
         let (topic, partition) = (m.topic(), m.partition());
@@ -561,6 +559,7 @@ fn add_firsts(first: &mut Firsts, batch: &[BorrowedMessage<'_>]) {
             first.push((topic.to_owned(), partition, m.offset()));
         }
     }
+    first
 }
 
 /// Records evaluated together before their side effects are sent. Small, so dead letters leave
