@@ -204,6 +204,51 @@ async fn a_rebalance_under_load_hands_every_batch_over_committed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_topic_that_refuses_records_holds_the_batch_until_it_accepts_them() {
+    // The broker refuses every dead letter (the topic's max.message.bytes is below any record):
+    // the batch is not acknowledged, so it is read again, with a fresh producer each time, and
+    // nothing past it is committed. Once the topic accepts records, every dead letter arrives.
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication};
+    let kafka = kafka();
+    let topic = unique("pay-refused");
+    create_topics(&kafka, &[&topic], 1).await;
+    let names = Names::new();
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &kafka).create().unwrap_or_else(|e| panic!("admin: {e}"));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let dlq = NewTopic::new(&names.dlq, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "100");
+    for r in admin.create_topics([&dlq], &opts).await.unwrap_or_else(|e| panic!("create {}: {e}", names.dlq)) {
+        r.unwrap_or_else(|(t, e)| panic!("create {t}: {e}"));
+    }
+    let products = Products::payments(&[&topic]);
+    let sent = produce_payments(&kafka, &[&topic], 300, 0.1, 21).await;
+    let expected = invalid_positions(&sent);
+    let first_invalid = sent.iter().position(|s| !s.valid).unwrap_or_else(|| panic!("the generator produced no invalid event"));
+    let service = Service::start(&kafka, products.dir.path(), &names, &[("MESHGUARD__DELIVERY__BATCH_MAX_RECORDS", "50")]);
+    // Three failed attempts: the retries (each with a replaced producer) fail the same way.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let scrape = service.get("/metrics").unwrap_or_default().1;
+        if metric_sum(&scrape, "meshguard_sink_errors_total", &[("sink", "kafka")]) >= 3.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no three side-topic failures within 60 s; metrics:\n{scrape}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let held = committed_total(&kafka, &names.group, &[&topic], 1);
+    assert!(held <= first_invalid as i64, "committed {held} records past the first refused dead letter (offset {first_invalid})");
+    let mut fix = AlterConfig::new(ResourceSpecifier::Topic(&names.dlq));
+    fix = fix.set("max.message.bytes", "1048588");
+    for r in admin.alter_configs([&fix], &opts).await.unwrap_or_else(|e| panic!("alter {}: {e}", names.dlq)) {
+        r.unwrap_or_else(|(t, e)| panic!("alter {t:?}: {e}"));
+    }
+    wait_committed(&kafka, &names.group, &[&topic], 1, sent.len() as i64, Duration::from_secs(60));
+    let dead = read_all(&kafka, &names.dlq, expected.len(), Duration::from_secs(30));
+    let got: BTreeSet<_> = dead.iter().map(position).collect();
+    assert_eq!(got, expected, "every invalid input is in the dead-letter topic once it accepts records");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unreachable_config_is_a_clear_error() {
     // No broker needed: a misspelled setting fails before any connection.
     let out = std::process::Command::new(binary())
