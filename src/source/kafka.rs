@@ -257,7 +257,14 @@ pub fn consumer(settings: &Settings, topics: &[String], health: Arc<Health>) -> 
         // When that queue is full librdkafka postpones the partition's next fetch by this much
         // (default 1000 ms): the stream drained the queue and then sat idle for most of each
         // second (docs/benchmarks.md: 111k → 211k events/s with 10 ms).
-        .set("fetch.queue.backoff.ms", "10");
+        .set("fetch.queue.backoff.ms", "10")
+        // The prefetch bound above is checked before a fetch, not during one: a fetch response
+        // (up to 1 MB per partition, 50 MB in all, by default) is decompressed whole into the
+        // queue. Compressed records that shrink well made that overshoot most of the resident
+        // memory (docs/benchmarks.md, round 4: 30 KB events, lz4, 176-210 MB peak; 107-112 MB
+        // with these bounds). Same events/s at 0.3 and 30 KB.
+        .set("fetch.max.bytes", "1048576")
+        .set("max.partition.fetch.bytes", "262144");
     for (k, v) in &settings.kafka.consumer {
         let _ = config.set(k, v);
     }
