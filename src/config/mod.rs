@@ -169,6 +169,12 @@ impl KafkaSettings {
     pub fn client_config(&self) -> rdkafka::ClientConfig {
         let mut c = rdkafka::ClientConfig::new();
         let _ = c.set("bootstrap.servers", &self.bootstrap_servers).set("security.protocol", &self.security_protocol);
+        // librdkafka drops the bootstrap connection after the first metadata answer and waits
+        // half of this (default 100 ms) before connecting to the broker it advertises, in every
+        // new client: 50 ms each for the pre-flight check, the admin client and the consumer's
+        // group join at start (docs/benchmarks.md, round 4). Back-off still doubles per attempt
+        // up to `reconnect.backoff.max.ms` (10 s).
+        let _ = c.set("reconnect.backoff.ms", "20");
         if !self.sasl_mechanism.is_empty() {
             let _ = c.set("sasl.mechanism", &self.sasl_mechanism);
         }
