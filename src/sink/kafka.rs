@@ -33,8 +33,13 @@ impl ProducerContext for SinkContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((e, _)) = result {
-            let _ = self.failures.fetch_add(1, Ordering::Relaxed);
-            warn!(error = %e, "side-topic delivery failed; the batch will be retried");
+            // One line per batch, not per record (a refused batch of thousands of dead letters
+            // logged thousands): the batch's own warning gives the count.
+            if self.failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                warn!(error = %e, "side-topic delivery failed; the batch will be retried");
+            } else {
+                tracing::debug!(error = %e, "side-topic delivery failed");
+            }
         }
         let (lock, wake) = &*self.delivered;
         let guard = lock.lock();
