@@ -20,6 +20,8 @@ pub fn now() -> time::OffsetDateTime {
 }
 
 /// Evaluates `payload` against `contract` and checks the verdict is self-consistent.
+/// (The decode targets use it; `validate` compares the two evaluation paths instead.)
+#[allow(dead_code)]
 pub fn check(contract: &Contract, payload: &[u8]) {
     let eval = meshguard::verdict::evaluate(contract, payload, now());
     match &eval.rejection {
