@@ -16,7 +16,7 @@ mod outputs;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, histogram};
@@ -76,6 +76,55 @@ struct Sent<'a> {
     first: Firsts,
 }
 
+/// When a Kafka transaction call (send the offsets and commit, or abort) may end, in ms since
+/// `WATCHDOG_EPOCH`; 0 when none is under way. Exactly-once only.
+static TXN_DEADLINE_MS: AtomicU64 = AtomicU64::new(0);
+static WATCHDOG_EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+/// A transaction call gets its own time-outs (30 s for the offsets, 30 s for the commit) and
+/// then this much more before the watchdog gives up on it.
+const TXN_WATCHDOG: Duration = Duration::from_secs(120);
+
+/// Ends the process when a Kafka transaction call outlives its time-outs by far. librdkafka 2.12's
+/// `send_offsets_to_transaction` can wait forever for a group coordinator it decommissioned
+/// after a broker restart, past its time-out (confluentinc/librdkafka#5456 and #5511); the fault
+/// harness caught a stream thread parked there for ten minutes. The call cannot be cancelled,
+/// and a restart resumes from the last committed transaction, which is what exactly-once is
+/// built to survive (a supervisor, e.g. Kubernetes, starts the process again).
+fn start_txn_watchdog() {
+    let _ = *WATCHDOG_EPOCH;
+    let spawned = std::thread::Builder::new().name("txn-watchdog".into()).spawn(|| loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let deadline = TXN_DEADLINE_MS.load(Ordering::Relaxed);
+        if deadline != 0 && WATCHDOG_EPOCH.elapsed().as_millis() as u64 > deadline {
+            error!(
+                waited_s = TXN_WATCHDOG.as_secs(),
+                "a Kafka transaction call has not returned (librdkafka#5456/#5511); exiting so that a restart resumes from the last committed transaction"
+            );
+            std::process::exit(1);
+        }
+    });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot start the transaction watchdog");
+    }
+}
+
+/// Arms the watchdog for one transaction call; disarmed when dropped.
+struct TxnCall;
+
+impl TxnCall {
+    fn arm() -> Self {
+        let deadline = (WATCHDOG_EPOCH.elapsed() + TXN_WATCHDOG).as_millis() as u64;
+        TXN_DEADLINE_MS.store(deadline.max(1), Ordering::Relaxed);
+        Self
+    }
+}
+
+impl Drop for TxnCall {
+    fn drop(&mut self) {
+        TXN_DEADLINE_MS.store(0, Ordering::Relaxed);
+    }
+}
+
 /// Runs until `stop` is set, then drains the current batch and commits.
 pub fn run(
     settings: &Settings,
@@ -94,6 +143,9 @@ pub fn run(
         .map(|b| (b.topic.clone(), Bound { topic: b.topic.clone(), contract: b.contract.clone(), metrics: BindingMetrics::new(&b.contract.product, &b.contract.name, &b.topic) }))
         .collect();
     let eos = settings.delivery.exactly_once;
+    if eos {
+        start_txn_watchdog();
+    }
     let instance = uuid::Uuid::new_v4().simple().to_string();
     let transactional_id = eos.then(|| match settings.delivery.transactional_id.trim() {
         "" => format!("{}-{instance}", settings.kafka.group_id),
@@ -494,6 +546,7 @@ fn complete<'a>(sent: Sent<'a>, sink: &SideProducer, source: &Source, settings: 
     let result = if settings.delivery.exactly_once {
         source.group_metadata().ok_or_else(|| kafka_err("the consumer has no group metadata")).and_then(|group| {
             let offsets = (offsets.count() > 0).then_some(&offsets);
+            let _watched = TxnCall::arm();
             sink.finish(offsets.map(|o| (o, &group))).map_err(sink_err)
         })
     } else {
@@ -540,7 +593,10 @@ fn recover(e: &BatchError, first: &[(String, i32, i64)], source: &Source, sink: 
         if e.fatal {
             warn!("the transactional producer is fenced or in a fatal state; replacing it");
             *replace_sink = true;
-        } else if let Err(e) = sink.abort() {
+        } else if let Err(e) = {
+            let _watched = TxnCall::arm();
+            sink.abort()
+        } {
             warn!(error = %e, fatal = e.is_fatal(), "aborting the transaction failed; replacing the producer");
             *replace_sink = true;
         }
