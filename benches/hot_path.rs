@@ -10,12 +10,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use meshguard::contract::tape::Tape;
 use meshguard::contract::{Contract, JsonSchemaContract, SchemaEngine};
 use meshguard::generate::{CardFraming, Generator};
 use meshguard::product::{Catalog, Files};
-use meshguard::contract::tape::Tape;
 use meshguard::verdict::{decode, evaluate, evaluate_lean};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -46,9 +46,7 @@ fn contract(catalog: &Catalog, product: &str) -> Arc<Contract> {
 /// `N` payloads for `contract`; checks that every verdict matches the generator's intent, so
 /// the benchmark measures the real path rather than an early error.
 fn payloads(contract: &Contract, invalid_ratio: f64, framing: CardFraming) -> Vec<Vec<u8>> {
-    let Some(generator) = Generator::for_contract(contract, SEED, invalid_ratio, 0.0) else {
-        panic!("no generator for {}", contract.name)
-    };
+    let Some(generator) = Generator::for_contract(contract, SEED, invalid_ratio, 0.0) else { panic!("no generator for {}", contract.name) };
     let mut generator = generator.with_card_framing(framing);
     let mut out = Vec::with_capacity(N);
     let mut invalid = 0;
@@ -165,8 +163,11 @@ fn cards(c: &mut Criterion) {
     assert!(contract.is_avro(), "cards contract should be Avro");
     let single = payloads(&contract, 0.0, CardFraming::SingleObject);
     let confluent = payloads(&contract, 0.0, CardFraming::Confluent);
-    println!("card events: {N} single-object, mean {} bytes; {N} Confluent, mean {} bytes",
-        single.iter().map(Vec::len).sum::<usize>() / N, confluent.iter().map(Vec::len).sum::<usize>() / N);
+    println!(
+        "card events: {N} single-object, mean {} bytes; {N} Confluent, mean {} bytes",
+        single.iter().map(Vec::len).sum::<usize>() / N,
+        confluent.iter().map(Vec::len).sum::<usize>() / N
+    );
 
     let mut group = c.benchmark_group("card_avro");
     configure(&mut group);

@@ -135,7 +135,11 @@ fn try_http(addr: &str, method: &str, path: &str, headers: &[(String, String)], 
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no response head"))?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.lines();
-    let status: u16 = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other("bad status line"))?;
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("bad status line"))?;
     let headers: HashMap<String, String> =
         lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
     let mut body = raw[split + 4..].to_vec();
@@ -248,7 +252,12 @@ async fn seed(sink: &MongoSink, roles: &[String]) -> Vec<Payment> {
     let mut versions = Vec::new();
     for i in 0..30i64 {
         let id = format!("{}{:06x}-1111-4111-8111-111111111111", if i % 3 == 0 { "3f" } else { "a0" }, i);
-        let p = Payment { id: id.clone(), amount: i * 10, currency: currencies[(i % 3) as usize], status: if i % 2 == 0 { "COMPLETED" } else { "PENDING" } };
+        let p = Payment {
+            id: id.clone(),
+            amount: i * 10,
+            currency: currencies[(i % 3) as usize],
+            status: if i % 2 == 0 { "COMPLETED" } else { "PENDING" },
+        };
         versions.push(stored(&id, payment_json(&p, 1000 + i), 1_700_000_000_000 + i * 1000, 100 + i));
         latest.push(p);
     }
@@ -279,18 +288,29 @@ async fn seed(sink: &MongoSink, roles: &[String]) -> Vec<Payment> {
     sink.write_lineage(&[lineage(102, &latest[2].id, PAYMENTS), lineage(7002, &latest[2].id, "loans-data-product")]).await.unwrap();
 
     let alert = |id: &str, state: &str, fired: &str| {
-        (format!("{id}:{state}"), json!({"id": id, "state": state, "severity": "critical", "product": PAYMENTS, "contract": "payment-schema",
+        (
+            format!("{id}:{state}"),
+            json!({"id": id, "state": state, "severity": "critical", "product": PAYMENTS, "contract": "payment-schema",
             "topic": "payments.created", "metric": "completeness", "expected": "100%", "actual": "97%",
-            "window_start": fired, "window_end": fired, "fired_at": fired, "resolved_at": if state == "resolved" { json!(fired) } else { Value::Null }}))
+            "window_start": fired, "window_end": fired, "fired_at": fired, "resolved_at": if state == "resolved" { json!(fired) } else { Value::Null }}),
+        )
     };
-    sink.insert_json(ALERTS, &[
-        alert("a-old", "firing", "2026-11-29T09:00:00Z"),
-        alert("a-old", "resolved", "2026-11-29T09:05:00Z"),
-        alert("a-now", "firing", "2026-11-29T10:00:00Z"),
-    ]).await.unwrap();
+    sink.insert_json(
+        ALERTS,
+        &[
+            alert("a-old", "firing", "2026-11-29T09:00:00Z"),
+            alert("a-old", "resolved", "2026-11-29T09:05:00Z"),
+            alert("a-now", "firing", "2026-11-29T10:00:00Z"),
+        ],
+    )
+    .await
+    .unwrap();
     let window = |end: i64, volume: i64| {
-        (format!("{PAYMENTS}:payment-schema:payments.created:{end}:t"), json!({"product": PAYMENTS, "contract": "payment-schema", "topic": "payments.created",
-            "window_start": end - 10_000, "window_end": end, "volume": volume, "invalid": 0, "completeness": 1.0, "accuracy": 1.0}))
+        (
+            format!("{PAYMENTS}:payment-schema:payments.created:{end}:t"),
+            json!({"product": PAYMENTS, "contract": "payment-schema", "topic": "payments.created",
+            "window_start": end - 10_000, "window_end": end, "volume": volume, "invalid": 0, "completeness": 1.0, "accuracy": 1.0}),
+        )
     };
     sink.insert_json(QUALITY_METRICS, &[window(1_700_000_010_000, 11), window(1_700_000_020_000, 22)]).await.unwrap();
     latest
@@ -391,10 +411,14 @@ fn api_end_to_end() {
 
     let digest: [u8; 32] = Sha256::digest(API_KEY.as_bytes()).into();
     let key_hash = hex(&digest);
-    let server = start(&db, &[], &[
-        ("MESHGUARD__AUTH__JWT_HS256_SECRET", SECRET.to_owned()),
-        ("MESHGUARD__AUTH__API_KEYS", format!("[\"u-payments-team:{key_hash}\"]")),
-    ]);
+    let server = start(
+        &db,
+        &[],
+        &[
+            ("MESHGUARD__AUTH__JWT_HS256_SECRET", SECRET.to_owned()),
+            ("MESHGUARD__AUTH__API_KEYS", format!("[\"u-payments-team:{key_hash}\"]")),
+        ],
+    );
     let mut c = Client { addr: server.addr.clone(), audits: BTreeMap::new() };
 
     // --- public routes
@@ -402,10 +426,25 @@ fn api_end_to_end() {
     let doc = c.call(&Cred::none(), "GET", "/openapi.json", None, 200, None).json();
     assert_eq!(doc["openapi"], "3.0.3");
     for route in [
-        "/healthz", "/metrics", "/openapi.json", "/products", "/products/{product}", "/{product}/data/{record_id}",
-        "/{product}/lineage/{record_id}", "/payments-data-product/search", "/loans-data-product/search", "/cards-data-product/search", "/{product}/alerts", "/{product}/graphql",
-        "/payments/{payment_id}", "/payments/{payment_id}/status", "/payments/search", "/loans/{loan_id}", "/loans/search",
-        "/cards/transactions/{transaction_id}", "/cards/transactions/search",
+        "/healthz",
+        "/metrics",
+        "/openapi.json",
+        "/products",
+        "/products/{product}",
+        "/{product}/data/{record_id}",
+        "/{product}/lineage/{record_id}",
+        "/payments-data-product/search",
+        "/loans-data-product/search",
+        "/cards-data-product/search",
+        "/{product}/alerts",
+        "/{product}/graphql",
+        "/payments/{payment_id}",
+        "/payments/{payment_id}/status",
+        "/payments/search",
+        "/loans/{loan_id}",
+        "/loans/search",
+        "/cards/transactions/{transaction_id}",
+        "/cards/transactions/search",
     ] {
         assert!(doc["paths"][route].is_object(), "openapi lacks {route}");
     }
@@ -428,7 +467,8 @@ fn api_end_to_end() {
             let _ = c.call(&cred, "GET", &format!("/products/{product}"), None, if read { 200 } else { 403 }, Some(product));
         }
         let listed = c.call(&cred, "GET", "/products", None, 200, Some("*")).json();
-        let mut names: Vec<String> = listed["products"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect();
+        let mut names: Vec<String> =
+            listed["products"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect();
         names.sort();
         let mut expected: Vec<String> =
             matrix.iter().filter(|(_, rules)| rules.iter().any(|(r, read, _)| r == role && *read)).map(|(p, _)| p.clone()).collect();
@@ -436,11 +476,34 @@ fn api_end_to_end() {
         assert_eq!(names, expected, "/products for {role}");
     }
     // Users with no roles, unknown users, and bad credentials, on every product.
-    let expired = Cred::bearer(&jwt(SECRET, &json!({"sub": "u-payments-team", "iss": "meshguard", "aud": "datamesh-api", "exp": now() - 3600})), "u-payments-team");
-    let forged = Cred::bearer(&jwt("another-secret-another-secret-another-secret", &json!({"sub": "u-payments-team", "iss": "meshguard", "aud": "datamesh-api", "exp": now() + 3600})), "u-payments-team");
-    let wrong_aud = Cred::bearer(&jwt(SECRET, &json!({"sub": "u-payments-team", "iss": "meshguard", "aud": "someone-else", "exp": now() + 3600})), "u-payments-team");
-    let wrong_iss = Cred::bearer(&jwt(SECRET, &json!({"sub": "u-payments-team", "iss": "evil", "aud": "datamesh-api", "exp": now() + 3600})), "u-payments-team");
-    let alg_none = Cred::bearer(&format!("{}.{}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#), URL_SAFE_NO_PAD.encode(json!({"sub": "u-payments-team", "iss": "meshguard", "aud": "datamesh-api", "exp": now() + 3600}).to_string())), "x");
+    let expired = Cred::bearer(
+        &jwt(SECRET, &json!({"sub": "u-payments-team", "iss": "meshguard", "aud": "datamesh-api", "exp": now() - 3600})),
+        "u-payments-team",
+    );
+    let forged = Cred::bearer(
+        &jwt(
+            "another-secret-another-secret-another-secret",
+            &json!({"sub": "u-payments-team", "iss": "meshguard", "aud": "datamesh-api", "exp": now() + 3600}),
+        ),
+        "u-payments-team",
+    );
+    let wrong_aud = Cred::bearer(
+        &jwt(SECRET, &json!({"sub": "u-payments-team", "iss": "meshguard", "aud": "someone-else", "exp": now() + 3600})),
+        "u-payments-team",
+    );
+    let wrong_iss = Cred::bearer(
+        &jwt(SECRET, &json!({"sub": "u-payments-team", "iss": "evil", "aud": "datamesh-api", "exp": now() + 3600})),
+        "u-payments-team",
+    );
+    let alg_none = Cred::bearer(
+        &format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+            URL_SAFE_NO_PAD
+                .encode(json!({"sub": "u-payments-team", "iss": "meshguard", "aud": "datamesh-api", "exp": now() + 3600}).to_string())
+        ),
+        "x",
+    );
     let garbage = Cred::bearer("not-a-jwt", "x");
     let bad_key = Cred { headers: vec![("X-Api-Key".into(), "wrong-key".into())], user: "x".into() };
     let basic = Cred { headers: vec![("Authorization".into(), "Basic dTpw".into())], user: "x".into() };
@@ -469,7 +532,13 @@ fn api_end_to_end() {
     // A made-up product in the URL is audited but never becomes a metric label.
     let _ = c.call(&Cred::none(), "GET", "/evil-label-bomb/alerts", None, 401, Some("evil-label-bomb"));
     // Roles from the token's claim (no users document), and the API key (roles from `users`).
-    let claim = Cred::bearer(&jwt(SECRET, &json!({"sub": "claimant", "iss": "meshguard", "aud": ["x", "datamesh-api"], "exp": now() + 600, "roles": ["fraud-team"]})), "claimant");
+    let claim = Cred::bearer(
+        &jwt(
+            SECRET,
+            &json!({"sub": "claimant", "iss": "meshguard", "aud": ["x", "datamesh-api"], "exp": now() + 600, "roles": ["fraud-team"]}),
+        ),
+        "claimant",
+    );
     let _ = c.call(&claim, "GET", "/payments-data-product/alerts", None, 200, Some(PAYMENTS));
     let _ = c.call(&claim, "POST", "/payments-data-product/search", Some(b"{}"), 403, Some(PAYMENTS));
     let _ = c.call(&claim, "GET", "/loans-data-product/alerts", None, 403, Some("loans-data-product"));
@@ -508,7 +577,8 @@ fn api_end_to_end() {
     assert_eq!(status, json!({"payment_id": p1.id, "status": "COMPLETED"}));
     let _ = c.call(&Cred::user("u-loans-team"), "GET", &format!("/payments/{}", p1.id), None, 403, Some(PAYMENTS));
     let _ = c.call(&Cred::none(), "GET", &format!("/payments/{}/status", p1.id), None, 401, Some(PAYMENTS));
-    let via_alias = search(&mut c, &team, "/payments/search", json!({"filter": {"field": "currency", "op": "eq", "value": "GBP"}, "limit": 500}));
+    let via_alias =
+        search(&mut c, &team, "/payments/search", json!({"filter": {"field": "currency", "op": "eq", "value": "GBP"}, "limit": 500}));
     // `/cards/transactions/search` also matches `/cards/transactions/{transaction_id}`: POST is the search.
     let cards = Cred::user("u-cards-team");
     let r = c.call(&cards, "POST", "/cards/transactions/search", Some(b"{}"), 200, Some("cards-data-product")).json();
@@ -543,18 +613,30 @@ fn api_end_to_end() {
 
     // --- search on seeded data
     let p = "/payments-data-product/search";
-    let completed = search(&mut c, &team, p, json!({"filter": {"and": [{"field": "status", "op": "eq", "value": "COMPLETED"}]}, "limit": 500}));
+    let completed =
+        search(&mut c, &team, p, json!({"filter": {"and": [{"field": "status", "op": "eq", "value": "COMPLETED"}]}, "limit": 500}));
     let want: Vec<String> = payments.iter().filter(|x| x.status == "COMPLETED").map(|x| x.id.clone()).collect();
     assert_eq!(sorted(ids(&completed)), sorted(want.clone()), "latest versions only (payment 1 is COMPLETED now)");
     let pending = search(&mut c, &team, p, json!({"filter": {"field": "status", "op": "eq", "value": "PENDING"}, "limit": 500}));
     assert!(!ids(&pending).contains(&p1.id), "an older version that matches does not make the record match");
     let failed = search(&mut c, &team, p, json!({"filter": {"field": "status", "op": "eq", "value": "FAILED"}}));
     assert_eq!(failed["count"], 0, "the late older event is not the latest: {failed}");
-    let range = search(&mut c, &team, p, json!({"filter": {"and": [{"field": "amount", "op": "gte", "value": 100}, {"field": "amount", "op": "lt", "value": 200.5}]}, "limit": 500}));
+    let range = search(
+        &mut c,
+        &team,
+        p,
+        json!({"filter": {"and": [{"field": "amount", "op": "gte", "value": 100}, {"field": "amount", "op": "lt", "value": 200.5}]}, "limit": 500}),
+    );
     let want: Vec<String> = payments.iter().filter(|x| x.amount >= 100 && (x.amount as f64) < 200.5).map(|x| x.id.clone()).collect();
     assert_eq!(sorted(ids(&range)), sorted(want));
-    let within = search(&mut c, &team, p, json!({"filter": {"and": [{"field": "currency", "op": "in", "value": ["EUR", "USD"]}, {"field": "status", "op": "ne", "value": "PENDING"}]}, "limit": 500}));
-    let want: Vec<String> = payments.iter().filter(|x| (x.currency == "EUR" || x.currency == "USD") && x.status != "PENDING").map(|x| x.id.clone()).collect();
+    let within = search(
+        &mut c,
+        &team,
+        p,
+        json!({"filter": {"and": [{"field": "currency", "op": "in", "value": ["EUR", "USD"]}, {"field": "status", "op": "ne", "value": "PENDING"}]}, "limit": 500}),
+    );
+    let want: Vec<String> =
+        payments.iter().filter(|x| (x.currency == "EUR" || x.currency == "USD") && x.status != "PENDING").map(|x| x.id.clone()).collect();
     assert_eq!(sorted(ids(&within)), sorted(want));
     let prefix = search(&mut c, &team, p, json!({"filter": {"field": "payment_id", "op": "prefix", "value": "3f"}, "limit": 500}));
     let want: Vec<String> = payments.iter().filter(|x| x.id.starts_with("3f")).map(|x| x.id.clone()).collect();
@@ -592,7 +674,8 @@ fn api_end_to_end() {
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let deep_obj = format!("{{\"filter\":{}1{}}}", "{\"and\":[".repeat(5_000), "]}".repeat(5_000));
     let huge = format!("{{\"filter\":{{\"field\":\"currency\",\"op\":\"eq\",\"value\":\"{}\"}}}}", "A".repeat(70 * 1024));
-    let too_many = json!({"filter": {"and": (0..21).map(|_| json!({"field": "amount", "op": "gt", "value": 1})).collect::<Vec<_>>()}}).to_string();
+    let too_many =
+        json!({"filter": {"and": (0..21).map(|_| json!({"field": "amount", "op": "gt", "value": 1})).collect::<Vec<_>>()}}).to_string();
     let cases: Vec<(String, Option<&str>)> = vec![
         (json!({"filter": {"$where": "1"}}).to_string(), Some("filter.$where")),
         (json!({"filter": {"field": "amount", "op": "$ne", "value": 1}}).to_string(), Some("filter.op")),
@@ -654,7 +737,15 @@ fn api_end_to_end() {
         total += n;
     }
     assert_eq!(audit, total, "no unexpected audit documents");
-    let one = rt.block_on(async { sink.database().collection::<bson::Document>("access_audit").find_one(doc! { "user": "u-fraud-team", "outcome": "denied" }).await }).unwrap().unwrap();
+    let one = rt
+        .block_on(async {
+            sink.database()
+                .collection::<bson::Document>("access_audit")
+                .find_one(doc! { "user": "u-fraud-team", "outcome": "denied" })
+                .await
+        })
+        .unwrap()
+        .unwrap();
     for field in ["_id", "at", "user", "product", "method", "route", "permission", "outcome", "reason"] {
         assert!(one.contains_key(field), "audit documents carry {field}: {one}");
     }
@@ -673,7 +764,12 @@ fn promtool_check_metrics(scrape: &str) {
         .unwrap_or_else(|e| panic!("promtool is not installed ({e}): apt-get install prometheus"));
     child.stdin.take().unwrap().write_all(scrape.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "promtool check metrics:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -11,7 +11,8 @@ use meshguard::product::{Catalog, Files};
 use meshguard::verdict::evaluate;
 
 fn catalog() -> Catalog {
-    Catalog::load(&Files::Disk { products: repo().join("config/products"), schemas: repo().join("schemas") }).unwrap_or_else(|e| panic!("{e}"))
+    Catalog::load(&Files::Disk { products: repo().join("config/products"), schemas: repo().join("schemas") })
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn check(args: &[&str]) -> (Option<i32>, String, String) {
@@ -25,12 +26,20 @@ fn every_generated_record_gets_the_intended_verdict() {
     let now = time::OffsetDateTime::now_utc();
     for product in &catalog.products {
         for contract in &product.contracts {
-            let mut generator = Generator::for_contract(contract, 1234, 0.3, 0.0).unwrap_or_else(|| panic!("no generator for {}", contract.name));
+            let mut generator =
+                Generator::for_contract(contract, 1234, 0.3, 0.0).unwrap_or_else(|| panic!("no generator for {}", contract.name));
             let (mut valid, mut invalid) = (0, 0);
             for i in 0..3_000 {
                 let event = generator.next_event(now);
                 let eval = evaluate(contract, &event.payload, now);
-                assert_eq!(eval.is_valid(), event.intent.is_valid(), "{} event {i} ({:?}): {:?}", contract.key(), event.intent, eval.rejection);
+                assert_eq!(
+                    eval.is_valid(),
+                    event.intent.is_valid(),
+                    "{} event {i} ({:?}): {:?}",
+                    contract.key(),
+                    event.intent,
+                    eval.rejection
+                );
                 if eval.is_valid() {
                     valid += 1;
                     assert_eq!(eval.record_id.as_deref(), Some(event.key.as_str()), "record id from the key field");
@@ -155,7 +164,9 @@ fn check_works_outside_a_checkout_on_the_built_in_products() {
 fn the_seed_files_are_shipped_byte_for_byte() {
     let shared = repo().join("../shared/seed");
     assert!(shared.is_dir(), "the seed folder {} is missing", shared.display());
-    for (ours, seed) in [("config/products/payments.yaml", "payments-data-product.yaml"), ("schemas/payment-schema.json", "payment-schema.json")] {
+    for (ours, seed) in
+        [("config/products/payments.yaml", "payments-data-product.yaml"), ("schemas/payment-schema.json", "payment-schema.json")]
+    {
         let a = std::fs::read(repo().join(ours)).unwrap_or_else(|e| panic!("{e}"));
         let b = std::fs::read(shared.join(seed)).unwrap_or_else(|e| panic!("{e}"));
         assert!(a == b, "{ours} differs from the seed's {seed}");
@@ -192,15 +203,23 @@ fn lint_names_each_problem_with_file_and_line() {
     let products = tmp.path().join("config/products");
     // A misspelled key, a missing schema file, and a topic bound to a contract twice.
     let loans = std::fs::read_to_string(products.join("loans.yaml")).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(products.join("loans.yaml"), loans.replacen("      quality:\n        freshness: 5s", "      qualty:\n        freshness: 5s", 1)).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        products.join("loans.yaml"),
+        loans.replacen("      quality:\n        freshness: 5s", "      qualty:\n        freshness: 5s", 1),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let cards = std::fs::read_to_string(products.join("cards.yaml")).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(products.join("cards.yaml"), cards.replace("schemas/card-transaction.avsc", "schemas/card-transaction-v9.avsc")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(products.join("cards.yaml"), cards.replace("schemas/card-transaction.avsc", "schemas/card-transaction-v9.avsc"))
+        .unwrap_or_else(|e| panic!("{e}"));
     let broken = std::fs::read_to_string(products.join("loans.yaml")).unwrap_or_else(|e| panic!("{e}"));
     let line = broken.lines().position(|l| l.contains("qualty")).map(|i| i + 1).unwrap_or_else(|| panic!("edit failed"));
     let (code, _, err) = lint(&tmp.path().join("config"));
     assert_eq!(code, Some(1));
     let loans_line = err.lines().find(|l| l.contains("loans.yaml")).unwrap_or_else(|| panic!("{err}"));
-    assert!(loans_line.contains("unknown field `qualty`") && loans_line.contains(&format!("loans.yaml:{line}: ")), "line {line}: {loans_line}");
+    assert!(
+        loans_line.contains("unknown field `qualty`") && loans_line.contains(&format!("loans.yaml:{line}: ")),
+        "line {line}: {loans_line}"
+    );
     let cards_line = err.lines().find(|l| l.contains("cards.yaml")).unwrap_or_else(|| panic!("{err}"));
     assert!(cards_line.contains("card-transaction-v9.avsc"), "{cards_line}");
     assert!(err.contains("2 problems found"), "{err}");

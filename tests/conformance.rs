@@ -62,7 +62,10 @@ fn check_case(contract: &JsonSchemaContract, data: &Value, expected: bool) -> Re
         // The stream's form: the same document's bytes parsed onto a tape.
         let bytes = serde_json::to_vec(data).unwrap_or_default();
         let mut tape = Tape::new();
-        let on_tape = tape.parse(&bytes).map_err(|e| format!("{e:?}")).and_then(|()| tape.root().map(|r| contract.is_valid_tape(r)).ok_or_else(|| "empty tape".to_owned()));
+        let on_tape = tape
+            .parse(&bytes)
+            .map_err(|e| format!("{e:?}"))
+            .and_then(|()| tape.root().map(|r| contract.is_valid_tape(r)).ok_or_else(|| "empty tape".to_owned()));
         (quick, full, violations, on_tape)
     }));
     let (quick, full, violations, on_tape) = outcome.map_err(|_| "validation panicked".to_owned())?;
@@ -79,7 +82,8 @@ fn check_case(contract: &JsonSchemaContract, data: &Value, expected: bool) -> Re
         return Err("validate says invalid but reported no violation".to_owned());
     }
     if full != expected {
-        let detail = violations.first().map(|v| format!(" (first violation: {} at '{}': {})", v.keyword, v.path, v.message)).unwrap_or_default();
+        let detail =
+            violations.first().map(|v| format!(" (first violation: {} at '{}': {})", v.keyword, v.path, v.message)).unwrap_or_default();
         return Err(format!("expected valid={expected}, got valid={full}{detail}"));
     }
     Ok(())

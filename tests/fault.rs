@@ -53,14 +53,17 @@ impl RssSampler {
             in_outage: Arc::default(),
             stop: Arc::default(),
         };
-        let (pids, max, max_outage, outage, stop) = (s.pids.clone(), s.max_kb.clone(), s.max_outage_kb.clone(), s.in_outage.clone(), s.stop.clone());
+        let (pids, max, max_outage, outage, stop) =
+            (s.pids.clone(), s.max_kb.clone(), s.max_outage_kb.clone(), s.in_outage.clone(), s.stop.clone());
         let _ = std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let list = pids.lock().map(|p| p.clone()).unwrap_or_default();
                 for pid in list {
                     let kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
                         .ok()
-                        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+                        .and_then(|s| {
+                            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                        })
                         .unwrap_or(0);
                     let _ = max.fetch_max(kb, Ordering::Relaxed);
                     if outage.load(Ordering::Relaxed) {
@@ -122,7 +125,13 @@ fn read_topic(bootstrap: &str, topic: &str) -> Vec<(Vec<u8>, Option<Position>)> 
 }
 
 /// Source positions stored in a MongoDB collection, counted per position (direct queries).
-async fn mongo_positions(database: &str, collection: &str, topic_field: &str, partition_field: &str, offset_field: &str) -> HashMap<Position, u32> {
+async fn mongo_positions(
+    database: &str,
+    collection: &str,
+    topic_field: &str,
+    partition_field: &str,
+    offset_field: &str,
+) -> HashMap<Position, u32> {
     let client = mongodb::Client::with_uri_str(mongodb()).await.unwrap_or_else(|e| panic!("MongoDB: {e}"));
     let projection = doc! { topic_field: 1, partition_field: 1, offset_field: 1 };
     let mut cursor = client
@@ -178,7 +187,11 @@ async fn run_mode(exactly_once: bool, seed: u64) -> Counts {
     let txn_primary = unique("txn-primary");
     let txn_second = unique("txn-second");
     let eos = if exactly_once { "true" } else { "false" };
-    let base = [("MESHGUARD__DELIVERY__EXACTLY_ONCE", eos), ("MESHGUARD__DELIVERY__BATCH_MAX_RECORDS", "200"), ("MESHGUARD__RECONCILE__MAX_BACKLOG", "5000")];
+    let base = [
+        ("MESHGUARD__DELIVERY__EXACTLY_ONCE", eos),
+        ("MESHGUARD__DELIVERY__BATCH_MAX_RECORDS", "200"),
+        ("MESHGUARD__RECONCILE__MAX_BACKLOG", "5000"),
+    ];
     let mut env_p = base.to_vec();
     env_p.push(("MESHGUARD__DELIVERY__TRANSACTIONAL_ID", txn_primary.as_str()));
     let mut env_s = base.to_vec();
@@ -342,10 +355,13 @@ async fn run_mode(exactly_once: bool, seed: u64) -> Counts {
             duplicated += 1;
         }
     }
-    let misrouted = sent.iter().filter(|s| {
-        let pos = (s.topic.clone(), s.partition, s.offset);
-        if s.valid { dlq.contains_key(&pos) } else { store.contains_key(&pos) }
-    }).count()
+    let misrouted = sent
+        .iter()
+        .filter(|s| {
+            let pos = (s.topic.clone(), s.partition, s.offset);
+            if s.valid { dlq.contains_key(&pos) } else { store.contains_key(&pos) }
+        })
+        .count()
         + lineage.keys().chain(store.keys()).chain(dlq.keys()).filter(|p| !inputs.contains(*p)).count();
     let max_mb = max_kb / 1024;
     let max_outage_mb = max_outage_kb / 1024;
@@ -388,5 +404,9 @@ async fn fault_harness() {
             failures.push(c.line.clone());
         }
     }
-    assert!(failures.is_empty(), "lost, duplicated or misrouted records, side-topic duplicates in exactly-once mode, or RSS over the bound:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "lost, duplicated or misrouted records, side-topic duplicates in exactly-once mode, or RSS over the bound:\n{}",
+        failures.join("\n")
+    );
 }

@@ -91,7 +91,12 @@ fn avro_corpus() -> Vec<Poison> {
         // 0x01 instead of 0x00: not Confluent framing, so read as a plain datum, which fails.
         poison("wrong magic byte", [&[0x01u8, 0, 0, 0, 2][..], b"\x48abcdefgh"].concat(), "decode", Some("avro_datum")),
         poison("unknown Confluent schema id", [&[0x00u8, 0, 0, 0x30, 0x39][..], b"\x02a"].concat(), "decode", Some("avro_unknown_schema")),
-        poison("unknown single-object fingerprint", vec![0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0x02, b'a'], "decode", Some("avro_unknown_schema")),
+        poison(
+            "unknown single-object fingerprint",
+            vec![0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0x02, b'a'],
+            "decode",
+            Some("avro_unknown_schema"),
+        ),
         poison("truncated single-object header", vec![0xC3, 0x01, 1, 2], "decode", Some("avro_unknown_schema")),
         poison("known id, garbage datum", [&[0x00u8, 0, 0, 0, 2][..], &[0xff; 32][..]].concat(), "decode", Some("avro_datum")),
         poison("known id, negative string length", [&[0x00u8, 0, 0, 0, 2][..], &[0x01][..]].concat(), "decode", Some("avro_datum")),
@@ -119,8 +124,11 @@ async fn produce_corpus(producer: &FutureProducer, topic: &str, corpus: &[Poison
 
 /// Valid events of a contract, produced with the project's generator.
 async fn produce_valid(producer: &FutureProducer, topic: &str, product: &str, n: usize) {
-    let catalog = meshguard::product::Catalog::load(&meshguard::product::Files::Disk { products: repo().join("config/products"), schemas: repo().join("schemas") })
-        .unwrap_or_else(|e| panic!("{e}"));
+    let catalog = meshguard::product::Catalog::load(&meshguard::product::Files::Disk {
+        products: repo().join("config/products"),
+        schemas: repo().join("schemas"),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     let contract = catalog.product(product).and_then(|p| p.contract(None)).cloned().unwrap_or_else(|| panic!("{product}"));
     let mut generator = meshguard::generate::Generator::for_contract(&contract, 11, 0.0, 0.0).unwrap_or_else(|| panic!("generator"));
     for _ in 0..n {
@@ -177,7 +185,8 @@ async fn hostile_records_are_dead_lettered_with_a_reason_and_never_stall_a_parti
             if let Some(c) = p.class {
                 assert_eq!(class, c, "{}", p.name);
             }
-            let violations: serde_json::Value = serde_json::from_str(h.get("meshguard.violations").map(String::as_str).unwrap_or("null")).unwrap_or_default();
+            let violations: serde_json::Value =
+                serde_json::from_str(h.get("meshguard.violations").map(String::as_str).unwrap_or("null")).unwrap_or_default();
             let first = violations.as_array().and_then(|v| v.first()).cloned().unwrap_or_default();
             assert!(first["message"].as_str().is_some_and(|m| !m.is_empty()), "{}: a reason: {violations}", p.name);
             let dropped = h.get("meshguard.payload.dropped").map(String::as_str);

@@ -9,8 +9,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use meshguard::contract::{AnyRecord, Contract};
 use meshguard::contract::tape::Tape;
+use meshguard::contract::{AnyRecord, Contract};
 use meshguard::generate::Generator;
 use meshguard::product::{Catalog, Files};
 use meshguard::reconcile::{Claim, claim};

@@ -17,16 +17,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jsonschema::{Retrieve, Uri, Validator};
-use meshguard::lineage::openlineage::{
-    Assertion, EventType, Output, PRODUCER, Run, SCHEMA_URL, TopicQuality, run_event,
-};
+use meshguard::lineage::openlineage::{Assertion, EventType, Output, PRODUCER, Run, SCHEMA_URL, TopicQuality, run_event};
 use serde_json::{Value, json};
 use time::macros::datetime;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const ALL_TYPES: [EventType; 5] =
-    [EventType::Start, EventType::Running, EventType::Complete, EventType::Abort, EventType::Fail];
+const ALL_TYPES: [EventType; 5] = [EventType::Start, EventType::Running, EventType::Complete, EventType::Abort, EventType::Fail];
 
 fn spec_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/openlineage/spec")
@@ -88,11 +85,7 @@ impl Spec {
         for path in files {
             let doc = read_json(&path).map_err(|e| e.to_string())?;
             let id = doc["$id"].as_str().ok_or_else(|| format!("{}: no $id", path.display()))?.to_owned();
-            assert_eq!(
-                doc["$schema"], "https://json-schema.org/draft/2020-12/schema",
-                "{}: not draft 2020-12",
-                path.display()
-            );
+            assert_eq!(doc["$schema"], "https://json-schema.org/draft/2020-12/schema", "{}: not draft 2020-12", path.display());
             if let Some(previous) = by_id.insert(id.clone(), path.clone()) {
                 return Err(format!("$id {id} is declared by both {} and {}", previous.display(), path.display()));
             }
@@ -141,9 +134,7 @@ impl Spec {
         let url = facet.get("_schemaURL").and_then(Value::as_str).ok_or("no _schemaURL")?;
         let (id, fragment) = url.split_once('#').ok_or_else(|| format!("_schemaURL {url} has no #/$defs/<Facet>"))?;
         let doc = self.docs.get(id).ok_or_else(|| format!("_schemaURL {url}: no facet schema has $id {id}"))?;
-        let name = fragment
-            .strip_prefix("/$defs/")
-            .ok_or_else(|| format!("_schemaURL {url}: fragment is not /$defs/<Facet>"))?;
+        let name = fragment.strip_prefix("/$defs/").ok_or_else(|| format!("_schemaURL {url}: fragment is not /$defs/<Facet>"))?;
         if doc["$defs"].get(name).is_none() {
             return Err(format!("_schemaURL {url}: {id} defines no {name}"));
         }
@@ -153,11 +144,7 @@ impl Spec {
         }
         // The facet's kind follows from where it sits: run, job, dataset, input dataset.
         let kind_ok = match kind {
-            "dataset" => {
-                name.ends_with("DatasetFacet")
-                    && !name.ends_with("InputDatasetFacet")
-                    && !name.ends_with("OutputDatasetFacet")
-            }
+            "dataset" => name.ends_with("DatasetFacet") && !name.ends_with("InputDatasetFacet") && !name.ends_with("OutputDatasetFacet"),
             other => name.ends_with(other),
         };
         if !kind_ok {
@@ -297,12 +284,7 @@ fn all_events(run: &Run) -> Vec<(String, EventType, bool, Value)> {
         for inputs in input_sets {
             for outputs in output_sets {
                 for error in [None, Some("broker transport failure: connection refused")] {
-                    let label = format!(
-                        "{event_type} inputs={} outputs={} error={}",
-                        inputs.len(),
-                        outputs.len(),
-                        error.is_some()
-                    );
+                    let label = format!("{event_type} inputs={} outputs={} error={}", inputs.len(), outputs.len(), error.is_some());
                     let event = run_event(run, event_type, at, inputs, outputs, error);
                     events.push((label, event_type, error.is_some(), event));
                 }
@@ -360,10 +342,7 @@ fn events_say_what_meshguard_did() {
         let wants_error = with_error && matches!(event_type, EventType::Fail | EventType::Abort);
         assert_eq!(run_facets.get("errorMessage").is_some(), wants_error, "{label}");
         if wants_error {
-            assert_eq!(
-                run_facets["errorMessage"]["message"], "broker transport failure: connection refused",
-                "{label}"
-            );
+            assert_eq!(run_facets["errorMessage"]["message"], "broker transport failure: connection refused", "{label}");
             assert_eq!(run_facets["errorMessage"]["programmingLanguage"], "RUST", "{label}");
         }
 
@@ -381,8 +360,7 @@ fn events_say_what_meshguard_did() {
 #[test]
 fn running_event_carries_the_window_quality() {
     let run = run();
-    let event =
-        run_event(&run, EventType::Running, datetime!(2025-03-01 06:15:30 UTC), &topics(), &outputs(), None);
+    let event = run_event(&run, EventType::Running, datetime!(2025-03-01 06:15:30 UTC), &topics(), &outputs(), None);
     let measured = &event["inputs"][0];
     assert_eq!(measured["namespace"], "kafka://broker-1:9092");
     assert_eq!(measured["name"], "payments.transactions");
@@ -483,8 +461,7 @@ fn the_checks_reject_bad_events() {
     });
     assert!(!spec.facet_errors(&wrong_version).is_empty(), "unknown facet schema version passed");
     let no_fragment = mutated(&|e| {
-        e["job"]["facets"]["jobType"]["_schemaURL"] =
-            json!("https://openlineage.io/spec/facets/2-0-4/JobTypeJobFacet.json");
+        e["job"]["facets"]["jobType"]["_schemaURL"] = json!("https://openlineage.io/spec/facets/2-0-4/JobTypeJobFacet.json");
     });
     assert!(!spec.facet_errors(&no_fragment).is_empty(), "_schemaURL without #/$defs/<Facet> passed");
     let wrong_key = mutated(&|e| {
@@ -525,12 +502,21 @@ async fn every_event_meshguard_run_emits_validates() {
     let names = Names::new();
     let products = Products::payments(&[&topic]);
     let _ = produce_payments(&kafka, &[&topic], 500, 0.05, 51).await;
-    let mut service = Service::start(&kafka, products.dir.path(), &names, &[("MESHGUARD__QUALITY__WINDOW_MS", "1000"), ("MESHGUARD__MYSQL__ENABLED", "false")]);
+    let mut service = Service::start(
+        &kafka,
+        products.dir.path(),
+        &names,
+        &[("MESHGUARD__QUALITY__WINDOW_MS", "1000"), ("MESHGUARD__MYSQL__ENABLED", "false")],
+    );
     wait_committed(&kafka, &names.group, &[&topic], 1, 500, std::time::Duration::from_secs(60));
-    let _ = read_json_until(&kafka, &names.lineage, std::time::Duration::from_secs(30), |e| e.iter().any(|e| e["eventType"] == "RUNNING" && e["inputs"].as_array().is_some_and(|i| i.iter().any(|i| i["name"] == topic.as_str()))));
+    let _ = read_json_until(&kafka, &names.lineage, std::time::Duration::from_secs(30), |e| {
+        e.iter()
+            .any(|e| e["eventType"] == "RUNNING" && e["inputs"].as_array().is_some_and(|i| i.iter().any(|i| i["name"] == topic.as_str())))
+    });
     service.signal(15);
     assert_eq!(service.wait(std::time::Duration::from_secs(30)), Some(0));
-    let events = read_json_until(&kafka, &names.lineage, std::time::Duration::from_secs(30), |e| e.iter().any(|e| e["eventType"] == "COMPLETE"));
+    let events =
+        read_json_until(&kafka, &names.lineage, std::time::Duration::from_secs(30), |e| e.iter().any(|e| e["eventType"] == "COMPLETE"));
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["eventType"].as_str()).collect();
     assert_eq!(kinds.first(), Some(&"START"));
     assert_eq!(kinds.last(), Some(&"COMPLETE"));

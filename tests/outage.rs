@@ -31,8 +31,17 @@ async fn a_database_outage_pauses_nothing_loses_nothing_and_raises_no_false_aler
     let names = Names::new();
     let products = Products::payments(&[&topic]);
     // Source rows and events that agree, all written before the outage.
-    produce_cli(&kafka, products.dir.path(), &topic, &["--count", "3000", "--invalid-ratio", "0.01", "--mismatch-ratio", "0", "--mysql", &mysql(), "--seed", "41"]);
-    let env = [("MESHGUARD__QUALITY__WINDOW_MS", "1000"), ("MESHGUARD__RECONCILE__GRACE_MS", "5000"), ("MESHGUARD__QUALITY__SILENCE_AFTER_MS", "600000")];
+    produce_cli(
+        &kafka,
+        products.dir.path(),
+        &topic,
+        &["--count", "3000", "--invalid-ratio", "0.01", "--mismatch-ratio", "0", "--mysql", &mysql(), "--seed", "41"],
+    );
+    let env = [
+        ("MESHGUARD__QUALITY__WINDOW_MS", "1000"),
+        ("MESHGUARD__RECONCILE__GRACE_MS", "5000"),
+        ("MESHGUARD__QUALITY__SILENCE_AFTER_MS", "600000"),
+    ];
     let _restart = Restart;
     mariadb("down");
     let service = Service::start(&kafka, products.dir.path(), &names, &env);

@@ -44,8 +44,11 @@ async fn produce_writes_events_and_their_source_rows() {
 
     let records = read_all(&kafka, &topic, 400, Duration::from_secs(30));
     assert_eq!(records.len(), 400);
-    let catalog = meshguard::product::Catalog::load(&meshguard::product::Files::Disk { products: products.dir.path().to_path_buf(), schemas: repo().join("schemas") })
-        .unwrap_or_else(|e| panic!("{e}"));
+    let catalog = meshguard::product::Catalog::load(&meshguard::product::Files::Disk {
+        products: products.dir.path().to_path_buf(),
+        schemas: repo().join("schemas"),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     let contract = catalog.binding(&topic).map(|b| b.contract.clone()).unwrap_or_else(|| panic!("binding"));
     let mut valid: HashMap<String, Decimal> = HashMap::new();
     let mut invalid_keys = Vec::new();
@@ -117,5 +120,10 @@ async fn source_rows_are_written_before_their_events_are_readable() {
     }
     assert!(producer.wait().unwrap_or_else(|e| panic!("{e}")).success());
     assert_eq!(seen, 600, "every event read back");
-    assert!(absent.is_empty(), "{} events were readable before their source rows existed, e.g. {:?}", absent.len(), &absent[..absent.len().min(3)]);
+    assert!(
+        absent.is_empty(),
+        "{} events were readable before their source rows existed, e.g. {:?}",
+        absent.len(),
+        &absent[..absent.len().min(3)]
+    );
 }

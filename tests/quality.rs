@@ -24,17 +24,29 @@ async fn mismatched_amounts_fire_an_accuracy_alert_that_resolves() {
     let names = Names::new();
     let products = Products::payments(&[&topic]);
     // Half of the source rows disagree with their events.
-    produce_cli(&kafka, products.dir.path(), &topic, &["--count", "200", "--invalid-ratio", "0", "--mismatch-ratio", "0.5", "--mysql", &mysql(), "--seed", "11"]);
+    produce_cli(
+        &kafka,
+        products.dir.path(),
+        &topic,
+        &["--count", "200", "--invalid-ratio", "0", "--mismatch-ratio", "0.5", "--mysql", &mysql(), "--seed", "11"],
+    );
     let service = Service::start(&kafka, products.dir.path(), &names, FAST);
-    let alerts = read_json_until(&kafka, &names.alerts, Duration::from_secs(90), |a| !alerts_of(a, &topic, "accuracy", "firing").is_empty());
+    let alerts =
+        read_json_until(&kafka, &names.alerts, Duration::from_secs(90), |a| !alerts_of(a, &topic, "accuracy", "firing").is_empty());
     let firing = alerts_of(&alerts, &topic, "accuracy", "firing")[0].clone();
     assert_eq!(firing["severity"], "critical");
     assert_eq!(firing["expected"], ">= 99.999%");
     assert_eq!(firing["product"], "payments-data-product");
     assert!(firing["sample_record_ids"].as_array().is_some_and(|s| !s.is_empty()), "{firing}");
     // Now an accurate stream: the episode resolves, under the same id.
-    produce_cli(&kafka, products.dir.path(), &topic, &["--count", "300", "--invalid-ratio", "0", "--mismatch-ratio", "0", "--mysql", &mysql(), "--seed", "12"]);
-    let alerts = read_json_until(&kafka, &names.alerts, Duration::from_secs(90), |a| !alerts_of(a, &topic, "accuracy", "resolved").is_empty());
+    produce_cli(
+        &kafka,
+        products.dir.path(),
+        &topic,
+        &["--count", "300", "--invalid-ratio", "0", "--mismatch-ratio", "0", "--mysql", &mysql(), "--seed", "12"],
+    );
+    let alerts =
+        read_json_until(&kafka, &names.alerts, Duration::from_secs(90), |a| !alerts_of(a, &topic, "accuracy", "resolved").is_empty());
     let resolved = alerts_of(&alerts, &topic, "accuracy", "resolved")[0].clone();
     assert_eq!(resolved["id"], firing["id"], "one alert per episode");
     assert_eq!(alerts_of(&alerts, &topic, "accuracy", "firing").len(), 1, "fired once, not per event or per window");
@@ -59,7 +71,11 @@ async fn wait_for_windows(database: &str, topic: &str, done: impl Fn(&[serde_jso
         if done(&windows) {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "quality windows of {topic} never met the condition: {:#?}", windows.iter().rev().take(3).collect::<Vec<_>>());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "quality windows of {topic} never met the condition: {:#?}",
+            windows.iter().rev().take(3).collect::<Vec<_>>()
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -85,14 +101,18 @@ async fn late_source_rows_within_grace_are_not_inaccurate_and_absent_ones_become
     wait_for_windows(&names.database, &late, |w| sum(w, "accuracy_matched") == 100).await;
     let late_windows = mongo_docs(&names.database, "quality_metrics", doc! { "topic": &late }).await;
     assert_eq!(sum(&late_windows, "accuracy_missing") + sum(&late_windows, "accuracy_mismatched"), 0);
-    let alerts = read_json_until(&kafka, &names.alerts, Duration::from_secs(30), |a| !alerts_of(a, &never, "accuracy", "firing").is_empty());
+    let alerts =
+        read_json_until(&kafka, &names.alerts, Duration::from_secs(30), |a| !alerts_of(a, &never, "accuracy", "firing").is_empty());
     assert!(alerts_of(&alerts, &late, "accuracy", "firing").is_empty(), "replication lag is not an inaccuracy");
 }
 
 /// Writes the source rows of `sent` (regenerated from the same seed) to MariaDB.
 async fn write_source_rows(sent: &[Sent], seed: u64) {
-    let catalog = meshguard::product::Catalog::load(&meshguard::product::Files::Disk { products: repo().join("config/products"), schemas: repo().join("schemas") })
-        .unwrap_or_else(|e| panic!("{e}"));
+    let catalog = meshguard::product::Catalog::load(&meshguard::product::Files::Disk {
+        products: repo().join("config/products"),
+        schemas: repo().join("schemas"),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     let contract = catalog.product("payments-data-product").and_then(|p| p.contract(None)).cloned().unwrap_or_else(|| panic!("contract"));
     let mut generator = meshguard::generate::Generator::for_contract(&contract, seed, 0.0, 0.0).unwrap_or_else(|| panic!("generator"));
     let rows: Vec<_> = (0..sent.len()).filter_map(|_| generator.next_event(time::OffsetDateTime::now_utc()).source).collect();

@@ -310,10 +310,7 @@ async fn mongodb_credentials_are_required_and_checked() {
     assert!(refused.to_string().contains("requires authentication"), "{refused}");
 
     let wrong = "not-the-Mongo-password-5c";
-    let env = vec![
-        ("MESHGUARD__KAFKA__BOOTSTRAP_SERVERS".to_owned(), plain),
-        ("MESHGUARD__MONGODB__URI".to_owned(), sec.mongo_uri(wrong)),
-    ];
+    let env = vec![("MESHGUARD__KAFKA__BOOTSTRAP_SERVERS".to_owned(), plain), ("MESHGUARD__MONGODB__URI".to_owned(), sec.mongo_uri(wrong))];
     let mut run = Run::start(&unique("secure-mongo"), &Names::new(), &env);
     let code = run.exit_code();
     let output = run.output();

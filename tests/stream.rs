@@ -40,11 +40,15 @@ async fn routes_exactly_the_invalid_records_with_their_reasons() {
         assert_eq!(h.get("meshguard.product").map(String::as_str), Some("payments-data-product"));
         assert_eq!(h.get("meshguard.contract").map(String::as_str), Some("payment-schema"));
         assert_eq!(h.get("meshguard.contract.version").map(String::as_str), Some("1.0.0"));
-        let violations: serde_json::Value = serde_json::from_str(h.get("meshguard.violations").map(String::as_str).unwrap_or("null")).unwrap_or_default();
+        let violations: serde_json::Value =
+            serde_json::from_str(h.get("meshguard.violations").map(String::as_str).unwrap_or("null")).unwrap_or_default();
         let list = violations.as_array().cloned().unwrap_or_default();
         assert!(!list.is_empty(), "violations carried: {h:?}");
         for v in &list {
-            assert!(v.get("path").is_some_and(serde_json::Value::is_string) && v.get("keyword").is_some_and(serde_json::Value::is_string), "{v}");
+            assert!(
+                v.get("path").is_some_and(serde_json::Value::is_string) && v.get("keyword").is_some_and(serde_json::Value::is_string),
+                "{v}"
+            );
         }
         if !s.undecodable {
             assert_eq!(h.get("meshguard.error.class").map(String::as_str), Some("contract_violation"));
@@ -94,7 +98,8 @@ async fn poison_records_do_not_stall_a_partition() {
     let producer: rdkafka::producer::FutureProducer =
         rdkafka::ClientConfig::new().set("bootstrap.servers", &kafka).create().unwrap_or_else(|e| panic!("{e}"));
     let deep = "[".repeat(200_000);
-    let poison: Vec<Vec<u8>> = vec![b"\xff\xfe\x00garbage".to_vec(), b"{\"payment_id\":".to_vec(), deep.into_bytes(), b"NaN".to_vec(), Vec::new()];
+    let poison: Vec<Vec<u8>> =
+        vec![b"\xff\xfe\x00garbage".to_vec(), b"{\"payment_id\":".to_vec(), deep.into_bytes(), b"NaN".to_vec(), Vec::new()];
     for p in &poison {
         let rec = rdkafka::producer::FutureRecord::<str, [u8]>::to(&topic).payload(p);
         let _ = producer.send(rec, Duration::from_secs(10)).await.unwrap_or_else(|(e, _)| panic!("{e}"));

@@ -164,7 +164,8 @@ impl Authenticator {
         if !audience_ok {
             return Err(AuthError::Invalid("the token audience is not accepted"));
         }
-        let sub = claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(AuthError::Invalid("the token has no subject"))?;
+        let sub =
+            claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(AuthError::Invalid("the token has no subject"))?;
         let roles = match claims.get("roles") {
             None | Some(Value::Null) => None,
             Some(Value::Array(list)) => Some(

@@ -239,14 +239,25 @@ impl Api {
         if let Some(r) = &principal.roles {
             return Ok(r.clone());
         }
-        let user = self.db.collection::<Document>(USERS).find_one(doc! { "user_id": principal.user.as_str() }).await.map_err(unavailable)?;
+        let user =
+            self.db.collection::<Document>(USERS).find_one(doc! { "user_id": principal.user.as_str() }).await.map_err(unavailable)?;
         Ok(user
             .and_then(|u| u.get_array("roles").ok().map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_owned)).collect()))
             .unwrap_or_default())
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn audit(&self, user: &str, roles: &[String], product: &str, method: &Method, route: &str, permission: Permission, allowed: bool, reason: &str) -> Result<(), Problem> {
+    async fn audit(
+        &self,
+        user: &str,
+        roles: &[String],
+        product: &str,
+        method: &Method,
+        route: &str,
+        permission: Permission,
+        allowed: bool,
+        reason: &str,
+    ) -> Result<(), Problem> {
         let d = doc! {
             "_id": uuid::Uuid::new_v4().to_string(),
             "at": DateTime::now(),
@@ -301,7 +312,10 @@ impl Api {
 
     async fn search(&self, p: &Product, body: Result<Bytes, BytesRejection>) -> Result<Value, Problem> {
         let body = body.map_err(|e| {
-            Problem::bad_request(vec![FieldError { field: "body".into(), message: format!("unreadable or larger than {} bytes: {e}", search::MAX_BODY_BYTES) }])
+            Problem::bad_request(vec![FieldError {
+                field: "body".into(),
+                message: format!("unreadable or larger than {} bytes: {e}", search::MAX_BODY_BYTES),
+            }])
         })?;
         let empty = Fields::new();
         let fields = self.fields.get(p.name()).unwrap_or(&empty);
@@ -315,7 +329,8 @@ impl Api {
     async fn run_search(&self, p: &Product, s: &Search) -> Result<Value, Problem> {
         let coll = self.db.collection::<Document>(&MongoSink::record_store(p.name()));
         let projection = doc! { "_id": 1, "key": 1, "_meta.event_time_ms": 1, "_meta.offset": 1 };
-        let mut cursor = coll.find(s.filter()).projection(projection.clone()).limit(MAX_SEARCH_SCAN as i64 + 1).await.map_err(unavailable)?;
+        let mut cursor =
+            coll.find(s.filter()).projection(projection.clone()).limit(MAX_SEARCH_SCAN as i64 + 1).await.map_err(unavailable)?;
         let mut candidates: HashSet<String> = HashSet::new();
         let mut keys: HashSet<String> = HashSet::new();
         let mut n = 0usize;
@@ -358,13 +373,8 @@ impl Api {
                 let _ = sort.insert(f.as_str(), *dir);
             }
             let _ = sort.insert("key", 1);
-            let mut cursor = coll
-                .find(doc! { "_id": { "$in": ids } })
-                .sort(sort)
-                .skip(s.skip)
-                .limit(s.limit as i64 + 1)
-                .await
-                .map_err(unavailable)?;
+            let mut cursor =
+                coll.find(doc! { "_id": { "$in": ids } }).sort(sort).skip(s.skip).limit(s.limit as i64 + 1).await.map_err(unavailable)?;
             while cursor.advance().await.map_err(unavailable)? {
                 let d = cursor.deserialize_current().map_err(unavailable)?;
                 if results.len() as u64 == s.limit {
@@ -445,9 +455,11 @@ fn is_reserved(first: &str, catalog: &Catalog) -> bool {
 }
 
 fn may(p: &Product, roles: &[String], permission: Permission) -> bool {
-    p.decl.spec.access.iter().any(|rule| {
-        roles.contains(&rule.role) && (rule.permissions.contains(&permission) || rule.permissions.contains(&Permission::Admin))
-    })
+    p.decl
+        .spec
+        .access
+        .iter()
+        .any(|rule| roles.contains(&rule.role) && (rule.permissions.contains(&permission) || rule.permissions.contains(&Permission::Admin)))
 }
 
 fn perm_name(p: Permission) -> &'static str {
@@ -630,7 +642,17 @@ async fn list_products(State(s): State<Arc<Api>>, method: Method, headers: Heade
                 })
             })
             .collect();
-        s.audit(&principal.user, &roles, "*", &method, "/products", Permission::Read, true, &format!("listing {} readable products", visible.len())).await?;
+        s.audit(
+            &principal.user,
+            &roles,
+            "*",
+            &method,
+            "/products",
+            Permission::Read,
+            true,
+            &format!("listing {} readable products", visible.len()),
+        )
+        .await?;
         Ok(json!({ "products": visible }))
     }
     .await;
@@ -655,7 +677,12 @@ async fn get_data(State(s): State<Arc<Api>>, method: Method, headers: HeaderMap,
     respond(r)
 }
 
-async fn get_lineage(State(s): State<Arc<Api>>, method: Method, headers: HeaderMap, Path((product, id)): Path<(String, String)>) -> Response {
+async fn get_lineage(
+    State(s): State<Arc<Api>>,
+    method: Method,
+    headers: HeaderMap,
+    Path((product, id)): Path<(String, String)>,
+) -> Response {
     let r = async {
         let (p, _) = s.guard(&headers, &product, &method, "/{product}/lineage/{record_id}").await?;
         s.lineage(p.name(), &id).await
@@ -673,7 +700,12 @@ async fn post_search(
 ) -> Response {
     let r = async {
         // A declared `/{x}/search` endpoint is routed here too (its first segment is not a product).
-        let alias = s.catalog.product(&product).is_none().then(|| s.aliases.iter().find(|a| a.kind == AliasKind::Search && a.matches(&[product.as_str(), "search"]).is_some())).flatten();
+        let alias = s
+            .catalog
+            .product(&product)
+            .is_none()
+            .then(|| s.aliases.iter().find(|a| a.kind == AliasKind::Search && a.matches(&[product.as_str(), "search"]).is_some()))
+            .flatten();
         let (name, route) = match alias {
             Some(a) => (a.product.as_str(), a.template.as_str()),
             None => (product.as_str(), "/{product}/search"),
@@ -698,7 +730,12 @@ async fn get_alerts(
             None => 50,
             Some(l) => match l.parse::<i64>() {
                 Ok(n) if (1..=500).contains(&n) => n,
-                _ => return Err(Problem::bad_request(vec![FieldError { field: "limit".into(), message: "must be an integer from 1 to 500".into() }])),
+                _ => {
+                    return Err(Problem::bad_request(vec![FieldError {
+                        field: "limit".into(),
+                        message: "must be an integer from 1 to 500".into(),
+                    }]));
+                }
             },
         };
         s.alerts(p.name(), limit).await
@@ -733,7 +770,10 @@ async fn fallback(State(s): State<Arc<Api>>, method: Method, headers: HeaderMap,
     if candidates.iter().any(|(a, _)| a.kind == AliasKind::Search) {
         candidates.retain(|(a, _)| a.kind == AliasKind::Search);
     }
-    let chosen = candidates.iter().find(|(a, _)| expected_for(a) == method || (method == Method::HEAD && expected_for(a) == Method::GET)).or(candidates.first());
+    let chosen = candidates
+        .iter()
+        .find(|(a, _)| expected_for(a) == method || (method == Method::HEAD && expected_for(a) == Method::GET))
+        .or(candidates.first());
     let Some((alias, id)) = chosen.cloned() else {
         let r = Problem::not_found(format!("no route {path}")).into_response();
         record("unmatched", method_label(&method), r.status(), start);
@@ -764,7 +804,10 @@ async fn fallback(State(s): State<Arc<Api>>, method: Method, headers: HeaderMap,
                 }
                 AliasKind::Search => {
                     let body = axum::body::to_bytes(req.into_body(), search::MAX_BODY_BYTES).await.map_err(|e| {
-                        Problem::bad_request(vec![FieldError { field: "body".into(), message: format!("unreadable or larger than {} bytes: {e}", search::MAX_BODY_BYTES) }])
+                        Problem::bad_request(vec![FieldError {
+                            field: "body".into(),
+                            message: format!("unreadable or larger than {} bytes: {e}", search::MAX_BODY_BYTES),
+                        }])
                     })?;
                     s.search(p, Ok(body)).await
                 }

@@ -69,7 +69,11 @@ pub fn document(catalog: &Catalog, aliases: &[Alias], fields: &HashMap<String, F
 
 fn search_schemas(catalog: &Catalog, fields: &HashMap<String, Fields>) -> Vec<(String, Value)> {
     let empty = Fields::new();
-    catalog.products.iter().map(|p| (format!("SearchRequest-{}", p.name()), search_request(fields.get(p.name()).unwrap_or(&empty)))).collect()
+    catalog
+        .products
+        .iter()
+        .map(|p| (format!("SearchRequest-{}", p.name()), search_request(fields.get(p.name()).unwrap_or(&empty))))
+        .collect()
 }
 
 /// The JSON schema of a value of a field's type.
@@ -96,7 +100,11 @@ fn search_request(fields: &Fields) -> Value {
         let scalar = scalar_schema(t);
         let cmp: &[&str] = if *t == FieldType::Boolean { &["eq", "ne"] } else { &["eq", "ne", "lt", "lte", "gt", "gte"] };
         alternatives.push(cond(name, cmp, scalar.clone()));
-        alternatives.push(cond(name, &["in"], json!({ "type": "array", "minItems": 1, "maxItems": search::MAX_IN_VALUES, "items": scalar })));
+        alternatives.push(cond(
+            name,
+            &["in"],
+            json!({ "type": "array", "minItems": 1, "maxItems": search::MAX_IN_VALUES, "items": scalar }),
+        ));
         if matches!(t, FieldType::String | FieldType::Enum(_)) {
             alternatives.push(cond(name, &["prefix", "contains"], json!({ "type": "string", "maxLength": search::MAX_STRING })));
         }
@@ -189,7 +197,9 @@ fn base(catalog: &Catalog, aliases: &[Alias]) -> Value {
     for a in aliases {
         let param = a.param.clone().unwrap_or_else(|| "id".into());
         let item = match a.kind {
-            AliasKind::Record => json!({ "get": record_op(&format!("Alias of /{}/data/{{record_id}} declared by {}.", a.product, a.product), &param) }),
+            AliasKind::Record => {
+                json!({ "get": record_op(&format!("Alias of /{}/data/{{record_id}} declared by {}.", a.product, a.product), &param) })
+            }
             AliasKind::Status => json!({ "get": {
                 "summary": format!("The status of the latest version of a {} record.", a.product),
                 "tags": ["data"],
@@ -200,7 +210,9 @@ fn base(catalog: &Catalog, aliases: &[Alias]) -> Value {
                         "properties": { param.as_str(): { "type": "string" }, "status": { "nullable": true } } } } } })),
                     ("500", problem("The stored record no longer satisfies its contract.")),
                 ])) } }),
-            AliasKind::Search => json!({ "post": search_op(&format!("Alias of /{}/search declared by {}.", a.product, a.product), &a.product) }),
+            AliasKind::Search => {
+                json!({ "post": search_op(&format!("Alias of /{}/search declared by {}.", a.product, a.product), &a.product) })
+            }
         };
         let _ = paths.insert(a.template.clone(), item);
     }

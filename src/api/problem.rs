@@ -67,7 +67,10 @@ impl Problem {
 
     /// 500: a stored record no longer satisfies its contract.
     pub fn contract_violation(detail: impl Into<String>, violations: serde_json::Value) -> Self {
-        Self { violations: Some(violations), ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, "contract-violation", "The record violates its data contract", detail) }
+        Self {
+            violations: Some(violations),
+            ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, "contract-violation", "The record violates its data contract", detail)
+        }
     }
 
     /// 503: MongoDB is down or refused a read.

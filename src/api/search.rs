@@ -318,7 +318,8 @@ fn condition(v: &Value, path: &str, fields: &Fields) -> Result<Condition, Errors
         return Err(err(format!("{path}.field"), format!("unknown field {field:?}; searchable fields: {}", searchable(fields))));
     };
     let op_name = m.get("op").and_then(Value::as_str).ok_or_else(|| err(format!("{path}.op"), "must be a string"))?;
-    let op = Op::parse(op_name).ok_or_else(|| err(format!("{path}.op"), format!("unknown operator {op_name:?}; expected one of: {}", Op::NAMES.join(", "))))?;
+    let op = Op::parse(op_name)
+        .ok_or_else(|| err(format!("{path}.op"), format!("unknown operator {op_name:?}; expected one of: {}", Op::NAMES.join(", "))))?;
     let value = m.get("value").ok_or_else(|| err(format!("{path}.value"), "is required"))?;
     let vpath = format!("{path}.value");
     if *ty == FieldType::Other {
@@ -363,7 +364,11 @@ fn scalar(v: &Value, ty: &FieldType, path: &str) -> Result<Scalar, Errors> {
         },
         (FieldType::String, Value::String(s)) if s.chars().count() <= MAX_STRING => Ok(Scalar::Str(s.clone())),
         (FieldType::Enum(symbols), Value::String(s)) => {
-            if symbols.contains(s) { Ok(Scalar::Str(s.clone())) } else { Err(err(path, format!("must be one of: {}", symbols.join(", ")))) }
+            if symbols.contains(s) {
+                Ok(Scalar::Str(s.clone()))
+            } else {
+                Err(err(path, format!("must be one of: {}", symbols.join(", "))))
+            }
         }
         (FieldType::Boolean, Value::Bool(b)) => Ok(Scalar::Bool(*b)),
         _ => Err(err(path, format!("must be a {}", ty.name()))),
@@ -374,7 +379,11 @@ impl Search {
     /// The MongoDB filter: built only from checked field names, fixed operators and typed values.
     pub fn filter(&self) -> Document {
         let parts: Vec<Bson> = self.conditions.iter().map(|c| Bson::Document(c.filter())).collect();
-        if parts.is_empty() { Document::new() } else { doc! { "$and": parts } }
+        if parts.is_empty() {
+            Document::new()
+        } else {
+            doc! { "$and": parts }
+        }
     }
 }
 

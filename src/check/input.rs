@@ -62,11 +62,7 @@ const AVRO_MAGIC: &[u8; 4] = b"Obj\x01";
 
 /// Streams every record of `input` to `sink(line_or_record_number, item)`. `reader_schema` is
 /// used for Avro container files when the contract is Avro.
-pub fn read_records(
-    input: &Input,
-    reader_schema: Option<&apache_avro::Schema>,
-    mut sink: impl FnMut(u64, Item),
-) -> Result<(), InputError> {
+pub fn read_records(input: &Input, reader_schema: Option<&apache_avro::Schema>, mut sink: impl FnMut(u64, Item)) -> Result<(), InputError> {
     let err = |message: String| InputError { input: input.name(), message };
     let (reader, size): (Box<dyn Read>, Option<u64>) = match input {
         Input::Stdin => (Box::new(std::io::stdin().lock()), None),

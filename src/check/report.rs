@@ -272,7 +272,11 @@ pub fn render_text(r: &Report) -> String {
             let _ = writeln!(s, "  freshness     no record has an event time");
         }
     }
-    let verdict = if r.invalid == 0 { "PASS: every record holds to the contract".to_owned() } else { format!("FAIL: {} of {} records break the contract", r.invalid, r.records) };
+    let verdict = if r.invalid == 0 {
+        "PASS: every record holds to the contract".to_owned()
+    } else {
+        format!("FAIL: {} of {} records break the contract", r.invalid, r.records)
+    };
     let _ = writeln!(s, "  {verdict}");
     s
 }

@@ -8,12 +8,12 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{ConfigArg, fail};
-use crate::check::{Input, Report, read_records, render_text};
 use crate::check::input::Item;
+use crate::check::{Input, Report, read_records, render_text};
 use crate::contract::SchemaEngine;
+use crate::contract::Violation;
 use crate::contract::tape::Tape;
 use crate::verdict::{Evaluation, Rejection, Stage, evaluate_lean, evaluate_record};
-use crate::contract::Violation;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -125,11 +125,7 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
 
 fn rejected(contract: &crate::contract::Contract, stage: Stage, class: &'static str, keyword: &str, message: String) -> Evaluation {
     Evaluation {
-        rejection: Some(Rejection {
-            stage,
-            class,
-            violations: vec![Violation { path: String::new(), keyword: keyword.into(), message }],
-        }),
+        rejection: Some(Rejection { stage, class, violations: vec![Violation { path: String::new(), keyword: keyword.into(), message }] }),
         record: None,
         record_id: None,
         completeness: crate::quality::Completeness { present: 0, applicable: u32::try_from(contract.required.len()).unwrap_or(u32::MAX) },

@@ -22,7 +22,12 @@ pub(super) fn run(args: LintArgs) -> ExitCode {
     if !products.is_dir() {
         return fail(format!("{}: no such directory (expected data products in DIR/products)", products.display()));
     }
-    let schemas = args.config.parent().map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() }).unwrap_or_else(|| PathBuf::from(".")).join("schemas");
+    let schemas = args
+        .config
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() })
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("schemas");
     let files = Files::Disk { products, schemas };
     match Catalog::load(&files) {
         Err(errors) => {

@@ -118,9 +118,10 @@ pub(super) fn run(args: ProduceArgs) -> ExitCode {
         if let Some(w) = &mysql {
             let rows: Vec<_> = events.iter().filter_map(|e| e.source.clone()).collect();
             if !rows.is_empty()
-                && let Err(e) = runtime.block_on(w.write(&rows)) {
-                    return fail(e);
-                }
+                && let Err(e) = runtime.block_on(w.write(&rows))
+            {
+                return fail(e);
+            }
         }
         for event in events {
             if args.rate > 0 {
@@ -129,7 +130,11 @@ pub(super) fn run(args: ProduceArgs) -> ExitCode {
                     std::thread::sleep(wait);
                 }
             }
-            if event.intent.is_valid() { valid += 1 } else { invalid += 1 }
+            if event.intent.is_valid() {
+                valid += 1
+            } else {
+                invalid += 1
+            }
             let mut record = BaseRecord::to(&args.topic).key(event.key.as_bytes()).payload(&event.payload);
             loop {
                 match producer.send(record) {

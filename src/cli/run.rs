@@ -41,14 +41,16 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         return fail(e);
     }
     if settings.mysql.enabled
-        && let Err(e) = runtime.block_on(crate::reconcile::mysql::check_credentials(&settings.mysql.url)) {
-            return fail(e);
-        }
+        && let Err(e) = runtime.block_on(crate::reconcile::mysql::check_credentials(&settings.mysql.url))
+    {
+        return fail(e);
+    }
     crate::telemetry::register_run_error_series(settings.mongodb.enabled, settings.mysql.enabled);
     if args.side_topic_partitions > 0
-        && let Err(e) = runtime.block_on(ensure_side_topics(&settings, args.side_topic_partitions)) {
-            return fail(e);
-        }
+        && let Err(e) = runtime.block_on(ensure_side_topics(&settings, args.side_topic_partitions))
+    {
+        return fail(e);
+    }
     let health = Arc::new(Health::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -106,7 +108,6 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         Err(_) => fail("the stream thread panicked"),
     }
 }
-
 
 /// Creates the side topics if they do not exist (replication 1 on a single broker, else 3).
 async fn ensure_side_topics(settings: &Settings, partitions: i32) -> Result<(), String> {

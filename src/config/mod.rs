@@ -141,9 +141,7 @@ struct RedactedProperties<'a>(&'a BTreeMap<String, String>);
 
 impl std::fmt::Debug for RedactedProperties<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| (k, if is_secret_property(k) { "<redacted>" } else { v.as_str() })))
-            .finish()
+        f.debug_map().entries(self.0.iter().map(|(k, v)| (k, if is_secret_property(k) { "<redacted>" } else { v.as_str() }))).finish()
     }
 }
 
@@ -364,9 +362,7 @@ impl Settings {
 
     /// Only the embedded defaults (used by tests and by `check`).
     pub fn defaults() -> Result<Self, ConfigError> {
-        let settings: Settings = Figment::from(Toml::string(DEFAULT_TOML))
-            .extract()
-            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        let settings: Settings = Figment::from(Toml::string(DEFAULT_TOML)).extract().map_err(|e| ConfigError::Invalid(Box::new(e)))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -388,7 +384,10 @@ impl Settings {
             }
         }
         if !self.kafka.ssl_ca_location.is_empty() && !Path::new(&self.kafka.ssl_ca_location).is_file() {
-            return Err(ConfigError::Value { key: "kafka.ssl_ca_location", reason: format!("{} is not a readable file", self.kafka.ssl_ca_location) });
+            return Err(ConfigError::Value {
+                key: "kafka.ssl_ca_location",
+                reason: format!("{} is not a readable file", self.kafka.ssl_ca_location),
+            });
         }
         if self.quality.window_ms < 100 {
             return Err(ConfigError::Value { key: "quality.window_ms", reason: "must be at least 100".into() });
@@ -408,7 +407,9 @@ impl Settings {
         if self.delivery.batch_max_records == 0 {
             return Err(ConfigError::Value { key: "delivery.batch_max_records", reason: "must be at least 1".into() });
         }
-        for (key, topic) in [("topics.dlq", &self.topics.dlq), ("topics.alerts", &self.topics.alerts), ("topics.lineage", &self.topics.lineage)] {
+        for (key, topic) in
+            [("topics.dlq", &self.topics.dlq), ("topics.alerts", &self.topics.alerts), ("topics.lineage", &self.topics.lineage)]
+        {
             if !is_valid_topic_name(topic) {
                 return Err(ConfigError::Value { key, reason: format!("{topic:?} is not a valid Kafka topic name") });
             }

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::io::Cursor;
 
-use apache_avro::rabin::Rabin;
 use apache_avro::Schema;
+use apache_avro::rabin::Rabin;
 use apache_avro::reader::datum::GenericDatumReader;
 use serde_json::Value;
 
@@ -32,11 +32,7 @@ struct Reader(GenericDatumReader<'static>);
 
 impl Reader {
     fn new(writer: &'static Schema, reader: &'static Schema) -> Result<Self, String> {
-        GenericDatumReader::builder(writer)
-            .reader_schema(reader)
-            .build()
-            .map(Self)
-            .map_err(|e| e.to_string())
+        GenericDatumReader::builder(writer).reader_schema(reader).build().map(Self).map_err(|e| e.to_string())
     }
 }
 
@@ -136,7 +132,8 @@ impl AvroDecoder {
         let mut cursor = Cursor::new(datum);
         let value = reader.0.read_value(&mut cursor).map_err(|e| {
             let text = e.to_string();
-            let class = if text.contains("resolv") || text.contains("Resolv") { DecodeClass::AvroResolution } else { DecodeClass::AvroDatum };
+            let class =
+                if text.contains("resolv") || text.contains("Resolv") { DecodeClass::AvroResolution } else { DecodeClass::AvroDatum };
             DecodeError { class, message: text }
         })?;
         if (cursor.position() as usize) != datum.len() {

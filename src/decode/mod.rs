@@ -8,8 +8,8 @@ mod avro;
 
 use serde_json::Value;
 
-pub use self::avro::{AvroDecoder, Framing};
 pub(crate) use self::avro::leak as leak_schema;
+pub use self::avro::{AvroDecoder, Framing};
 
 /// Why bytes could not become a record. The class is a small fixed set (it labels metrics and
 /// the `meshguard-error-class` dead-letter header); the message says what exactly went wrong.

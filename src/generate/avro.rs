@@ -63,11 +63,14 @@ fn record(id: &str, rng: &mut StdRng, amount: Decimal, currency: &str, status: &
     ];
     if v1 {
         let merchant = if rng.random_bool(0.9) {
-            Avro::Union(1, Box::new(Avro::Record(vec![
-                ("name".to_owned(), Avro::String(format!("Merchant {}", rng.random_range(1..500)))),
-                ("mcc".to_owned(), Avro::String(format!("{:04}", rng.random_range(1000..9999)))),
-                ("country".to_owned(), Avro::String("DE".to_owned())),
-            ])))
+            Avro::Union(
+                1,
+                Box::new(Avro::Record(vec![
+                    ("name".to_owned(), Avro::String(format!("Merchant {}", rng.random_range(1..500)))),
+                    ("mcc".to_owned(), Avro::String(format!("{:04}", rng.random_range(1000..9999)))),
+                    ("country".to_owned(), Avro::String("DE".to_owned())),
+                ])),
+            )
         } else {
             Avro::Union(0, Box::new(Avro::Null))
         };
@@ -111,7 +114,13 @@ fn confluent(id: u32, schema: &Schema, value: &Avro) -> Vec<u8> {
 /// One card event.
 pub(super) fn card_event(rng: &mut StdRng, now: OffsetDateTime, invalid: bool, mismatch_ratio: f64, framing: CardFraming) -> Event {
     let Some(s) = schemas() else {
-        return Event { key: String::new(), payload: Vec::new(), intent: Intent::Undecodable("schemas unavailable"), source: None, mismatched: false };
+        return Event {
+            key: String::new(),
+            payload: Vec::new(),
+            intent: Intent::Undecodable("schemas unavailable"),
+            source: None,
+            mismatched: false,
+        };
     };
     let id = uuid(rng);
     let amount = Decimal::new(rng.random_range(100..500_000), 2);

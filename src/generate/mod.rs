@@ -147,7 +147,10 @@ impl Generator {
                 let _ = doc.insert("status".into(), json!(status));
                 if rng.random_bool(0.8) {
                     let last_four = format!("{:04}", rng.random_range(0..10_000));
-                    let _ = doc.insert("payment_method".into(), json!({"type": METHODS[rng.random_range(0..METHODS.len())], "last_four": last_four}));
+                    let _ = doc.insert(
+                        "payment_method".into(),
+                        json!({"type": METHODS[rng.random_range(0..METHODS.len())], "last_four": last_four}),
+                    );
                 }
                 let _ = doc.insert("created_at".into(), json!(rfc3339(created)));
                 let _ = doc.insert("updated_at".into(), json!(rfc3339(now - time::Duration::milliseconds(rng.random_range(0..50)))));
@@ -240,7 +243,24 @@ fn unreachable_card() -> (&'static str, &'static str, &'static str) {
 
 /// Breaks a valid JSON record in one realistic way.
 fn break_json(rng: &mut StdRng, doc: &mut Map<String, Value>, amount_field: &str) -> Intent {
-    let required: Vec<String> = doc.keys().filter(|k| !matches!(k.as_str(), "payment_method" | "updated_at" | "collateral" | "interest_rate" | "term_months" | "purpose" | "merchant_category" | "country" | "risk_score")).cloned().collect();
+    let required: Vec<String> = doc
+        .keys()
+        .filter(|k| {
+            !matches!(
+                k.as_str(),
+                "payment_method"
+                    | "updated_at"
+                    | "collateral"
+                    | "interest_rate"
+                    | "term_months"
+                    | "purpose"
+                    | "merchant_category"
+                    | "country"
+                    | "risk_score"
+            )
+        })
+        .cloned()
+        .collect();
     match rng.random_range(0..10) {
         0 => {
             let victim = &required[rng.random_range(0..required.len())];

@@ -45,23 +45,20 @@ pub const SCHEMA_URL: &str = "https://openlineage.io/spec/2-0-2/OpenLineage.json
 
 /// `_schemaURL` of each facet: the facet schema's `$id` + `#/$defs/<FacetName>`.
 const JOB_TYPE_URL: &str = "https://openlineage.io/spec/facets/2-0-4/JobTypeJobFacet.json#/$defs/JobTypeJobFacet";
-const DOCUMENTATION_JOB_URL: &str =
-    "https://openlineage.io/spec/facets/1-1-0/DocumentationJobFacet.json#/$defs/DocumentationJobFacet";
+const DOCUMENTATION_JOB_URL: &str = "https://openlineage.io/spec/facets/1-1-0/DocumentationJobFacet.json#/$defs/DocumentationJobFacet";
 const PROCESSING_ENGINE_URL: &str =
     "https://openlineage.io/spec/facets/1-1-1/ProcessingEngineRunFacet.json#/$defs/ProcessingEngineRunFacet";
-const NOMINAL_TIME_URL: &str =
-    "https://openlineage.io/spec/facets/1-0-1/NominalTimeRunFacet.json#/$defs/NominalTimeRunFacet";
-const ERROR_MESSAGE_URL: &str =
-    "https://openlineage.io/spec/facets/1-0-1/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet";
-const DATASET_TYPE_URL: &str =
-    "https://openlineage.io/spec/facets/1-0-1/DatasetTypeDatasetFacet.json#/$defs/DatasetTypeDatasetFacet";
+const NOMINAL_TIME_URL: &str = "https://openlineage.io/spec/facets/1-0-1/NominalTimeRunFacet.json#/$defs/NominalTimeRunFacet";
+const ERROR_MESSAGE_URL: &str = "https://openlineage.io/spec/facets/1-0-1/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet";
+const DATASET_TYPE_URL: &str = "https://openlineage.io/spec/facets/1-0-1/DatasetTypeDatasetFacet.json#/$defs/DatasetTypeDatasetFacet";
 const DOCUMENTATION_DATASET_URL: &str =
     "https://openlineage.io/spec/facets/1-1-0/DocumentationDatasetFacet.json#/$defs/DocumentationDatasetFacet";
-const OWNERSHIP_URL: &str =
-    "https://openlineage.io/spec/facets/1-0-1/OwnershipDatasetFacet.json#/$defs/OwnershipDatasetFacet";
+const OWNERSHIP_URL: &str = "https://openlineage.io/spec/facets/1-0-1/OwnershipDatasetFacet.json#/$defs/OwnershipDatasetFacet";
 const TAGS_DATASET_URL: &str = "https://openlineage.io/spec/facets/1-0-0/TagsDatasetFacet.json#/$defs/TagsDatasetFacet";
-const DATA_QUALITY_ASSERTIONS_URL: &str = "https://openlineage.io/spec/facets/1-1-0/DataQualityAssertionsDatasetFacet.json#/$defs/DataQualityAssertionsDatasetFacet";
-const DATA_QUALITY_METRICS_URL: &str = "https://openlineage.io/spec/facets/1-0-3/DataQualityMetricsInputDatasetFacet.json#/$defs/DataQualityMetricsInputDatasetFacet";
+const DATA_QUALITY_ASSERTIONS_URL: &str =
+    "https://openlineage.io/spec/facets/1-1-0/DataQualityAssertionsDatasetFacet.json#/$defs/DataQualityAssertionsDatasetFacet";
+const DATA_QUALITY_METRICS_URL: &str =
+    "https://openlineage.io/spec/facets/1-0-3/DataQualityMetricsInputDatasetFacet.json#/$defs/DataQualityMetricsInputDatasetFacet";
 
 /// `jobType.integration` and the `source` of meshguard's dataset tags.
 const INTEGRATION: &str = "MESHGUARD";
@@ -239,15 +236,10 @@ fn run_facets(run: &Run, event_type: EventType, error: Option<&str>) -> Value {
         "processing_engine".to_owned(),
         facet(PROCESSING_ENGINE_URL, json!({ "name": "meshguard", "version": env!("CARGO_PKG_VERSION") })),
     );
-    let _ = facets.insert(
-        "nominalTime".to_owned(),
-        facet(NOMINAL_TIME_URL, json!({ "nominalStartTime": rfc3339(run.started_at) })),
-    );
+    let _ = facets.insert("nominalTime".to_owned(), facet(NOMINAL_TIME_URL, json!({ "nominalStartTime": rfc3339(run.started_at) })));
     if let (EventType::Fail | EventType::Abort, Some(message)) = (event_type, error) {
-        let _ = facets.insert(
-            "errorMessage".to_owned(),
-            facet(ERROR_MESSAGE_URL, json!({ "message": message, "programmingLanguage": "RUST" })),
-        );
+        let _ = facets
+            .insert("errorMessage".to_owned(), facet(ERROR_MESSAGE_URL, json!({ "message": message, "programmingLanguage": "RUST" })));
     }
     Value::Object(facets)
 }
@@ -276,10 +268,7 @@ fn input_dataset(q: &TopicQuality, measured: bool) -> Value {
     let _ = dataset.insert("name".to_owned(), Value::from(q.topic.as_str()));
     if measured {
         let assertions: Vec<Value> = q.assertions.iter().map(|a| assertion(a, q)).collect();
-        let _ = facets.insert(
-            "dataQualityAssertions".to_owned(),
-            facet(DATA_QUALITY_ASSERTIONS_URL, json!({ "assertions": assertions })),
-        );
+        let _ = facets.insert("dataQualityAssertions".to_owned(), facet(DATA_QUALITY_ASSERTIONS_URL, json!({ "assertions": assertions })));
         let _ = dataset.insert(
             "inputFacets".to_owned(),
             json!({ "dataQualityMetrics": facet(DATA_QUALITY_METRICS_URL, json!({
@@ -368,10 +357,7 @@ fn output_dataset(o: &Output) -> Value {
     if o.namespace.starts_with("kafka://")
         && let Value::Object(map) = &mut dataset
     {
-        let _ = map.insert(
-            "facets".to_owned(),
-            json!({ "datasetType": facet(DATASET_TYPE_URL, json!({ "datasetType": "TOPIC" })) }),
-        );
+        let _ = map.insert("facets".to_owned(), json!({ "datasetType": facet(DATASET_TYPE_URL, json!({ "datasetType": "TOPIC" })) }));
     }
     dataset
 }

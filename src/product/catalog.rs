@@ -86,7 +86,9 @@ impl Files {
 
     fn product_files(&self) -> Result<Vec<(PathBuf, String)>, Problem> {
         match self {
-            Self::Embedded => Ok(embedded::PRODUCTS.iter().map(|(n, t)| (PathBuf::from(format!("<built-in>/{n}")), (*t).to_owned())).collect()),
+            Self::Embedded => {
+                Ok(embedded::PRODUCTS.iter().map(|(n, t)| (PathBuf::from(format!("<built-in>/{n}")), (*t).to_owned())).collect())
+            }
             Self::Disk { products, .. } => {
                 let problem = |message: String| Problem { file: products.clone(), line: None, message };
                 let entries = std::fs::read_dir(products).map_err(|e| problem(format!("cannot read the products directory: {e}")))?;
@@ -94,8 +96,11 @@ impl Files {
                 for entry in entries {
                     let path = entry.map_err(|e| problem(e.to_string()))?.path();
                     if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
-                        let text = std::fs::read_to_string(&path)
-                            .map_err(|e| Problem { file: path.clone(), line: None, message: format!("cannot read: {e}") })?;
+                        let text = std::fs::read_to_string(&path).map_err(|e| Problem {
+                            file: path.clone(),
+                            line: None,
+                            message: format!("cannot read: {e}"),
+                        })?;
                         files.push((path, text));
                     }
                 }
@@ -130,7 +135,11 @@ impl Files {
         match self {
             Self::Embedded => {
                 let name = file_name(path);
-                embedded::SCHEMAS.iter().find(|(n, _)| *n == name).map(|(_, t)| (*t).to_owned()).ok_or_else(|| "no such built-in file".to_owned())
+                embedded::SCHEMAS
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, t)| (*t).to_owned())
+                    .ok_or_else(|| "no such built-in file".to_owned())
             }
             Self::Disk { .. } => std::fs::read_to_string(path).map_err(|e| e.to_string()),
         }
@@ -152,10 +161,13 @@ impl Files {
 }
 
 fn file_name(path: &Path) -> String {
-    path.components().next_back().map(|c| match c {
-        Component::Normal(s) => s.to_string_lossy().into_owned(),
-        other => other.as_os_str().to_string_lossy().into_owned(),
-    }).unwrap_or_default()
+    path.components()
+        .next_back()
+        .map(|c| match c {
+            Component::Normal(s) => s.to_string_lossy().into_owned(),
+            other => other.as_os_str().to_string_lossy().into_owned(),
+        })
+        .unwrap_or_default()
 }
 
 /// A loaded data product.
@@ -274,7 +286,10 @@ impl Catalog {
                 }
                 if let Some(r) = &spec.reconciliation {
                     if !mysql_tables.contains(&r.table) {
-                        here("table:", format!("contract {:?}: reconciliation.table {:?} is not one of spec.sources.mysql.tables", spec.name, r.table));
+                        here(
+                            "table:",
+                            format!("contract {:?}: reconciliation.table {:?} is not one of spec.sources.mysql.tables", spec.name, r.table),
+                        );
                     }
                     let mut idents = vec![("table", &r.table), ("keyColumn", &r.key_column), ("amountColumn", &r.amount_column)];
                     if let Some(c) = &r.currency_column {
@@ -426,7 +441,11 @@ fn compile(
 /// The seed's reconciliation, for a product that declares none: the MySQL table named after the
 /// domain (`payments`), matched on the key field, comparing `amount` (and `currency` when the
 /// contract has it). Applies only when all of those exist.
-fn default_reconciliation(decl: &DataProduct, key_field: Option<&str>, properties: &[String]) -> Option<crate::product::model::ReconciliationSpec> {
+fn default_reconciliation(
+    decl: &DataProduct,
+    key_field: Option<&str>,
+    properties: &[String],
+) -> Option<crate::product::model::ReconciliationSpec> {
     let tables = &decl.spec.sources.mysql.as_ref()?.tables;
     let table = tables.iter().find(|t| **t == decl.metadata.domain)?;
     let key = key_field?;

@@ -18,8 +18,7 @@ impl FromStr for FreshnessSla {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
         let (number, unit) = s.split_at(split);
-        let value = Decimal::from_str(number)
-            .map_err(|_| format!("{s:?} is not a duration such as 1s, 500ms, 5m or 1h"))?;
+        let value = Decimal::from_str(number).map_err(|_| format!("{s:?} is not a duration such as 1s, 500ms, 5m or 1h"))?;
         let millis_per_unit = match unit {
             "ms" => Decimal::ONE,
             "s" => Decimal::from(1_000),

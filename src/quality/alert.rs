@@ -213,7 +213,15 @@ impl Alerter {
                 track.breaches += 1;
                 track.oks = 0;
                 if track.firing.is_none() && track.breaches >= self.settings.fire_after.max(1) {
-                    let key = format!("{}|{}|{}|{}|{}|{}", self.namespace, w.product, w.contract, w.topic, j.metric.as_str(), w.window_start.unix_timestamp());
+                    let key = format!(
+                        "{}|{}|{}|{}|{}|{}",
+                        self.namespace,
+                        w.product,
+                        w.contract,
+                        w.topic,
+                        j.metric.as_str(),
+                        w.window_start.unix_timestamp()
+                    );
                     let alert = Alert {
                         id: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, key.as_bytes()).to_string(),
                         state: AlertState::Firing,
@@ -238,14 +246,15 @@ impl Alerter {
                 track.oks += 1;
                 track.breaches = 0;
                 if track.oks >= self.settings.resolve_after.max(1)
-                    && let Some(mut alert) = track.firing.take() {
-                        alert.state = AlertState::Resolved;
-                        alert.actual = j.actual;
-                        alert.window_start = w.window_start;
-                        alert.window_end = w.window_end;
-                        alert.resolved_at = Some(now);
-                        out.push(alert);
-                    }
+                    && let Some(mut alert) = track.firing.take()
+                {
+                    alert.state = AlertState::Resolved;
+                    alert.actual = j.actual;
+                    alert.window_start = w.window_start;
+                    alert.window_end = w.window_end;
+                    alert.resolved_at = Some(now);
+                    out.push(alert);
+                }
             }
         }
         out

@@ -43,7 +43,6 @@ fn to_nanos(at: OffsetDateTime) -> i64 {
 
 impl Clock for FixedClock {
     fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0.load(Ordering::Relaxed)))
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0.load(Ordering::Relaxed))).unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 }

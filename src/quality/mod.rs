@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 pub use self::clock::{Clock, FixedClock, SystemClock};
-pub use crate::contract::RequiredFields;
 use crate::contract::RecordView;
+pub use crate::contract::RequiredFields;
 pub use crate::contract::required::Completeness;
 
 /// Event time of a record: the first of `fields` that holds an RFC 3339 string or epoch

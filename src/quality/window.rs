@@ -137,14 +137,21 @@ fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
 
 fn push_sample(v: &mut Vec<String>, id: Option<&str>) {
     if let Some(id) = id
-        && v.len() < MAX_SAMPLES && !v.iter().any(|x| x == id) {
-            v.push(id.to_owned());
-        }
+        && v.len() < MAX_SAMPLES
+        && !v.iter().any(|x| x == id)
+    {
+        v.push(id.to_owned());
+    }
 }
 
 impl Windows {
     /// Windows of `size` over `bindings` (topic → contract), starting at `now`.
-    pub fn new(bindings: impl IntoIterator<Item = (String, Arc<Contract>)>, size: Duration, silence_after: Duration, now: OffsetDateTime) -> Self {
+    pub fn new(
+        bindings: impl IntoIterator<Item = (String, Arc<Contract>)>,
+        size: Duration,
+        silence_after: Duration,
+        now: OffsetDateTime,
+    ) -> Self {
         Self {
             size,
             silence_after,

@@ -39,7 +39,11 @@ pub struct SourceValue {
 /// A source database that answers one batched lookup per table.
 pub trait SourceDb: Send + Sync {
     /// Looks up `keys` in `spec.table`. Keys absent from the answer are not (yet) in the source.
-    fn fetch(&self, spec: &ReconciliationSpec, keys: &[String]) -> impl Future<Output = Result<HashMap<String, SourceValue>, String>> + Send;
+    fn fetch(
+        &self,
+        spec: &ReconciliationSpec,
+        keys: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, SourceValue>, String>> + Send;
 }
 
 /// One valid record waiting to be reconciled.
@@ -101,7 +105,13 @@ pub struct Decided {
 /// Builds a claim from a valid record, if its contract reconciles and the record has the
 /// fields. Amounts come from the number's shortest text (exact for any amount of up to 15
 /// significant digits) or from a decimal string.
-pub fn claim<'a>(contract: &Arc<Contract>, topic: &str, record: impl RecordView<'a>, key: Option<&str>, now: OffsetDateTime) -> Option<Claim> {
+pub fn claim<'a>(
+    contract: &Arc<Contract>,
+    topic: &str,
+    record: impl RecordView<'a>,
+    key: Option<&str>,
+    now: OffsetDateTime,
+) -> Option<Claim> {
     let spec = contract.reconciliation.as_ref()?;
     let key = key?;
     let amount = record.member(&spec.amount_field)?;
@@ -111,7 +121,16 @@ pub fn claim<'a>(contract: &Arc<Contract>, topic: &str, record: impl RecordView<
         _ => return None,
     };
     let currency = spec.currency_field.as_ref().and_then(|f| record.member(f)).and_then(|v| v.as_str()).map(str::to_owned);
-    Some(Claim { contract: contract.clone(), topic: topic.to_owned(), key: key.to_owned(), amount, currency, first_seen: now, next_check: now, absent: 0 })
+    Some(Claim {
+        contract: contract.clone(),
+        topic: topic.to_owned(),
+        key: key.to_owned(),
+        amount,
+        currency,
+        first_seen: now,
+        next_check: now,
+        absent: 0,
+    })
 }
 
 /// Compares a claim with its source row.
@@ -326,7 +345,11 @@ mod tests {
         let (decided, _) = r.run(&db, t0 + time::Duration::seconds(5), 2).await;
         assert!(decided.is_empty());
         assert_eq!(r.backlog(), 2);
-        let _ = db.rows.lock().unwrap_or_else(|e| panic!("{e}")).insert("late".into(), SourceValue { amount: Decimal::new(1000, 2), currency: Some("EUR".into()) });
+        let _ = db
+            .rows
+            .lock()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .insert("late".into(), SourceValue { amount: Decimal::new(1000, 2), currency: Some("EUR".into()) });
         *db.down.lock().unwrap_or_else(|e| panic!("{e}")) = true;
         let (decided, err) = r.run(&db, t0 + time::Duration::seconds(60), 2).await;
         assert!(decided.is_empty() && err.is_some(), "an outage decides nothing");

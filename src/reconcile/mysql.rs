@@ -37,7 +37,8 @@ impl MySqlSource {
 pub async fn check_credentials(url: &str) -> Result<(), String> {
     use sqlx::ConnectOptions;
     use std::str::FromStr;
-    let options = sqlx::mysql::MySqlConnectOptions::from_str(url).map_err(|e| format!("mysql.url {}: {}", redact(url), scrub(&e.to_string(), url)))?;
+    let options = sqlx::mysql::MySqlConnectOptions::from_str(url)
+        .map_err(|e| format!("mysql.url {}: {}", redact(url), scrub(&e.to_string(), url)))?;
     let attempt = tokio::time::timeout(Duration::from_secs(10), options.connect()).await;
     let error = match attempt {
         Ok(Ok(conn)) => {
@@ -95,8 +96,10 @@ impl SourceDb for MySqlSource {
             }
         }
         let currency = spec.currency_column.as_deref().map(|c| format!(", {c}")).unwrap_or_default();
-        let mut q: QueryBuilder<MySql> =
-            QueryBuilder::new(format!("SELECT {}, {}{currency} FROM {} WHERE {} IN (", spec.key_column, spec.amount_column, spec.table, spec.key_column));
+        let mut q: QueryBuilder<MySql> = QueryBuilder::new(format!(
+            "SELECT {}, {}{currency} FROM {} WHERE {} IN (",
+            spec.key_column, spec.amount_column, spec.table, spec.key_column
+        ));
         let mut list = q.separated(", ");
         for k in keys {
             let _ = list.push_bind(k);

@@ -52,7 +52,8 @@ impl SourceWriter {
         }
         let s = &self.spec;
         // Identifiers were checked to be plain SQL identifiers when the catalog loaded.
-        let mut q: QueryBuilder<MySql> = QueryBuilder::new(format!("INSERT INTO {} ({}, customer_id, {}", s.table, s.key_column, s.amount_column));
+        let mut q: QueryBuilder<MySql> =
+            QueryBuilder::new(format!("INSERT INTO {} ({}, customer_id, {}", s.table, s.key_column, s.amount_column));
         if let Some(c) = &s.currency_column {
             let _ = q.push(format!(", {c}"));
         }

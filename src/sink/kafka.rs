@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::TopicPartitionList;
 use tracing::warn;
 
 use crate::config::Settings;
@@ -67,7 +67,13 @@ impl SinkError {
         match self {
             Self::Kafka(KafkaError::Transaction(e)) => e.is_fatal(),
             Self::Kafka(e) => e.rdkafka_error_code().is_some_and(|c| {
-                matches!(c, RDKafkaErrorCode::Fatal | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch | RDKafkaErrorCode::InvalidProducerIdMapping)
+                matches!(
+                    c,
+                    RDKafkaErrorCode::Fatal
+                        | RDKafkaErrorCode::ProducerFenced
+                        | RDKafkaErrorCode::InvalidProducerEpoch
+                        | RDKafkaErrorCode::InvalidProducerIdMapping
+                )
             }),
             Self::Undelivered(_) => false,
         }

@@ -38,11 +38,7 @@ pub const QUALITY_METRICS: &str = "quality_metrics";
 pub const ACCESS_AUDIT: &str = "access_audit";
 
 /// The indexes [`MongoSink::connect`] creates on [`LINEAGE`].
-pub const LINEAGE_INDEXES: [&str; 3] = [
-    "lineage_document_id",
-    "lineage_record_id",
-    "lineage_product",
-];
+pub const LINEAGE_INDEXES: [&str; 3] = ["lineage_document_id", "lineage_record_id", "lineage_product"];
 
 /// How long the driver looks for a server before an operation fails (a down server fails fast).
 const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -125,10 +121,7 @@ pub struct LineageDoc {
 impl LineageDoc {
     /// The deterministic document id: `"{topic}/{partition}/{offset}"`.
     pub fn id(&self) -> String {
-        format!(
-            "{}/{}/{}",
-            self.source_topic, self.source_partition, self.source_offset
-        )
+        format!("{}/{}/{}", self.source_topic, self.source_partition, self.source_offset)
     }
 
     /// The document as stored in [`LINEAGE`] (the seed's `trackDataLineage` shape).
@@ -280,11 +273,7 @@ pub struct MongoSink {
 
 impl fmt::Debug for MongoSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MongoSink")
-            .field("uri", &self.uri)
-            .field("database", &self.db.name())
-            .field("strategy", &self.strategy)
-            .finish()
+        f.debug_struct("MongoSink").field("uri", &self.uri).field("database", &self.db.name()).field("strategy", &self.strategy).finish()
     }
 }
 
@@ -294,15 +283,9 @@ impl MongoSink {
     /// product), data_quality_alerts (product, state, fired_at), quality_metrics
     /// (product+contract+topic+window_start), access_audit (at, product), users (user_id
     /// unique), and on each product's record store (`_meta.updated_at`).
-    pub async fn connect(
-        uri: &str,
-        database: &str,
-        products: &[String],
-    ) -> Result<Self, MongoSinkError> {
+    pub async fn connect(uri: &str, database: &str, products: &[String]) -> Result<Self, MongoSinkError> {
         let secret = Secret::of(uri);
-        let mut options = ClientOptions::parse(uri)
-            .await
-            .map_err(|e| secret.scrub(classify(&e)))?;
+        let mut options = ClientOptions::parse(uri).await.map_err(|e| secret.scrub(classify(&e)))?;
         if options.server_selection_timeout.is_none() {
             options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
         }
@@ -312,19 +295,12 @@ impl MongoSink {
         if options.app_name.is_none() {
             options.app_name = Some("meshguard".to_owned());
         }
-        let secret =
-            secret.with_password(options.credential.as_ref().and_then(|c| c.password.clone()));
+        let secret = secret.with_password(options.credential.as_ref().and_then(|c| c.password.clone()));
         let client = Client::with_options(options).map_err(|e| secret.scrub(classify(&e)))?;
         let db = client.database(database);
         let strategy = detect_strategy(&db).await.map_err(|e| secret.scrub(e))?;
-        let sink = Self {
-            db,
-            uri: Arc::from(redact_uri(uri)),
-            strategy,
-        };
-        sink.create_indexes(products)
-            .await
-            .map_err(|e| secret.scrub(e))?;
+        let sink = Self { db, uri: Arc::from(redact_uri(uri)), strategy };
+        sink.create_indexes(products).await.map_err(|e| secret.scrub(e))?;
         Ok(sink)
     }
 
@@ -360,20 +336,13 @@ impl MongoSink {
             index(doc! { "source.record_id": 1 }, record_id, false),
             index(doc! { "product": 1 }, product, false),
         ];
-        let alerts = vec![index(
-            doc! { "product": 1, "state": 1, "fired_at": -1 },
-            "alerts_product_state_fired_at",
-            false,
-        )];
+        let alerts = vec![index(doc! { "product": 1, "state": 1, "fired_at": -1 }, "alerts_product_state_fired_at", false)];
         let metrics = vec![index(
             doc! { "product": 1, "contract": 1, "topic": 1, "window_start": -1 },
             "quality_product_contract_topic_window",
             false,
         )];
-        let audit = vec![
-            index(doc! { "at": -1 }, "audit_at", false),
-            index(doc! { "product": 1, "at": -1 }, "audit_product_at", false),
-        ];
+        let audit = vec![index(doc! { "at": -1 }, "audit_at", false), index(doc! { "product": 1, "at": -1 }, "audit_product_at", false)];
         let users = vec![index(doc! { "user_id": 1 }, "users_user_id", true)];
         let mut plan = vec![
             (LINEAGE.to_owned(), lineage),
@@ -387,39 +356,22 @@ impl MongoSink {
                 Self::record_store(p),
                 vec![
                     index(doc! { "_meta.updated_at": -1 }, "records_updated_at", false),
-                    index(
-                        doc! { "key": 1, "_meta.event_time_ms": -1, "_meta.offset": -1 },
-                        "records_latest",
-                        false,
-                    ),
+                    index(doc! { "key": 1, "_meta.event_time_ms": -1, "_meta.offset": -1 }, "records_latest", false),
                 ],
             ));
         }
         for (collection, models) in plan {
             // Only the missing ones: the MongoDB-wire server used in tests panics on a
             // createIndexes that names indexes the collection already has.
-            let existing = self
-                .collection(&collection)
-                .list_index_names()
-                .await
-                .unwrap_or_default();
+            let existing = self.collection(&collection).list_index_names().await.unwrap_or_default();
             let missing: Vec<IndexModel> = models
                 .into_iter()
-                .filter(|m| {
-                    m.options
-                        .as_ref()
-                        .and_then(|o| o.name.as_ref())
-                        .is_none_or(|n| !existing.contains(n))
-                })
+                .filter(|m| m.options.as_ref().and_then(|o| o.name.as_ref()).is_none_or(|n| !existing.contains(n)))
                 .collect();
             if missing.is_empty() {
                 continue;
             }
-            let _ = self
-                .collection(&collection)
-                .create_indexes(missing)
-                .await
-                .map_err(|e| in_collection(&collection, classify(&e)))?;
+            let _ = self.collection(&collection).create_indexes(missing).await.map_err(|e| in_collection(&collection, classify(&e)))?;
         }
         Ok(())
     }
@@ -440,18 +392,13 @@ impl MongoSink {
     /// flight; when the stored document is not older the filter misses, the upsert's insert hits
     /// duplicate key 11000, and the record counts as `kept_newer`. FerretDB 1.x gets
     /// [`UpsertStrategy::ReadThenWrite`] (see there).
-    pub async fn upsert_records(
-        &self,
-        product: &str,
-        records: &[StoredRecord],
-    ) -> Result<UpsertStats, MongoSinkError> {
+    pub async fn upsert_records(&self, product: &str, records: &[StoredRecord]) -> Result<UpsertStats, MongoSinkError> {
         let mut stats = UpsertStats::default();
         if records.is_empty() {
             return Ok(stats);
         }
         // The newest version of each key in this slice (the first one wins a tie: a replay).
-        let mut newest: std::collections::HashMap<&str, &StoredRecord> =
-            std::collections::HashMap::with_capacity(records.len());
+        let mut newest: std::collections::HashMap<&str, &StoredRecord> = std::collections::HashMap::with_capacity(records.len());
         for r in records {
             let _ = newest
                 .entry(r.key.as_str())
@@ -469,15 +416,7 @@ impl MongoSink {
         let updated_at = DateTime::now();
         let newest: Vec<&StoredRecord> = newest.into_values().collect();
         let (written, kept) = match self.strategy {
-            UpsertStrategy::Conditional => {
-                per_key(
-                    &collection,
-                    UpsertStrategy::Conditional,
-                    &newest,
-                    updated_at,
-                )
-                .await
-            }
+            UpsertStrategy::Conditional => per_key(&collection, UpsertStrategy::Conditional, &newest, updated_at).await,
             UpsertStrategy::ReadThenWrite => batched(&collection, &newest, updated_at).await,
         }
         .map_err(|e| in_collection(&collection_name, e))?;
@@ -495,11 +434,7 @@ impl MongoSink {
     /// for every filtered update (a conditional upsert per record took ~35 ms on 2,000
     /// documents and grows with the collection), while an unordered `insert_many` of 2,000
     /// documents takes ~0.2 s whatever the collection's size.
-    pub async fn write_versions(
-        &self,
-        product: &str,
-        records: &[StoredRecord],
-    ) -> Result<(), MongoSinkError> {
+    pub async fn write_versions(&self, product: &str, records: &[StoredRecord]) -> Result<(), MongoSinkError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -508,10 +443,7 @@ impl MongoSink {
             .iter()
             .map(|r| {
                 let mut d = r.to_document(updated_at);
-                let _ = d.insert(
-                    "_id",
-                    format!("{}@{}/{}/{}", r.key, r.topic, r.partition, r.offset),
-                );
+                let _ = d.insert("_id", format!("{}@{}/{}/{}", r.key, r.topic, r.partition, r.offset));
                 let _ = d.insert("key", r.key.as_str());
                 d
             })
@@ -520,29 +452,15 @@ impl MongoSink {
     }
 
     /// Inserts documents unordered; duplicate `_id`s (a replay) count as success.
-    pub async fn insert_new(
-        &self,
-        collection: &str,
-        documents: Vec<Document>,
-    ) -> Result<(), MongoSinkError> {
+    pub async fn insert_new(&self, collection: &str, documents: Vec<Document>) -> Result<(), MongoSinkError> {
         if documents.is_empty() {
             return Ok(());
         }
-        match self
-            .collection(collection)
-            .insert_many(documents)
-            .ordered(false)
-            .await
-        {
+        match self.collection(collection).insert_many(documents).ordered(false).await {
             Ok(_) => Ok(()),
             Err(e) => match e.kind.as_ref() {
                 ErrorKind::InsertMany(failure) if failure.write_concern_error.is_none() => {
-                    match failure
-                        .write_errors
-                        .iter()
-                        .flatten()
-                        .find(|w| w.code != DUPLICATE_KEY)
-                    {
+                    match failure.write_errors.iter().flatten().find(|w| w.code != DUPLICATE_KEY) {
                         None => Ok(()),
                         Some(w) => Err(in_collection(
                             collection,
@@ -561,17 +479,11 @@ impl MongoSink {
     }
 
     /// Inserts JSON documents with the given ids unless they exist (windows, alert transitions).
-    pub async fn insert_json(
-        &self,
-        collection: &str,
-        docs: &[(String, serde_json::Value)],
-    ) -> Result<(), MongoSinkError> {
+    pub async fn insert_json(&self, collection: &str, docs: &[(String, serde_json::Value)]) -> Result<(), MongoSinkError> {
         let mut out = Vec::with_capacity(docs.len());
         for (id, doc) in docs {
             let Bson::Document(fields) = json_to_bson(doc) else {
-                return Err(MongoSinkError::Rejected(format!(
-                    "{collection}/{id}: a document must be a JSON object"
-                )));
+                return Err(MongoSinkError::Rejected(format!("{collection}/{id}: a document must be a JSON object")));
             };
             let mut d = Document::new();
             let _ = d.insert("_id", id.as_str());
@@ -587,12 +499,7 @@ impl MongoSink {
 
     /// Replace-or-insert one JSON document with `_id = id` (used for quality windows, alerts,
     /// data product declarations). The document must be a JSON object; its own `_id` is replaced.
-    pub async fn put(
-        &self,
-        collection: &str,
-        id: &str,
-        doc: &serde_json::Value,
-    ) -> Result<(), MongoSinkError> {
+    pub async fn put(&self, collection: &str, id: &str, doc: &serde_json::Value) -> Result<(), MongoSinkError> {
         match json_to_bson(doc) {
             Bson::Document(d) => self.put_document(collection, id, d).await,
             other => Err(MongoSinkError::Rejected(format!(
@@ -603,12 +510,7 @@ impl MongoSink {
     }
 
     /// [`put`](Self::put) for a BSON document (to store real BSON dates, for instance).
-    pub async fn put_document(
-        &self,
-        collection: &str,
-        id: &str,
-        doc: Document,
-    ) -> Result<(), MongoSinkError> {
+    pub async fn put_document(&self, collection: &str, id: &str, doc: Document) -> Result<(), MongoSinkError> {
         let mut replacement = Document::new();
         let _ = replacement.insert("_id", id);
         for (k, v) in doc {
@@ -620,11 +522,7 @@ impl MongoSink {
         // Two concurrent upserts of a new id may both try to insert; the loser retries once
         // (the document exists then, so the retry is a plain replace).
         for attempt in 0..2 {
-            match coll
-                .replace_one(doc! { "_id": id }, &replacement)
-                .upsert(true)
-                .await
-            {
+            match coll.replace_one(doc! { "_id": id }, &replacement).upsert(true).await {
                 Ok(_) => return Ok(()),
                 Err(e) if attempt == 0 && is_duplicate_key(&e) => {}
                 Err(e) => return Err(in_collection(collection, classify(&e))),
@@ -634,25 +532,14 @@ impl MongoSink {
     }
 
     /// Reads one document by _id as JSON (relaxed extended JSON: dates are `{"$date": …}`).
-    pub async fn get(
-        &self,
-        collection: &str,
-        id: &str,
-    ) -> Result<Option<serde_json::Value>, MongoSinkError> {
-        let found = self
-            .collection(collection)
-            .find_one(doc! { "_id": id })
-            .await
-            .map_err(|e| in_collection(collection, classify(&e)))?;
+    pub async fn get(&self, collection: &str, id: &str) -> Result<Option<serde_json::Value>, MongoSinkError> {
+        let found = self.collection(collection).find_one(doc! { "_id": id }).await.map_err(|e| in_collection(collection, classify(&e)))?;
         Ok(found.map(|d| Bson::Document(d).into_relaxed_extjson()))
     }
 
     /// Count of documents matching `filter` (a bson Document) — for tests.
     pub async fn count(&self, collection: &str, filter: Document) -> Result<u64, MongoSinkError> {
-        self.collection(collection)
-            .count_documents(filter)
-            .await
-            .map_err(|e| in_collection(collection, classify(&e)))
+        self.collection(collection).count_documents(filter).await.map_err(|e| in_collection(collection, classify(&e)))
     }
 }
 
@@ -664,9 +551,7 @@ async fn per_key(
     records: &[&StoredRecord],
     updated_at: DateTime,
 ) -> Result<(u64, u64), MongoSinkError> {
-    let mut jobs = records
-        .iter()
-        .map(|r| (r.version(), r.older_filter(), r.to_document(updated_at)));
+    let mut jobs = records.iter().map(|r| (r.version(), r.older_filter(), r.to_document(updated_at)));
     let (mut written, mut kept) = (0, 0);
     let mut in_flight = JoinSet::new();
     loop {
@@ -677,12 +562,8 @@ async fn per_key(
             let collection = collection.clone();
             let _ = in_flight.spawn(async move {
                 match strategy {
-                    UpsertStrategy::Conditional => {
-                        replace_if_older(&collection, filter, replacement).await
-                    }
-                    UpsertStrategy::ReadThenWrite => {
-                        read_then_write(&collection, version, replacement).await
-                    }
+                    UpsertStrategy::Conditional => replace_if_older(&collection, filter, replacement).await,
+                    UpsertStrategy::ReadThenWrite => read_then_write(&collection, version, replacement).await,
                 }
             });
         }
@@ -693,9 +574,7 @@ async fn per_key(
             // Dropping `in_flight` aborts the rest; the caller retries the whole (idempotent) batch.
             Some(Ok(Err(e))) => return Err(e),
             Some(Err(e)) => {
-                return Err(MongoSinkError::Rejected(format!(
-                    "record store upsert task failed: {e}"
-                )));
+                return Err(MongoSinkError::Rejected(format!("record store upsert task failed: {e}")));
             }
         }
     }
@@ -712,20 +591,12 @@ const READ_CHUNK: usize = 5_000;
 /// everything to write. An insert that hits a duplicate key lost a race with another writer;
 /// those few keys are settled one by one. Between the delete and the insert a replaced key is
 /// briefly absent for readers. Returns `(written, kept_newer)`.
-async fn batched(
-    collection: &Collection<Document>,
-    records: &[&StoredRecord],
-    updated_at: DateTime,
-) -> Result<(u64, u64), MongoSinkError> {
-    let mut stored: std::collections::HashMap<String, (Option<i64>, i64)> =
-        std::collections::HashMap::with_capacity(records.len());
+async fn batched(collection: &Collection<Document>, records: &[&StoredRecord], updated_at: DateTime) -> Result<(u64, u64), MongoSinkError> {
+    let mut stored: std::collections::HashMap<String, (Option<i64>, i64)> = std::collections::HashMap::with_capacity(records.len());
     for chunk in records.chunks(READ_CHUNK) {
         let keys: Vec<&str> = chunk.iter().map(|r| r.key.as_str()).collect();
-        let mut cursor = collection
-            .find(doc! { "_id": { "$in": keys } })
-            .projection(doc! { "_meta": 1 })
-            .await
-            .map_err(|e| classify(&e))?;
+        let mut cursor =
+            collection.find(doc! { "_id": { "$in": keys } }).projection(doc! { "_meta": 1 }).await.map_err(|e| classify(&e))?;
         while cursor.advance().await.map_err(|e| classify(&e))? {
             let found = cursor.deserialize_current().map_err(|e| classify(&e))?;
             if let Ok(id) = found.get_str("_id") {
@@ -750,10 +621,7 @@ async fn batched(
         return Ok((0, kept));
     }
     for chunk in replace.chunks(READ_CHUNK) {
-        let _ = collection
-            .delete_many(doc! { "_id": { "$in": chunk } })
-            .await
-            .map_err(|e| classify(&e))?;
+        let _ = collection.delete_many(doc! { "_id": { "$in": chunk } }).await.map_err(|e| classify(&e))?;
     }
     let docs: Vec<Document> = write.iter().map(|r| r.to_document(updated_at)).collect();
     let raced: Vec<&StoredRecord> = match collection.insert_many(&docs).ordered(false).await {
@@ -769,23 +637,14 @@ async fn batched(
                         w.message
                     )));
                 }
-                errors
-                    .iter()
-                    .filter_map(|w| write.get(w.index).copied())
-                    .collect()
+                errors.iter().filter_map(|w| write.get(w.index).copied()).collect()
             }
             _ => return Err(classify(&e)),
         },
     };
     let mut written = (write.len() - raced.len()) as u64;
     if !raced.is_empty() {
-        let (w, k) = per_key(
-            collection,
-            UpsertStrategy::ReadThenWrite,
-            &raced,
-            updated_at,
-        )
-        .await?;
+        let (w, k) = per_key(collection, UpsertStrategy::ReadThenWrite, &raced, updated_at).await?;
         written += w;
         kept += k;
     }
@@ -794,19 +653,11 @@ async fn batched(
 
 /// One conditional replace with upsert: `Ok(true)` when written, `Ok(false)` when the stored
 /// version is not older (the filter missed and the insert hit the existing `_id`).
-async fn replace_if_older(
-    collection: &Collection<Document>,
-    filter: Document,
-    replacement: Document,
-) -> Result<bool, MongoSinkError> {
+async fn replace_if_older(collection: &Collection<Document>, filter: Document, replacement: Document) -> Result<bool, MongoSinkError> {
     // A duplicate key on the first attempt may also be a race with a concurrent writer that
     // inserted the key after our filter missed; the retry sees that document and decides.
     for attempt in 0..2 {
-        match collection
-            .replace_one(filter.clone(), &replacement)
-            .upsert(true)
-            .await
-        {
+        match collection.replace_one(filter.clone(), &replacement).upsert(true).await {
             Ok(_) => return Ok(true),
             Err(e) if is_duplicate_key(&e) => {
                 if attempt == 1 {
@@ -829,11 +680,7 @@ async fn read_then_write(
     let id = replacement.get("_id").cloned().unwrap_or(Bson::Null);
     // A lost race (inserted or deleted between our read and write) re-reads; a few rounds suffice.
     for _ in 0..4 {
-        let stored = collection
-            .find_one(doc! { "_id": id.clone() })
-            .projection(doc! { "_meta": 1 })
-            .await
-            .map_err(|e| classify(&e))?;
+        let stored = collection.find_one(doc! { "_id": id.clone() }).projection(doc! { "_meta": 1 }).await.map_err(|e| classify(&e))?;
         match stored {
             None => match collection.insert_one(&replacement).await {
                 Ok(_) => return Ok(true),
@@ -842,19 +689,14 @@ async fn read_then_write(
             },
             Some(stored) if stored_version(&stored) >= version => return Ok(false),
             Some(_) => {
-                let result = collection
-                    .replace_one(doc! { "_id": id.clone() }, &replacement)
-                    .await
-                    .map_err(|e| classify(&e))?;
+                let result = collection.replace_one(doc! { "_id": id.clone() }, &replacement).await.map_err(|e| classify(&e))?;
                 if result.matched_count > 0 {
                     return Ok(true);
                 }
             }
         }
     }
-    Err(MongoSinkError::Unavailable(format!(
-        "record {id}: the stored document kept changing under concurrent writers"
-    )))
+    Err(MongoSinkError::Unavailable(format!("record {id}: the stored document kept changing under concurrent writers")))
 }
 
 /// The `(event_time_ms, offset)` of a stored record; a missing or non-numeric field reads as
@@ -867,10 +709,7 @@ fn stored_version(stored: &Document) -> (Option<i64>, i64) {
         _ => None,
     };
     match stored.get_document("_meta") {
-        Ok(meta) => (
-            number(meta, "event_time_ms"),
-            number(meta, "offset").unwrap_or(i64::MIN),
-        ),
+        Ok(meta) => (number(meta, "event_time_ms"), number(meta, "offset").unwrap_or(i64::MIN)),
         Err(_) => (None, i64::MIN),
     }
 }
@@ -878,10 +717,7 @@ fn stored_version(stored: &Document) -> (Option<i64>, i64) {
 /// FerretDB announces itself with `ferretdbVersion` in `buildInfo` (`"unknown"` when embedded
 /// without version stamping); 1.x (or unknown) gets [`UpsertStrategy::ReadThenWrite`].
 async fn detect_strategy(db: &Database) -> Result<UpsertStrategy, MongoSinkError> {
-    let info = db
-        .run_command(doc! { "buildInfo": 1 })
-        .await
-        .map_err(|e| classify(&e))?;
+    let info = db.run_command(doc! { "buildInfo": 1 }).await.map_err(|e| classify(&e))?;
     Ok(strategy_for(info.get_str("ferretdbVersion").ok()))
 }
 
@@ -889,11 +725,7 @@ fn strategy_for(ferretdb_version: Option<&str>) -> UpsertStrategy {
     let Some(version) = ferretdb_version else {
         return UpsertStrategy::Conditional;
     };
-    let major = version
-        .trim_start_matches('v')
-        .split('.')
-        .next()
-        .and_then(|m| m.parse::<u32>().ok());
+    let major = version.trim_start_matches('v').split('.').next().and_then(|m| m.parse::<u32>().ok());
     match major {
         Some(m) if m >= 2 => UpsertStrategy::Conditional,
         _ => UpsertStrategy::ReadThenWrite,
@@ -901,10 +733,7 @@ fn strategy_for(ferretdb_version: Option<&str>) -> UpsertStrategy {
 }
 
 fn index(keys: Document, name: &str, unique: bool) -> IndexModel {
-    let options = IndexOptions::builder()
-        .name(name.to_owned())
-        .unique(unique.then_some(true))
-        .build();
+    let options = IndexOptions::builder().name(name.to_owned()).unique(unique.then_some(true)).build();
     IndexModel::builder().keys(keys).options(options).build()
 }
 
@@ -921,9 +750,7 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
         ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
         ErrorKind::InsertMany(m) => {
             m.write_concern_error.is_none()
-                && m.write_errors
-                    .as_ref()
-                    .is_some_and(|w| !w.is_empty() && w.iter().all(|w| w.code == DUPLICATE_KEY))
+                && m.write_errors.as_ref().is_some_and(|w| !w.is_empty() && w.iter().all(|w| w.code == DUPLICATE_KEY))
         }
         _ => false,
     }
@@ -942,16 +769,10 @@ fn classify(e: &mongodb::error::Error) -> MongoSinkError {
         ErrorKind::Command(c) => transient_label || TRANSIENT_CODES.contains(&c.code),
         ErrorKind::Write(WriteFailure::WriteConcernError(_)) => true,
         ErrorKind::Write(WriteFailure::WriteError(w)) => TRANSIENT_CODES.contains(&w.code),
-        ErrorKind::InsertMany(m) => {
-            m.write_concern_error.is_some() && m.write_errors.as_ref().is_none_or(Vec::is_empty)
-        }
+        ErrorKind::InsertMany(m) => m.write_concern_error.is_some() && m.write_errors.as_ref().is_none_or(Vec::is_empty),
         _ => transient_label,
     };
-    if unavailable {
-        MongoSinkError::Unavailable(message)
-    } else {
-        MongoSinkError::Rejected(message)
-    }
+    if unavailable { MongoSinkError::Unavailable(message) } else { MongoSinkError::Rejected(message) }
 }
 
 /// Hides the password of every `scheme://user:password@host` in `text`: `user:***@`.
@@ -961,9 +782,7 @@ pub fn redact_uri(text: &str) -> String {
     while let Some(start) = rest.find("://") {
         let (head, tail) = rest.split_at(start + 3);
         out.push_str(head);
-        let end = tail
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
-            .unwrap_or(tail.len());
+        let end = tail.find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`')).unwrap_or(tail.len());
         let (word, after) = tail.split_at(end);
         match word.rfind('@') {
             Some(at) => {
@@ -991,20 +810,9 @@ struct Secret(Vec<String>);
 
 impl Secret {
     fn of(uri: &str) -> Self {
-        let authority = uri.split_once("://").map_or("", |(_, tail)| {
-            tail.split(char::is_whitespace).next().unwrap_or_default()
-        });
-        let password = authority
-            .rsplit_once('@')
-            .and_then(|(userinfo, _)| userinfo.split_once(':'))
-            .map(|(_, p)| p);
-        Self(
-            password
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .into_iter()
-                .collect(),
-        )
+        let authority = uri.split_once("://").map_or("", |(_, tail)| tail.split(char::is_whitespace).next().unwrap_or_default());
+        let password = authority.rsplit_once('@').and_then(|(userinfo, _)| userinfo.split_once(':')).map(|(_, p)| p);
+        Self(password.filter(|p| !p.is_empty()).map(str::to_owned).into_iter().collect())
     }
 
     fn with_password(mut self, password: Option<String>) -> Self {
@@ -1034,22 +842,13 @@ fn json_to_bson(value: &serde_json::Value) -> Bson {
         },
         Value::String(s) => Bson::String(s.clone()),
         Value::Array(items) => Bson::Array(items.iter().map(json_to_bson).collect()),
-        Value::Object(fields) => Bson::Document(
-            fields
-                .iter()
-                .map(|(k, v)| (k.clone(), json_to_bson(v)))
-                .collect(),
-        ),
+        Value::Object(fields) => Bson::Document(fields.iter().map(|(k, v)| (k.clone(), json_to_bson(v))).collect()),
     }
 }
 
 fn bson_time(t: time::OffsetDateTime) -> DateTime {
     let millis = t.unix_timestamp_nanos().div_euclid(1_000_000);
-    DateTime::from_millis(i64::try_from(millis).unwrap_or(if millis < 0 {
-        i64::MIN
-    } else {
-        i64::MAX
-    }))
+    DateTime::from_millis(i64::try_from(millis).unwrap_or(if millis < 0 { i64::MIN } else { i64::MAX }))
 }
 
 #[cfg(test)]
@@ -1058,15 +857,9 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(
-            redact_uri("mongodb://u:p%40ss@h:27017/db"),
-            "mongodb://u:***@h:27017/db"
-        );
+        assert_eq!(redact_uri("mongodb://u:p%40ss@h:27017/db"), "mongodb://u:***@h:27017/db");
         assert_eq!(redact_uri("x mongodb://h:27017 y"), "x mongodb://h:27017 y");
-        assert_eq!(
-            redact_uri("a mongodb://u@h b mongodb+srv://v:w@x/"),
-            "a mongodb://u@h b mongodb+srv://v:***@x/"
-        );
+        assert_eq!(redact_uri("a mongodb://u@h b mongodb+srv://v:w@x/"), "a mongodb://u@h b mongodb+srv://v:***@x/");
     }
 
     #[test]
@@ -1081,9 +874,6 @@ mod tests {
     fn secret_scrubs_decoded_password() {
         let s = Secret::of("mongodb://u:hunter2@h/").with_password(Some("hunter2".into()));
         let e = s.scrub(MongoSinkError::Rejected("auth failed for hunter2".into()));
-        assert_eq!(
-            e.to_string(),
-            "mongodb rejected the write: auth failed for ***"
-        );
+        assert_eq!(e.to_string(), "mongodb rejected the write: auth failed for ***");
     }
 }

@@ -2,17 +2,17 @@
 //! its sinks acknowledged, commits on revoke, lag from librdkafka statistics.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use metrics::{counter, gauge};
+use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::producer::Producer;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
+use rdkafka::producer::Producer;
 use rdkafka::statistics::Statistics;
-use rdkafka::TopicPartitionList;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Settings;
@@ -182,7 +182,11 @@ pub fn check_connection(settings: &Settings, timeout: std::time::Duration) -> Re
         }
         if std::time::Instant::now() >= deadline {
             let last = client.context().last.lock().ok().and_then(|l| l.clone()).unwrap_or_else(|| "no answer".into());
-            return Err(format!("cannot reach Kafka at {} ({security}) within {}s: {last}", settings.kafka.bootstrap_servers, timeout.as_secs()));
+            return Err(format!(
+                "cannot reach Kafka at {} ({security}) within {}s: {last}",
+                settings.kafka.bootstrap_servers,
+                timeout.as_secs()
+            ));
         }
     }
 }
@@ -217,9 +221,10 @@ impl ConsumerContext for SourceContext {
             // Everything processed so far has had its offsets stored; hand it over committed.
             if self.commit_on_revoke
                 && let Err(e) = consumer.commit_consumer_state(CommitMode::Sync)
-                    && !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::NoOffset)) {
-                        warn!(error = %e, "commit on revoke failed; the new owner replays from the last commit");
-                    }
+                && !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::NoOffset))
+            {
+                warn!(error = %e, "commit on revoke failed; the new owner replays from the last commit");
+            }
         }
     }
 

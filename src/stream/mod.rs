@@ -20,20 +20,22 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, histogram};
-use rdkafka::{Offset, TopicPartitionList};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
 use time::OffsetDateTime;
 use tracing::{error, info, warn};
 
 use self::outputs::Outputs;
 use crate::config::Settings;
+use crate::contract::AnyRecord;
 use crate::contract::Contract;
+use crate::contract::tape::Tape;
 use crate::lineage::openlineage::EventType;
 use crate::product::Catalog;
 use crate::quality::Clock;
-use crate::reconcile::mysql::MySqlSource;
 use crate::reconcile::Claim;
+use crate::reconcile::mysql::MySqlSource;
 use crate::reconcile::worker::{Worker, WorkerSettings};
 use crate::sink::dlq;
 use crate::sink::kafka::{SideProducer, SinkError};
@@ -42,8 +44,6 @@ use crate::source::kafka::{InFlight, Source, consumer, offsets_list};
 use crate::telemetry::BindingMetrics;
 use crate::telemetry::http::Health;
 use crate::telemetry::names::*;
-use crate::contract::AnyRecord;
-use crate::contract::tape::Tape;
 use crate::verdict::{Evaluation, Stage, evaluate, evaluate_lean};
 
 /// A topic's contract with its metric handles.
@@ -140,7 +140,16 @@ pub fn run(
     }
     let bound: HashMap<String, Bound> = catalog
         .bindings()
-        .map(|b| (b.topic.clone(), Bound { topic: b.topic.clone(), contract: b.contract.clone(), metrics: BindingMetrics::new(&b.contract.product, &b.contract.name, &b.topic) }))
+        .map(|b| {
+            (
+                b.topic.clone(),
+                Bound {
+                    topic: b.topic.clone(),
+                    contract: b.contract.clone(),
+                    metrics: BindingMetrics::new(&b.contract.product, &b.contract.name, &b.topic),
+                },
+            )
+        })
         .collect();
     let eos = settings.delivery.exactly_once;
     if eos {
@@ -281,7 +290,11 @@ pub fn run(
     }
     health.ready.store(false, Ordering::Relaxed);
     // The final lineage event goes out with a last (record-less) batch.
-    out.lineage_event(if result.is_ok() { EventType::Complete } else { EventType::Abort }, clock.now(), result.as_ref().err().map(String::as_str));
+    out.lineage_event(
+        if result.is_ok() { EventType::Complete } else { EventType::Abort },
+        clock.now(),
+        result.as_ref().err().map(String::as_str),
+    );
     let last = process(&[], &[], &bound, &sink, mongo.as_ref(), plan, &source, settings, clock.as_ref(), &runtime, &mut out)
         .and_then(|sent| complete(sent, &sink, &source, settings, &mut out).map_err(|(e, _)| e));
     if let Err(e) = last {
@@ -289,9 +302,10 @@ pub fn run(
     }
     if !eos
         && let Err(e) = source.commit_consumer_state(CommitMode::Sync)
-            && !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::NoOffset)) {
-                warn!(error = %e, "final commit failed; a restart replays from the last commit");
-            }
+        && !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::NoOffset))
+    {
+        warn!(error = %e, "final commit failed; a restart replays from the last commit");
+    }
     source.unsubscribe();
     health.live.store(false, Ordering::Relaxed);
     info!("stream stopped");
@@ -346,7 +360,14 @@ fn owned_topics(source: &Source) -> HashSet<String> {
 /// Polls until `max` records or `max_bytes` of payloads and keys, the linger time after the
 /// first record, `first_wait` without any record, or a stop request. The clock and the stop flag are read every 64 records, not
 /// per record (reading the clock was the largest single item in a profile of the stream thread).
-fn gather<'c>(source: &'c Source, max: usize, max_bytes: usize, linger: Duration, first_wait: Duration, stop: &AtomicBool) -> Vec<BorrowedMessage<'c>> {
+fn gather<'c>(
+    source: &'c Source,
+    max: usize,
+    max_bytes: usize,
+    linger: Duration,
+    first_wait: Duration,
+    stop: &AtomicBool,
+) -> Vec<BorrowedMessage<'c>> {
     let mut batch = Vec::with_capacity(max.min(4096));
     // The records' payloads and keys stay in librdkafka's buffers until the batch is dropped.
     let mut bytes = 0_usize;
@@ -538,7 +559,13 @@ fn process<'a>(
 
 /// Waits for a sent batch's acknowledgements (at-least-once; or commits its transaction with
 /// its offsets) and stores its offsets. On failure, the batch's first offsets to read it again.
-fn complete<'a>(sent: Sent<'a>, sink: &SideProducer, source: &Source, settings: &Settings, out: &mut Outputs) -> Result<Done<'a>, (BatchError, Firsts)> {
+fn complete<'a>(
+    sent: Sent<'a>,
+    sink: &SideProducer,
+    source: &Source,
+    settings: &Settings,
+    out: &mut Outputs,
+) -> Result<Done<'a>, (BatchError, Firsts)> {
     let Sent { done, records, offsets, first } = sent;
     // The Kafka sink's time is the wait for its acknowledgement (or the transaction's commit)
     // once the batch is evaluated and sent, not the evaluation before it.
@@ -586,7 +613,15 @@ fn finished(done: Done<'_>, bound: &HashMap<String, Bound>, reconciler: Option<&
 
 /// After a failed batch: aborts its transaction (or marks the producer for replacement), reads
 /// it again from its first offsets (exactly-once: from the committed ones) and backs off.
-fn recover(e: &BatchError, first: &[(String, i32, i64)], source: &Source, sink: &SideProducer, eos: bool, replace_sink: &mut bool, backoff: &mut Duration) {
+fn recover(
+    e: &BatchError,
+    first: &[(String, i32, i64)],
+    source: &Source,
+    sink: &SideProducer,
+    eos: bool,
+    replace_sink: &mut bool,
+    backoff: &mut Duration,
+) {
     counter!(SINK_ERRORS_TOTAL, "sink" => e.sink).increment(1);
     warn!(error = %e.message, sink = e.sink, retry_in_ms = backoff.as_millis() as u64, "batch not acknowledged; rewinding to retry it");
     if eos {
@@ -706,7 +741,12 @@ fn for_each_verdict<'a, 'm, 'c, E>(
 /// Evaluates the records of one slice. The claim is taken and the decoded record dropped (unless
 /// `plan.records`) right after each record is evaluated, on the thread that decoded it: while it
 /// is in cache, and without freeing memory across threads.
-fn evaluate_slice<'a>(records: &[BorrowedMessage<'_>], bound: &'a HashMap<String, Bound>, now: OffsetDateTime, plan: Plan) -> Vec<Option<Verdict<'a>>> {
+fn evaluate_slice<'a>(
+    records: &[BorrowedMessage<'_>],
+    bound: &'a HashMap<String, Bound>,
+    now: OffsetDateTime,
+    plan: Plan,
+) -> Vec<Option<Verdict<'a>>> {
     // Batches mostly hold runs of one topic: look the binding up only when the topic changes.
     let mut last: Option<(&str, Option<&'a Bound>)> = None;
     // Reused by every record of the slice (they borrow from the same batch).
@@ -725,7 +765,9 @@ fn evaluate_slice<'a>(records: &[BorrowedMessage<'_>], bound: &'a HashMap<String
             }?;
             let payload = m.payload().unwrap_or_default();
             // Claims only when a database will decide them: without one they would pile up.
-            let take = |record: AnyRecord<'_>, id: Option<&str>| if plan.claims { crate::reconcile::claim(&b.contract, topic, record, id, now) } else { None };
+            let take = |record: AnyRecord<'_>, id: Option<&str>| {
+                if plan.claims { crate::reconcile::claim(&b.contract, topic, record, id, now) } else { None }
+            };
             if !plan.records {
                 // Nothing keeps the decoded record: validate it where it lies.
                 let (eval, claim) = evaluate_lean(&b.contract, payload, now, &mut tape, take);
@@ -843,4 +885,3 @@ fn rewind_to_committed(source: &Source, first: &[(String, i32, i64)]) {
         }
     }
 }
-

@@ -61,9 +61,15 @@ impl Outputs {
             Output { namespace: namespace.clone(), name: settings.topics.alerts.clone() },
         ];
         if track_lineage {
-            let mongo_ns = format!("mongodb://{}", mongo::redact_uri(&settings.mongodb.uri).trim_start_matches("mongodb://").split('/').next().unwrap_or_default());
+            let mongo_ns = format!(
+                "mongodb://{}",
+                mongo::redact_uri(&settings.mongodb.uri).trim_start_matches("mongodb://").split('/').next().unwrap_or_default()
+            );
             for p in &catalog.products {
-                outputs.push(Output { namespace: mongo_ns.clone(), name: format!("{}.{}", settings.mongodb.database, MongoSink::record_store(p.name())) });
+                outputs.push(Output {
+                    namespace: mongo_ns.clone(),
+                    name: format!("{}.{}", settings.mongodb.database, MongoSink::record_store(p.name())),
+                });
             }
         }
         Self {
@@ -125,7 +131,11 @@ impl Outputs {
         let q = &c.quality;
         let mut assertions = Vec::new();
         if let Some(p99) = w.freshness_p99 {
-            assertions.push(Assertion { assertion: format!("freshness p99 <= {}", q.freshness), success: p99 <= q.freshness.0.as_secs_f64(), column: None });
+            assertions.push(Assertion {
+                assertion: format!("freshness p99 <= {}", q.freshness),
+                success: p99 <= q.freshness.0.as_secs_f64(),
+                column: None,
+            });
         }
         if w.completeness.is_some() {
             assertions.push(Assertion {

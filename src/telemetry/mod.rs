@@ -22,12 +22,40 @@ pub fn install() -> Result<PrometheusHandle, String> {
         return Ok(h.clone());
     }
     let builder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(FRESHNESS_SECONDS.into()), &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0])
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(SINK_WRITE_SECONDS.into()), &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]))
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_RECORDS.into()), &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0]))
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(RECONCILE_BATCH_RECORDS.into()), &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 50000.0]))
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(crate::api::API_REQUEST_SECONDS.into()), &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]))
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(RECONCILE_SECONDS.into()), &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]))
+        .set_buckets_for_metric(
+            Matcher::Full(FRESHNESS_SECONDS.into()),
+            &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0],
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(SINK_WRITE_SECONDS.into()),
+                &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(BATCH_RECORDS.into()),
+                &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0],
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(RECONCILE_BATCH_RECORDS.into()),
+                &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 50000.0],
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(crate::api::API_REQUEST_SECONDS.into()),
+                &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(RECONCILE_SECONDS.into()),
+                &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+            )
+        })
         .map_err(|e| e.to_string())?;
     let handle = builder.install_recorder().map_err(|e| e.to_string())?;
     describe();
@@ -41,10 +69,18 @@ fn describe() {
     describe_histogram!(FRESHNESS_SECONDS, Unit::Seconds, "Age of each event at validation (now - event time).");
     describe_counter!(REQUIRED_PRESENT_TOTAL, Unit::Count, "Required fields present in processed events (completeness numerator).");
     describe_counter!(REQUIRED_EXPECTED_TOTAL, Unit::Count, "Required fields applicable to processed events (completeness denominator).");
-    describe_gauge!(CONSUMER_LAG, Unit::Count, "Messages between the committed position and the end of each topic, summed over assigned partitions.");
+    describe_gauge!(
+        CONSUMER_LAG,
+        Unit::Count,
+        "Messages between the committed position and the end of each topic, summed over assigned partitions."
+    );
     describe_gauge!(ASSIGNED_PARTITIONS, Unit::Count, "Partitions currently assigned to this instance.");
     describe_counter!(REBALANCES_TOTAL, Unit::Count, "Consumer group rebalances seen by this instance, by kind (assign, revoke).");
-    describe_histogram!(SINK_WRITE_SECONDS, Unit::Seconds, "Per batch: MongoDB, the time to write the batch; Kafka, the wait for its acknowledgement or transaction commit after the batch is sent.");
+    describe_histogram!(
+        SINK_WRITE_SECONDS,
+        Unit::Seconds,
+        "Per batch: MongoDB, the time to write the batch; Kafka, the wait for its acknowledgement or transaction commit after the batch is sent."
+    );
     describe_counter!(SINK_ERRORS_TOTAL, Unit::Count, "Failed sink writes (the batch is retried, never dropped).");
     describe_histogram!(BATCH_RECORDS, Unit::Count, "Input records per processed batch.");
     describe_counter!(CONSUMER_ERRORS_TOTAL, Unit::Count, "Errors reported by the Kafka consumer, by kind.");
@@ -119,6 +155,7 @@ impl BindingMetrics {
     /// Counts violations by keyword (invalid events only, so not on the hot path).
     pub fn violation(&self, keyword: &str, n: u64) {
         let keyword = keyword_label(keyword);
-        counter!(VIOLATIONS_TOTAL, "product" => self.labels[0].1.clone(), "contract" => self.labels[1].1.clone(), "keyword" => keyword).increment(n);
+        counter!(VIOLATIONS_TOTAL, "product" => self.labels[0].1.clone(), "contract" => self.labels[1].1.clone(), "keyword" => keyword)
+            .increment(n);
     }
 }

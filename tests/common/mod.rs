@@ -20,7 +20,8 @@ pub const START_HINT: &str = "start the test servers with `testcontainers/up` an
 /// The broker address from MESHGUARD_TEST_KAFKA; fails loudly when unset or unreachable.
 pub fn kafka() -> String {
     let addr = std::env::var("MESHGUARD_TEST_KAFKA").unwrap_or_else(|_| panic!("MESHGUARD_TEST_KAFKA is not set: {START_HINT}"));
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &addr).create().unwrap_or_else(|e| panic!("kafka client: {e}"));
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", &addr).create().unwrap_or_else(|e| panic!("kafka client: {e}"));
     if let Err(e) = consumer.fetch_metadata(None, Duration::from_secs(10)) {
         panic!("Kafka at {addr} does not answer ({e}): {START_HINT}");
     }
@@ -108,7 +109,13 @@ pub struct Names {
 
 impl Names {
     pub fn new() -> Self {
-        Self { group: unique("g"), dlq: unique("dlq"), alerts: unique("alerts"), lineage: unique("lineage"), database: unique("db").replace('-', "_") }
+        Self {
+            group: unique("g"),
+            dlq: unique("dlq"),
+            alerts: unique("alerts"),
+            lineage: unique("lineage"),
+            database: unique("db").replace('-', "_"),
+        }
     }
 }
 
@@ -163,7 +170,8 @@ impl Service {
 
     /// Sends a signal by number (9 = KILL, 15 = TERM).
     pub fn signal(&self, sig: i32) {
-        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap_or_else(|e| panic!("kill: {e}"));
+        let status =
+            Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap_or_else(|e| panic!("kill: {e}"));
         assert!(status.success());
     }
 
@@ -250,13 +258,17 @@ pub async fn produce_payments(bootstrap: &str, topics: &[&str], count: usize, in
         schemas: repo().join("schemas"),
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    let contract = catalog.product("payments-data-product").and_then(|p| p.contract(None)).cloned().unwrap_or_else(|| panic!("payments contract"));
-    let mut generator = meshguard::generate::Generator::for_contract(&contract, seed, invalid_ratio, 0.0).unwrap_or_else(|| panic!("generator"));
+    let contract =
+        catalog.product("payments-data-product").and_then(|p| p.contract(None)).cloned().unwrap_or_else(|| panic!("payments contract"));
+    let mut generator =
+        meshguard::generate::Generator::for_contract(&contract, seed, invalid_ratio, 0.0).unwrap_or_else(|| panic!("generator"));
     let mut pending = Vec::with_capacity(count);
     for i in 0..count {
         let event = generator.next_event(time::OffsetDateTime::now_utc());
         let topic = topics[i % topics.len()];
-        let fut = producer.send_result(FutureRecord::to(topic).key(&event.key).payload(&event.payload)).unwrap_or_else(|(e, _)| panic!("send: {e}"));
+        let fut = producer
+            .send_result(FutureRecord::to(topic).key(&event.key).payload(&event.payload))
+            .unwrap_or_else(|(e, _)| panic!("send: {e}"));
         pending.push((topic, event.intent, fut));
     }
     let mut sent = Vec::with_capacity(count);
@@ -374,7 +386,12 @@ pub fn wait_committed(bootstrap: &str, group: &str, topics: &[&str], partitions:
 
 /// Reads JSON records of `topic` from the beginning until `done(all so far)` holds; panics with
 /// what was read when `within` passes first.
-pub fn read_json_until(bootstrap: &str, topic: &str, within: Duration, mut done: impl FnMut(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+pub fn read_json_until(
+    bootstrap: &str,
+    topic: &str,
+    within: Duration,
+    mut done: impl FnMut(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
     let consumer = reader(bootstrap, topic);
     let mut out = Vec::new();
     let deadline = Instant::now() + within;
@@ -382,18 +399,25 @@ pub fn read_json_until(bootstrap: &str, topic: &str, within: Duration, mut done:
         if done(&out) {
             return out;
         }
-        assert!(Instant::now() < deadline, "{topic}: condition not met within {within:?}; read {} records: {:#?}", out.len(), out.iter().rev().take(5).collect::<Vec<_>>());
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: condition not met within {within:?}; read {} records: {:#?}",
+            out.len(),
+            out.iter().rev().take(5).collect::<Vec<_>>()
+        );
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200))
-            && let Some(v) = m.payload().and_then(|p| serde_json::from_slice(p).ok()) {
-                out.push(v);
-            }
+            && let Some(v) = m.payload().and_then(|p| serde_json::from_slice(p).ok())
+        {
+            out.push(v);
+        }
     }
 }
 
 /// Every document of `collection` in `database` matching `filter`, as JSON.
 pub async fn mongo_docs(database: &str, collection: &str, filter: bson::Document) -> Vec<serde_json::Value> {
     let client = mongodb::Client::with_uri_str(mongodb()).await.unwrap_or_else(|e| panic!("MongoDB: {e}: {START_HINT}"));
-    let mut cursor = client.database(database).collection::<bson::Document>(collection).find(filter).await.unwrap_or_else(|e| panic!("find: {e}"));
+    let mut cursor =
+        client.database(database).collection::<bson::Document>(collection).find(filter).await.unwrap_or_else(|e| panic!("find: {e}"));
     let mut out = Vec::new();
     while cursor.advance().await.unwrap_or_else(|e| panic!("cursor: {e}")) {
         let d = cursor.deserialize_current().unwrap_or_else(|e| panic!("{e}"));
@@ -423,5 +447,12 @@ pub fn alerts_of<'a>(alerts: &'a [serde_json::Value], topic: &str, metric: &str,
 
 /// Sum of a numeric field over documents.
 pub fn sum(docs: &[serde_json::Value], field: &str) -> u64 {
-    docs.iter().filter_map(|d| d[field].as_u64().or_else(|| d[field].as_i64().map(|v| v as u64)).or_else(|| d[field]["$numberLong"].as_str().and_then(|s| s.parse().ok()))).sum()
+    docs.iter()
+        .filter_map(|d| {
+            d[field]
+                .as_u64()
+                .or_else(|| d[field].as_i64().map(|v| v as u64))
+                .or_else(|| d[field]["$numberLong"].as_str().and_then(|s| s.parse().ok()))
+        })
+        .sum()
 }
