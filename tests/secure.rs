@@ -261,18 +261,24 @@ async fn mysql_tls_with_a_password() {
     meshguard::reconcile::mysql::check_credentials(&ok).await.unwrap_or_else(|e| panic!("{e}"));
 
     let wrong = sec.mysql_url("not-the-MariaDB-password-77", &sec.ca);
-    let err = meshguard::reconcile::mysql::check_credentials(&wrong).await.err().unwrap_or_else(|| panic!("a wrong password connected"));
+    let err =
+        meshguard::reconcile::mysql::check_credentials(&wrong).await.err().unwrap_or_else(|| panic!("a wrong password connected")).message;
     assert!(err.starts_with("MySQL authentication failed"), "{err}");
     assert!(err.contains("Access denied"), "{err}");
     assert_no_secret(&err, &["not-the-MariaDB-password-77"], "the error");
 
     let wrong_ca = sec.mysql_url(&sec.mysql_password, &sec.other_ca);
-    let err = meshguard::reconcile::mysql::check_credentials(&wrong_ca).await.err().unwrap_or_else(|| panic!("a wrong CA connected"));
+    let err =
+        meshguard::reconcile::mysql::check_credentials(&wrong_ca).await.err().unwrap_or_else(|| panic!("a wrong CA connected")).message;
     assert!(err.starts_with("MySQL TLS handshake failed"), "{err}");
     assert_no_secret(&err, &[&sec.mysql_password], "the error");
 
     let plain = ok.replace("ssl-mode=VERIFY_IDENTITY", "ssl-mode=DISABLED");
-    let err = meshguard::reconcile::mysql::check_credentials(&plain).await.err().unwrap_or_else(|| panic!("REQUIRE SSL was not enforced"));
+    let err = meshguard::reconcile::mysql::check_credentials(&plain)
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("REQUIRE SSL was not enforced"))
+        .message;
     assert!(err.starts_with("MySQL authentication failed"), "{err}");
     assert_no_secret(&err, &[&sec.mysql_password], "the error");
 }

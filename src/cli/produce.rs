@@ -86,21 +86,12 @@ pub(super) fn run(args: ProduceArgs) -> ExitCode {
     };
     let mysql = match &args.mysql {
         None => None,
-        Some(url) => match runtime.block_on(crate::reconcile::source_rows::SourceWriter::connect(url, &contract)) {
+        Some(url) => match runtime.block_on(crate::generate::mysql::SourceWriter::connect(url, &contract)) {
             Ok(w) => Some(w),
-            Err(e) => return fail(e),
+            Err(e) => return fail(e.message),
         },
     };
-    let mut config = settings.kafka.client_config();
-    let _ = config
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("batch.num.messages", "10000")
-        .set("compression.type", "lz4")
-        .set("message.timeout.ms", "30000");
-    for (k, v) in &settings.kafka.producer {
-        let _ = config.set(k, v);
-    }
+    let config = rdkafka::ClientConfig::from_iter(settings.kafka_properties(crate::config::KafkaClient::Generator));
     let producer: ThreadedProducer<DefaultProducerContext> = match config.create() {
         Ok(p) => p,
         Err(e) => return fail(format!("cannot create the Kafka producer: {e}")),
@@ -120,7 +111,7 @@ pub(super) fn run(args: ProduceArgs) -> ExitCode {
             if !rows.is_empty()
                 && let Err(e) = runtime.block_on(w.write(&rows))
             {
-                return fail(e);
+                return fail(e.message);
             }
         }
         for event in events {

@@ -3,6 +3,7 @@
 //! bytes) and the matching source-database rows for reconciliation.
 
 mod avro;
+pub mod mysql;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

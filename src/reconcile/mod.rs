@@ -9,7 +9,6 @@
 //! pauses the stream only when the backlog reaches its bound.
 
 pub mod mysql;
-pub mod source_rows;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -22,6 +21,7 @@ use rust_decimal::Decimal;
 use time::OffsetDateTime;
 
 use crate::contract::{Contract, RecordView};
+use crate::error::Error;
 use crate::product::model::ReconciliationSpec;
 
 /// The seed's tolerance: amounts closer than this match.
@@ -39,11 +39,8 @@ pub struct SourceValue {
 /// A source database that answers one batched lookup per table.
 pub trait SourceDb: Send + Sync {
     /// Looks up `keys` in `spec.table`. Keys absent from the answer are not (yet) in the source.
-    fn fetch(
-        &self,
-        spec: &ReconciliationSpec,
-        keys: &[String],
-    ) -> impl Future<Output = Result<HashMap<String, SourceValue>, String>> + Send;
+    fn fetch(&self, spec: &ReconciliationSpec, keys: &[String])
+    -> impl Future<Output = Result<HashMap<String, SourceValue>, Error>> + Send;
 }
 
 /// One valid record waiting to be reconciled.
@@ -178,7 +175,7 @@ impl Reconciler {
     /// `concurrency` chunks in flight at once (the pool's connections).
     /// Returns the decided claims; the rest stay pending. On a database error every claim of
     /// that chunk stays pending and the error is returned alongside what was decided.
-    pub async fn run<D: SourceDb>(&mut self, db: &D, now: OffsetDateTime, concurrency: usize) -> (Vec<Decided>, Option<String>) {
+    pub async fn run<D: SourceDb>(&mut self, db: &D, now: OffsetDateTime, concurrency: usize) -> (Vec<Decided>, Option<Error>) {
         use futures_util::StreamExt;
         if self.pending.is_empty() {
             return (Vec::new(), None);
@@ -259,13 +256,17 @@ mod tests {
         }
     }
 
+    fn poisoned<T>(e: std::sync::PoisonError<T>) -> Error {
+        Error::transient(crate::error::System::MySql, e)
+    }
+
     impl SourceDb for Memory {
-        async fn fetch(&self, _: &ReconciliationSpec, keys: &[String]) -> Result<HashMap<String, SourceValue>, String> {
-            if *self.down.lock().map_err(|e| e.to_string())? {
-                return Err("down".into());
+        async fn fetch(&self, _: &ReconciliationSpec, keys: &[String]) -> Result<HashMap<String, SourceValue>, Error> {
+            if *self.down.lock().map_err(poisoned)? {
+                return Err(Error::transient(crate::error::System::MySql, "down"));
             }
-            self.queries.lock().map_err(|e| e.to_string())?.push(keys.len());
-            let rows = self.rows.lock().map_err(|e| e.to_string())?;
+            self.queries.lock().map_err(poisoned)?.push(keys.len());
+            let rows = self.rows.lock().map_err(poisoned)?;
             Ok(keys.iter().filter_map(|k| rows.get(k).map(|v| (k.clone(), v.clone()))).collect())
         }
     }

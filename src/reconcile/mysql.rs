@@ -9,9 +9,9 @@ use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::{MySql, QueryBuilder, Row};
 
 use super::{SourceDb, SourceValue};
+use crate::error::{Error, Secrets, System, redact_uri as redact};
 use crate::product::catalog::is_sql_identifier;
 use crate::product::model::ReconciliationSpec;
-use crate::reconcile::source_rows::redact;
 
 /// A pool of connections to the source database.
 #[derive(Debug, Clone)]
@@ -21,12 +21,12 @@ pub struct MySqlSource {
 
 impl MySqlSource {
     /// A lazily connecting pool: meshguard starts even when the database is down (claims wait).
-    pub fn lazy(url: &str, connections: u32) -> Result<Self, String> {
+    pub fn lazy(url: &str, connections: u32) -> Result<Self, Error> {
         let pool = MySqlPoolOptions::new()
             .max_connections(connections.max(1))
             .acquire_timeout(Duration::from_secs(3))
             .connect_lazy(url)
-            .map_err(|e| format!("mysql.url {}: {e}", redact(url)))?;
+            .map_err(|e| Error::refused(System::MySql, format_args!("mysql.url {}: {}", redact(url), scrub(&e.to_string(), url))))?;
         Ok(Self { pool })
     }
 }
@@ -34,11 +34,11 @@ impl MySqlSource {
 /// Connects once at start-up. Credentials the server refuses, or a TLS handshake that fails
 /// (wrong CA, TLS required), end the process with a message naming the problem: retrying would
 /// never help. A server that is merely down is not an error here (claims wait for it).
-pub async fn check_credentials(url: &str) -> Result<(), String> {
+pub async fn check_credentials(url: &str) -> Result<(), Error> {
     use sqlx::ConnectOptions;
     use std::str::FromStr;
     let options = sqlx::mysql::MySqlConnectOptions::from_str(url)
-        .map_err(|e| format!("mysql.url {}: {}", redact(url), scrub(&e.to_string(), url)))?;
+        .map_err(|e| Error::refused(System::MySql, format_args!("mysql.url {}: {}", redact(url), scrub(&e.to_string(), url))))?;
     let attempt = tokio::time::timeout(Duration::from_secs(10), options.connect()).await;
     let error = match attempt {
         Ok(Ok(conn)) => {
@@ -67,32 +67,29 @@ pub async fn check_credentials(url: &str) -> Result<(), String> {
             return Ok(());
         }
     };
-    Err(format!("{what} (mysql.url {}): {}", redact(url), scrub(&error.to_string(), url)))
+    Err(Error::refused(System::MySql, format_args!("{what} (mysql.url {}): {}", redact(url), scrub(&error.to_string(), url))))
+}
+
+/// A column of the reconciliation query that does not hold what the configuration says (a key
+/// that is not text, an amount that is not a decimal): the operator must fix the mapping.
+fn column_error(spec: &ReconciliationSpec, e: sqlx::Error) -> Error {
+    Error::refused(System::MySql, format_args!("{}: {e}", spec.table))
 }
 
 /// Removes the URL's password from a message, should a library ever echo it.
 fn scrub(message: &str, url: &str) -> String {
-    match password_of(url) {
-        Some(p) if !p.is_empty() => message.replace(&p, "***"),
-        _ => message.to_owned(),
-    }
-}
-
-fn password_of(url: &str) -> Option<String> {
-    let rest = &url[url.find("://")? + 3..];
-    let userinfo = &rest[..rest.rfind('@')?];
-    Some(userinfo[userinfo.find(':')? + 1..].to_owned())
+    Secrets::of(url).scrub(message)
 }
 
 impl SourceDb for MySqlSource {
-    async fn fetch(&self, spec: &ReconciliationSpec, keys: &[String]) -> Result<HashMap<String, SourceValue>, String> {
+    async fn fetch(&self, spec: &ReconciliationSpec, keys: &[String]) -> Result<HashMap<String, SourceValue>, Error> {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
         // The catalog checked these at load; checked again because SQL is built from them.
         for ident in [&spec.table, &spec.key_column, &spec.amount_column].into_iter().chain(spec.currency_column.as_ref()) {
             if !is_sql_identifier(ident) {
-                return Err(format!("refusing identifier {ident:?}"));
+                return Err(Error::refused(System::MySql, format_args!("refusing identifier {ident:?}")));
             }
         }
         let currency = spec.currency_column.as_deref().map(|c| format!(", {c}")).unwrap_or_default();
@@ -105,12 +102,17 @@ impl SourceDb for MySqlSource {
             let _ = list.push_bind(k);
         }
         let _ = q.push(")");
-        let rows = q.build().fetch_all(&self.pool).await.map_err(|e| format!("{}: {e}", spec.table))?;
+        let rows = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::transient(System::MySql, format_args!("{}: {}", spec.table, redact(&e.to_string()))))?;
         let mut out = HashMap::with_capacity(rows.len());
         for row in rows {
-            let key: String = row.try_get(0).map_err(|e| e.to_string())?;
-            let amount: Decimal = row.try_get(1).map_err(|e| e.to_string())?;
-            let currency: Option<String> = if spec.currency_column.is_some() { row.try_get(2).map_err(|e| e.to_string())? } else { None };
+            let key: String = row.try_get(0).map_err(|e| column_error(spec, e))?;
+            let amount: Decimal = row.try_get(1).map_err(|e| column_error(spec, e))?;
+            let currency: Option<String> =
+                if spec.currency_column.is_some() { row.try_get(2).map_err(|e| column_error(spec, e))? } else { None };
             let _ = out.insert(key, SourceValue { amount, currency });
         }
         Ok(out)

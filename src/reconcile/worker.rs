@@ -13,8 +13,11 @@ use metrics::{counter, gauge, histogram};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tracing::warn;
 
+use super::mysql::MySqlSource;
 use super::{Claim, Decided, Reconciler, SourceDb};
-use crate::quality::Clock;
+use crate::config::Settings;
+use crate::error::Error;
+use crate::measure::Clock;
 use crate::telemetry::names::*;
 
 /// Undecided claims: handed over but not decided yet.
@@ -66,7 +69,24 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts the task on `runtime`.
+    /// Starts the worker on `settings.mysql.url` as `settings.reconcile` says; the database
+    /// pool connects lazily (meshguard starts while the database is down; claims wait), and its
+    /// background tasks live on `runtime`.
+    pub fn for_mysql(settings: &Settings, clock: Arc<dyn Clock>, runtime: &tokio::runtime::Handle) -> Result<Self, Error> {
+        let _guard = runtime.enter();
+        let r = &settings.reconcile;
+        let db = MySqlSource::lazy(&settings.mysql.url, u32::try_from(r.concurrency).unwrap_or(u32::MAX))?;
+        let worker = WorkerSettings {
+            grace: Duration::from_millis(r.grace_ms),
+            chunk: r.chunk,
+            concurrency: r.concurrency,
+            max_backlog: r.max_backlog,
+            interval: Duration::from_millis(500),
+        };
+        Ok(Self::start(db, worker, clock, runtime))
+    }
+
+    /// Starts the task on `runtime` over any source database (tests use an in-memory one).
     pub fn start<D: SourceDb + 'static>(db: D, settings: WorkerSettings, clock: Arc<dyn Clock>, runtime: &tokio::runtime::Handle) -> Self {
         let (claims_tx, claims_rx) = unbounded_channel();
         let (decided_tx, decided_rx) = channel();
@@ -169,7 +189,7 @@ async fn work<D: SourceDb>(
             Some(e) => {
                 counter!(RECONCILE_ERRORS_TOTAL).increment(1);
                 if reconciler.failures == 1 || reconciler.failures.is_multiple_of(50) {
-                    warn!(error = %super::source_rows::redact(&e), backlog = reconciler.backlog(), "source database unavailable; records stay unverified and are retried");
+                    warn!(error = %e, backlog = reconciler.backlog(), "source database unavailable; records stay unverified and are retried");
                 }
                 wait = (wait * 2).clamp(Duration::from_millis(200), Duration::from_secs(5));
             }

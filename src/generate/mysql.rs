@@ -5,6 +5,7 @@ use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::{MySql, QueryBuilder};
 
 use crate::contract::Contract;
+use crate::error::{Error, System, redact_uri as redact};
 use crate::generate::SourceRow;
 use crate::product::model::ReconciliationSpec;
 
@@ -15,38 +16,21 @@ pub struct SourceWriter {
     spec: ReconciliationSpec,
 }
 
-/// The URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &userinfo[..c], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
 impl SourceWriter {
     /// Connects; the contract must declare (or default to) a reconciliation table.
-    pub async fn connect(url: &str, contract: &Contract) -> Result<Self, String> {
-        let spec = contract
-            .reconciliation
-            .clone()
-            .ok_or_else(|| format!("contract {:?} has no reconciliation table to write source rows to", contract.name))?;
-        let pool = MySqlPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            .connect(url)
-            .await
-            .map_err(|e| format!("cannot connect to {}: {e}", redact(url)))?;
+    pub async fn connect(url: &str, contract: &Contract) -> Result<Self, Error> {
+        let spec = contract.reconciliation.clone().ok_or_else(|| {
+            Error::refused(System::MySql, format_args!("contract {:?} has no reconciliation table to write source rows to", contract.name))
+        })?;
+        let pool =
+            MySqlPoolOptions::new().max_connections(2).acquire_timeout(std::time::Duration::from_secs(10)).connect(url).await.map_err(
+                |e| Error::transient(System::MySql, format_args!("cannot connect to {}: {}", redact(url), redact(&e.to_string()))),
+            )?;
         Ok(Self { pool, spec })
     }
 
     /// Upserts `rows` in one statement.
-    pub async fn write(&self, rows: &[SourceRow]) -> Result<(), String> {
+    pub async fn write(&self, rows: &[SourceRow]) -> Result<(), Error> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -66,16 +50,22 @@ impl SourceWriter {
             let _ = b.push_bind(&row.status).push_bind(time::PrimitiveDateTime::new(row.created_at.date(), row.created_at.time()));
         });
         let _ = q.push(format!(" ON DUPLICATE KEY UPDATE {a} = VALUES({a})", a = s.amount_column));
-        let _ = q.build().execute(&self.pool).await.map_err(|e| format!("writing source rows to {}: {e}", s.table))?;
+        let _ = q
+            .build()
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::transient(System::MySql, format_args!("writing source rows to {}: {e}", s.table)))?;
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::redact;
+
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(super::redact("mysql://root:s3cret@db:3306/banking"), "mysql://root:***@db:3306/banking");
-        assert_eq!(super::redact("mysql://root@db:3306/banking"), "mysql://root@db:3306/banking");
+        assert_eq!(redact("mysql://root:s3cret@db:3306/banking"), "mysql://root:***@db:3306/banking");
+        assert_eq!(redact("mysql://root@db:3306/banking"), "mysql://root@db:3306/banking");
     }
 }
