@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use meshguard::sink::mongo::{LINEAGE, LINEAGE_INDEXES, LineageDoc, MongoSink, MongoSinkError, StoredRecord, UpsertStats, UpsertStrategy};
+use meshguard::sink::mongo::{LINEAGE, LINEAGE_INDEXES, LineageDoc, MongoSink, MongoSinkError, StoredRecord};
 use mongodb::bson::doc;
 use serde_json::json;
 
@@ -56,11 +56,33 @@ fn record(key: &str, amount: i64, event_time_ms: Option<i64>, offset: i64) -> St
     }
 }
 
-async fn stored(sink: &MongoSink, key: &str) -> serde_json::Value {
-    sink.get(&MongoSink::record_store("payments"), key)
+async fn stored(sink: &MongoSink, id: &str) -> serde_json::Value {
+    sink.get(&MongoSink::record_store("payments"), id)
         .await
-        .unwrap_or_else(|e| panic!("get {key}: {e}"))
-        .unwrap_or_else(|| panic!("{key} is not stored"))
+        .unwrap_or_else(|e| panic!("get {id}: {e}"))
+        .unwrap_or_else(|| panic!("{id} is not stored"))
+}
+
+/// The record store is insert-only: every version of a key is its own document
+/// (`{key}@{topic}/{partition}/{offset}`), a replay adds nothing, and the document carries the
+/// record's fields at the top level with the version in `_meta`.
+#[tokio::test]
+async fn record_versions_are_insert_only_and_replays_add_nothing() {
+    let sink = sink(&["payments"]).await;
+    let store = MongoSink::record_store("payments");
+    let versions = vec![record("p1", 100, Some(1000), 5), record("p1", 101, Some(2000), 6), record("p2", 7, None, 7)];
+    sink.write_versions("payments", &versions).await.unwrap_or_else(|e| panic!("write: {e}"));
+    sink.write_versions("payments", &versions).await.unwrap_or_else(|e| panic!("replay: {e}"));
+    assert_eq!(sink.count(&store, doc! {}).await.ok(), Some(3));
+    assert_eq!(sink.count(&store, doc! { "key": "p1" }).await.ok(), Some(2));
+    let newest = stored(&sink, "p1@payments.updated/0/6").await;
+    assert_eq!(newest["amount"], json!(101));
+    assert_eq!(newest["nested"], json!({ "a": [1, 2.5, "x", null] }));
+    assert_eq!(newest["_meta"]["event_time_ms"], json!(2000));
+    assert_eq!(newest["_meta"]["offset"], json!(6));
+    assert_eq!(stored(&sink, "p2@payments.updated/0/7").await["_meta"]["event_time_ms"], json!(null));
+    sink.write_versions("payments", &[]).await.unwrap_or_else(|e| panic!("empty: {e}"));
+    drop_db(&sink).await;
 }
 
 #[tokio::test]
@@ -115,142 +137,6 @@ async fn lineage_replays_never_duplicate() {
     assert_eq!(sink.count(LINEAGE, doc! {}).await.ok(), Some(3000));
 
     drop_db(&sink).await;
-}
-
-#[tokio::test]
-async fn record_store_keeps_the_newest() {
-    let sink = sink(&["payments"]).await;
-    eprintln!("detected upsert strategy: {:?}", sink.upsert_strategy());
-    newest_wins(sink).await;
-}
-
-/// The atomic conditional path MongoDB uses, run against this server too (it is correct on
-/// FerretDB, only slow on large stores).
-#[tokio::test]
-async fn record_store_keeps_the_newest_conditional() {
-    newest_wins(sink(&["payments"]).await.with_upsert_strategy(UpsertStrategy::Conditional)).await;
-}
-
-#[tokio::test]
-async fn record_store_keeps_the_newest_read_then_write() {
-    newest_wins(sink(&["payments"]).await.with_upsert_strategy(UpsertStrategy::ReadThenWrite)).await;
-}
-
-async fn newest_wins(sink: MongoSink) {
-    let store = MongoSink::record_store("payments");
-    assert_eq!(store, "records.payments");
-    let up = |records: Vec<StoredRecord>| {
-        let sink = sink.clone();
-        async move { sink.upsert_records("payments", &records).await.unwrap_or_else(|e| panic!("upsert: {e}")) }
-    };
-
-    // Newer wins, whatever the arrival order.
-    let v2 = record("p1", 200, Some(2000), 5);
-    let v1 = record("p1", 100, Some(1000), 9);
-    assert_eq!(up(vec![v2.clone()]).await, UpsertStats { written: 1, kept_newer: 0 });
-    assert_eq!(up(vec![v1.clone()]).await, UpsertStats { written: 0, kept_newer: 1 });
-    let s = stored(&sink, "p1").await;
-    assert_eq!(s["amount"], json!(200));
-    assert_eq!(s["_id"], json!("p1"));
-    assert_eq!(s["payment_id"], json!("p1"));
-    assert_eq!(s["nested"], json!({ "a": [1, 2.5, "x", null] }));
-    assert_eq!(s["_meta"]["event_time_ms"], json!(2000));
-    assert_eq!(s["_meta"]["offset"], json!(5));
-    assert_eq!(s["_meta"]["partition"], json!(0));
-    assert_eq!(s["_meta"]["topic"], json!("payments.updated"));
-    assert_eq!(s["_meta"]["contract"], json!("payment-v1"));
-    assert_eq!(s["_meta"]["contract_version"], json!("1.0.0"));
-    assert!(s["_meta"]["updated_at"]["$date"].is_string(), "updated_at is a BSON date: {s}");
-
-    // Same event time: the greater offset wins.
-    assert_eq!(up(vec![record("p1", 201, Some(2000), 6)]).await, UpsertStats { written: 1, kept_newer: 0 });
-    assert_eq!(stored(&sink, "p1").await["amount"], json!(201));
-    assert_eq!(up(vec![record("p1", 199, Some(2000), 4)]).await, UpsertStats { written: 0, kept_newer: 1 });
-
-    // Replaying a batch leaves identical contents (updated_at included: nothing is rewritten).
-    let batch: Vec<StoredRecord> = (0..50).map(|i| record(&format!("r{i}"), i, Some(10_000 + i), 100 + i)).collect();
-    assert_eq!(up(batch.clone()).await, UpsertStats { written: 50, kept_newer: 0 });
-    let before: Vec<serde_json::Value> = stored_batch(&sink, 50).await;
-    assert_eq!(up(batch.clone()).await, UpsertStats { written: 0, kept_newer: 50 });
-    assert_eq!(stored_batch(&sink, 50).await, before);
-
-    // One key three times in one batch, shuffled: the newest ends up stored.
-    let three = vec![record("k3", 2, Some(3000), 20), record("k3", 3, Some(3000), 21), record("k3", 1, Some(1000), 30)];
-    assert_eq!(up(three).await, UpsertStats { written: 1, kept_newer: 2 });
-    assert_eq!(stored(&sink, "k3").await["amount"], json!(3));
-    let shuffled = vec![record("k3", 1, Some(1000), 30), record("k3", 4, Some(4000), 1), record("k3", 2, Some(3000), 20)];
-    assert_eq!(up(shuffled).await, UpsertStats { written: 1, kept_newer: 2 });
-    assert_eq!(stored(&sink, "k3").await["amount"], json!(4));
-
-    // A missing event time sorts oldest: it never overwrites a timed record...
-    assert_eq!(up(vec![record("k3", 99, None, 1_000_000)]).await, UpsertStats { written: 0, kept_newer: 1 });
-    assert_eq!(stored(&sink, "k3").await["amount"], json!(4));
-    // ...among untimed records the greater offset wins, and any timed record replaces them.
-    assert_eq!(up(vec![record("u", 1, None, 10)]).await, UpsertStats { written: 1, kept_newer: 0 });
-    assert_eq!(stored(&sink, "u").await["_meta"]["event_time_ms"], json!(null));
-    assert_eq!(up(vec![record("u", 2, None, 11)]).await, UpsertStats { written: 1, kept_newer: 0 });
-    assert_eq!(up(vec![record("u", 0, None, 9)]).await, UpsertStats { written: 0, kept_newer: 1 });
-    assert_eq!(stored(&sink, "u").await["amount"], json!(2));
-    assert_eq!(up(vec![record("u", 3, Some(1), 0)]).await, UpsertStats { written: 1, kept_newer: 0 });
-    assert_eq!(stored(&sink, "u").await["amount"], json!(3));
-
-    // A newer version drops fields the older one had (a replacement, not a merge).
-    let mut slim = record("u", 4, Some(2), 0);
-    slim.record = json!({ "payment_id": "u", "amount": 4, "_id": "ignored", "_meta": "ignored" });
-    assert_eq!(up(vec![slim]).await, UpsertStats { written: 1, kept_newer: 0 });
-    let s = stored(&sink, "u").await;
-    assert!(s.get("currency").is_none() && s.get("nested").is_none(), "stale fields survived: {s}");
-    assert_eq!(s["_id"], json!("u"));
-    assert_eq!(s["_meta"]["event_time_ms"], json!(2));
-
-    let total = 50 + 3;
-    assert_eq!(sink.count(&store, doc! {}).await.ok(), Some(total));
-    assert_eq!(up(Vec::new()).await, UpsertStats::default());
-
-    drop_db(&sink).await;
-}
-
-/// With the strategy detected for this server: 2000 new keys, a replay of them, then 2000 newer
-/// versions.
-#[tokio::test]
-async fn record_store_timing() {
-    let sink = sink(&["payments"]).await;
-    let store = MongoSink::record_store("payments");
-    let up = |records: Vec<StoredRecord>| {
-        let sink = sink.clone();
-        async move { sink.upsert_records("payments", &records).await.unwrap_or_else(|e| panic!("upsert: {e}")) }
-    };
-    let many: Vec<StoredRecord> = (0..2000).map(|i| record(&format!("m{i}"), i, Some(50_000 + i), 1000 + i)).collect();
-    let t = Instant::now();
-    assert_eq!(up(many.clone()).await, UpsertStats { written: 2000, kept_newer: 0 });
-    let fresh = t.elapsed();
-    let t = Instant::now();
-    assert_eq!(up(many.clone()).await, UpsertStats { written: 0, kept_newer: 2000 });
-    let replay = t.elapsed();
-    let newer: Vec<StoredRecord> =
-        many.iter().map(|r| StoredRecord { event_time_ms: r.event_time_ms.map(|t| t + 1), ..r.clone() }).collect();
-    let t = Instant::now();
-    assert_eq!(up(newer).await, UpsertStats { written: 2000, kept_newer: 0 });
-    eprintln!(
-        "upsert_records ({:?}): 2000 new keys in {fresh:?}, replayed in {replay:?}, 2000 newer versions in {:?}",
-        sink.upsert_strategy(),
-        t.elapsed()
-    );
-    assert_eq!(sink.count(&store, doc! {}).await.ok(), Some(2000));
-    assert_eq!(stored(&sink, "m7").await["_meta"]["event_time_ms"], json!(50_008));
-
-    drop_db(&sink).await;
-}
-
-/// The stored documents r0..r{n}, in key order.
-async fn stored_batch(sink: &MongoSink, n: i64) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    for i in 0..n {
-        out.push(stored(sink, &format!("r{i}")).await);
-    }
-    // The replay check compares whole documents, updated_at included.
-    assert!(out.iter().all(|d| d["_meta"]["updated_at"]["$date"].is_string()));
-    out
 }
 
 #[tokio::test]
@@ -348,24 +234,4 @@ async fn indexes_exist_and_connect_is_idempotent() {
     }
 
     drop_db(&sink).await;
-}
-
-/// Two writers racing on the same new keys (say, two topics of one product on two instances):
-/// whatever interleaving, every key ends at the newer version.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn racing_writers_of_new_keys_end_at_the_newest() {
-    for strategy in [UpsertStrategy::ReadThenWrite, UpsertStrategy::Conditional] {
-        let sink = sink(&["payments"]).await.with_upsert_strategy(strategy);
-        let older: Vec<StoredRecord> = (0..200).map(|i| record(&format!("k{i}"), 1, Some(1000), i)).collect();
-        let newer: Vec<StoredRecord> = (0..200).map(|i| record(&format!("k{i}"), 2, Some(2000), i)).collect();
-        let (a, b) = tokio::join!(sink.upsert_records("payments", &older), sink.upsert_records("payments", &newer));
-        let (a, b) = (a.unwrap_or_else(|e| panic!("{strategy:?} older: {e}")), b.unwrap_or_else(|e| panic!("{strategy:?} newer: {e}")));
-        assert_eq!(a.written + a.kept_newer + b.written + b.kept_newer, 400, "{a:?} {b:?}");
-        assert_eq!(b.kept_newer, 0, "{strategy:?}: the newer batch is never kept out: {b:?}");
-        let store = MongoSink::record_store("payments");
-        assert_eq!(sink.count(&store, doc! {}).await.ok(), Some(200));
-        assert_eq!(sink.count(&store, doc! { "amount": 2 }).await.ok(), Some(200), "{strategy:?}");
-        eprintln!("{strategy:?} race: older {a:?}, newer {b:?}");
-        drop_db(&sink).await;
-    }
 }

@@ -4,15 +4,14 @@
 //!
 //! Every write is idempotent, so the at-least-once stream may replay a batch after a crash:
 //! lineage documents have a deterministic `_id` (`topic/partition/offset`) and a replayed insert
-//! is a duplicate key that counts as success; the record store only ever moves forward
-//! (greater `(event_time_ms, offset)`), so a replay or an out-of-order older event never
-//! overwrites a newer one.
+//! is a duplicate key that counts as success; the newest version of a record is the one with
+//! the greatest `(event_time_ms, offset)`, so a replay or an out-of-order older event never
+//! hides a newer one.
 //!
 //! The code needs nothing FerretDB (the MongoDB-wire server used in tests) lacks: no
-//! transactions, no client `bulkWrite`, no aggregation. The record store's "newer wins" is a
-//! conditional `replace_one` with upsert per key on MongoDB, and a batched read → delete →
-//! insert on FerretDB 1.x, whose filtered commands all scan the collection
-//! ([`UpsertStrategy`]).
+//! transactions, no client `bulkWrite`, no aggregation. The stream only inserts (unordered
+//! `insert_many`): FerretDB 1.x scans the whole collection for every filtered update, so the
+//! record store keeps versions (`write_versions`) and readers pick the newest.
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,7 +21,15 @@ use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
-use tokio::task::JoinSet;
+
+use rdkafka::message::{BorrowedMessage, Message};
+
+use crate::contract::Contract;
+pub use crate::error::redact_uri;
+use crate::error::{Error, Secrets, System};
+use crate::quality::alert::{Alert, AlertState};
+use crate::quality::window::ClosedWindow;
+use crate::verdict::Evaluation;
 
 /// The seed's per-record lineage collection.
 pub const LINEAGE: &str = "data_lineage";
@@ -44,8 +51,6 @@ pub const LINEAGE_INDEXES: [&str; 3] = ["lineage_document_id", "lineage_record_i
 const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long opening one connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Record-store upserts in flight at once (there is no `bulkWrite` on FerretDB).
-const UPSERT_CONCURRENCY: usize = 16;
 /// MongoDB's duplicate key error code (E11000).
 const DUPLICATE_KEY: i32 = 11000;
 /// Server error codes that mean "try again later" rather than "your data is wrong".
@@ -86,6 +91,18 @@ impl MongoSinkError {
     /// Whether the caller should retry the batch later.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
+    }
+}
+
+impl From<MongoSinkError> for Error {
+    /// Unavailable: retry the batch with backoff (every write is idempotent). Rejected: the
+    /// same documents would be refused again, so the stream stops with the error instead of
+    /// retrying it forever.
+    fn from(e: MongoSinkError) -> Self {
+        match e {
+            MongoSinkError::Unavailable(_) => Error::transient(System::MongoDb, e),
+            MongoSinkError::Rejected(_) => Error::refused(System::MongoDb, e),
+        }
     }
 }
 
@@ -177,11 +194,6 @@ pub struct StoredRecord {
 }
 
 impl StoredRecord {
-    /// The order of versions of one key: greater is newer (`None` < any event time).
-    fn version(&self) -> (Option<i64>, i64) {
-        (self.event_time_ms, self.offset)
-    }
-
     /// The stored document: the record's fields at top level (a record's own `_id` and `_meta`
     /// are dropped, a non-object record is stored under `value`), plus `_meta`.
     fn to_document(&self, updated_at: DateTime) -> Document {
@@ -213,54 +225,84 @@ impl StoredRecord {
         );
         out
     }
+}
 
-    /// Matches this key's stored document only when it is older than this record.
-    fn older_filter(&self) -> Document {
-        match self.event_time_ms {
-            Some(t) => doc! {
-                "_id": self.key.as_str(),
-                "$or": [
-                    { "_meta.event_time_ms": Bson::Null },
-                    { "_meta.event_time_ms": { "$lt": t } },
-                    { "_meta.event_time_ms": t, "_meta.offset": { "$lt": self.offset } },
-                ],
-            },
-            None => doc! {
-                "_id": self.key.as_str(),
-                "_meta.event_time_ms": Bson::Null,
-                "_meta.offset": { "$lt": self.offset },
-            },
+/// What a batch writes to the document store: a lineage document for every record with a
+/// contract, and a version of every valid record with a key. Built by the stream record by
+/// record (on the stream thread, in the batch's order), written once per batch.
+#[derive(Debug, Default)]
+pub struct Documents {
+    lineage: Vec<LineageDoc>,
+    versions: std::collections::HashMap<String, Vec<StoredRecord>>,
+}
+
+impl Documents {
+    /// Adds `m`'s lineage and, for a valid record with a key, its version (taking the decoded
+    /// record out of `eval`). `dlq_topic` is where an invalid record went.
+    pub fn add(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        contract: &Contract,
+        eval: &mut Evaluation,
+        dlq_topic: &str,
+        processed_at: time::OffsetDateTime,
+    ) {
+        let valid = eval.is_valid();
+        self.lineage.push(LineageDoc {
+            source_topic: m.topic().to_owned(),
+            source_partition: m.partition(),
+            source_offset: m.offset(),
+            source_timestamp_ms: m.timestamp().to_millis(),
+            product: contract.product.clone(),
+            contract: contract.name.clone(),
+            contract_version: contract.version.clone(),
+            record_id: eval.record_id.clone(),
+            outcome: if valid { "valid" } else { "invalid" },
+            destination_collection: if valid { MongoSink::record_store(&contract.product) } else { dlq_topic.to_owned() },
+            destination_system: if valid { "mongodb" } else { "kafka" },
+            processed_at,
+        });
+        // Only a valid record's decoded form is kept.
+        if let Some(record) = eval.record.take()
+            && let Some(key) = eval.record_id.clone()
+        {
+            self.versions.entry(contract.product.clone()).or_default().push(StoredRecord {
+                key,
+                record,
+                event_time_ms: eval.event_time.map(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)),
+                topic: m.topic().to_owned(),
+                partition: m.partition(),
+                offset: m.offset(),
+                contract: contract.name.clone(),
+                contract_version: contract.version.clone(),
+            });
         }
+    }
+
+    /// Writes the lineage documents, then each product's record versions.
+    pub async fn write(&self, mongo: &MongoSink) -> Result<(), MongoSinkError> {
+        mongo.write_lineage(&self.lineage).await?;
+        for (product, records) in &self.versions {
+            mongo.write_versions(product, records).await?;
+        }
+        Ok(())
     }
 }
 
-/// What [`MongoSink::upsert_records`] did: `written + kept_newer` is the number of input records.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct UpsertStats {
-    /// Records stored (inserted or replacing an older version).
-    pub written: u64,
-    /// Records not stored because a newer (or the same) version of the key is stored or is in
-    /// the same batch.
-    pub kept_newer: u64,
-}
-
-/// How [`MongoSink::upsert_records`] makes "newer wins" hold, chosen at connect from the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpsertStrategy {
-    /// MongoDB (and servers that evaluate filters natively): one `replace_one` per key whose
-    /// filter is `_id` AND "the stored version is older", with upsert. Atomic per key: concurrent
-    /// writers of one key can never move it backwards.
-    Conditional,
-    /// FerretDB 1.x (SQLite): every filtered command scans the whole collection (an `{_id}`
-    /// filter in SQLite, since its `_id` index does not match the query's JSON expression; any
-    /// other filter decoding every document in Go), so per-key commands cost O(slice × store).
-    /// Instead, per slice: one `find({_id: {$in}})` for the stored versions, one `delete_many`
-    /// of the keys whose stored version is older, one unordered `insert_many` of what to write;
-    /// keys that lost an insert race are settled one by one (read by `_id`, then insert or
-    /// replace). FerretDB's own conditional updates are not atomic either, so this loses little
-    /// there: two writers of one key racing between read and write can let the older land last,
-    /// and a replaced key is briefly absent between the delete and the insert.
-    ReadThenWrite,
+/// What the quality stage reports with a batch: closed windows, alert transitions and
+/// OpenLineage run events, written by the sinks with the batch and retried with it.
+#[derive(Debug, Clone, Copy)]
+pub struct Reports<'a> {
+    /// Closed windows (one `quality_metrics` document each).
+    pub windows: &'a [ClosedWindow],
+    /// Alert transitions (the alerts topic and `data_quality_alerts`).
+    pub alerts: &'a [Alert],
+    /// OpenLineage run events (the lineage topic).
+    pub events: &'a [serde_json::Value],
+    /// The OpenLineage job name: the lineage topic's key.
+    pub job: &'a str,
+    /// This instance, recorded in (and part of the id of) its window documents.
+    pub instance: &'a str,
 }
 
 /// The MongoDB sink: one client (a connection pool), one database.
@@ -268,12 +310,11 @@ pub enum UpsertStrategy {
 pub struct MongoSink {
     db: Database,
     uri: Arc<str>,
-    strategy: UpsertStrategy,
 }
 
 impl fmt::Debug for MongoSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MongoSink").field("uri", &self.uri).field("database", &self.db.name()).field("strategy", &self.strategy).finish()
+        f.debug_struct("MongoSink").field("uri", &self.uri).field("database", &self.db.name()).finish()
     }
 }
 
@@ -284,8 +325,8 @@ impl MongoSink {
     /// (product+contract+topic+window_start), access_audit (at, product), users (user_id
     /// unique), and on each product's record store (`_meta.updated_at`).
     pub async fn connect(uri: &str, database: &str, products: &[String]) -> Result<Self, MongoSinkError> {
-        let secret = Secret::of(uri);
-        let mut options = ClientOptions::parse(uri).await.map_err(|e| secret.scrub(classify(&e)))?;
+        let secret = Secrets::of(uri);
+        let mut options = ClientOptions::parse(uri).await.map_err(|e| secret.scrub_error(classify(&e)))?;
         if options.server_selection_timeout.is_none() {
             options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
         }
@@ -296,23 +337,11 @@ impl MongoSink {
             options.app_name = Some("meshguard".to_owned());
         }
         let secret = secret.with_password(options.credential.as_ref().and_then(|c| c.password.clone()));
-        let client = Client::with_options(options).map_err(|e| secret.scrub(classify(&e)))?;
+        let client = Client::with_options(options).map_err(|e| secret.scrub_error(classify(&e)))?;
         let db = client.database(database);
-        let strategy = detect_strategy(&db).await.map_err(|e| secret.scrub(e))?;
-        let sink = Self { db, uri: Arc::from(redact_uri(uri)), strategy };
-        sink.create_indexes(products).await.map_err(|e| secret.scrub(e))?;
+        let sink = Self { db, uri: Arc::from(redact_uri(uri)) };
+        sink.create_indexes(products).await.map_err(|e| secret.scrub_error(e))?;
         Ok(sink)
-    }
-
-    /// How this sink keeps "newer wins" in the record stores (depends on the server).
-    pub fn upsert_strategy(&self) -> UpsertStrategy {
-        self.strategy
-    }
-
-    /// Overrides the detected strategy (tests exercise both against one server).
-    pub fn with_upsert_strategy(mut self, strategy: UpsertStrategy) -> Self {
-        self.strategy = strategy;
-        self
     }
 
     /// Name of a product's record store collection: "records.{product}".
@@ -363,7 +392,15 @@ impl MongoSink {
         for (collection, models) in plan {
             // Only the missing ones: the MongoDB-wire server used in tests panics on a
             // createIndexes that names indexes the collection already has.
-            let existing = self.collection(&collection).list_index_names().await.unwrap_or_default();
+            // A server that cannot be reached fails here, fast; anything else (a collection that
+            // does not exist yet, on some servers) means no index yet.
+            let existing = match self.collection(&collection).list_index_names().await {
+                Ok(names) => names,
+                Err(e) => match classify(&e) {
+                    unavailable @ MongoSinkError::Unavailable(_) => return Err(in_collection(&collection, unavailable)),
+                    MongoSinkError::Rejected(_) => Vec::new(),
+                },
+            };
             let missing: Vec<IndexModel> = models
                 .into_iter()
                 .filter(|m| m.options.as_ref().and_then(|o| o.name.as_ref()).is_none_or(|n| !existing.contains(n)))
@@ -380,49 +417,6 @@ impl MongoSink {
     /// replay) count as success, any other write error is returned. Empty slice = no-op.
     pub async fn write_lineage(&self, docs: &[LineageDoc]) -> Result<(), MongoSinkError> {
         self.insert_new(LINEAGE, docs.iter().map(LineageDoc::to_document).collect()).await
-    }
-
-    /// Upserts each record into records.{product} with `_id = key`, but only if it is NEWER
-    /// than what is stored: newer = greater `(event_time_ms, offset)`, a missing event time
-    /// sorts oldest. A replay or an out-of-order older event never overwrites a newer one.
-    ///
-    /// Records of one slice that share a key are reduced to the newest first. No transactions:
-    /// with [`UpsertStrategy::Conditional`] (MongoDB) each key gets one `replace_one` whose
-    /// filter is "this `_id` AND the stored version is older", with upsert, at most 16 in
-    /// flight; when the stored document is not older the filter misses, the upsert's insert hits
-    /// duplicate key 11000, and the record counts as `kept_newer`. FerretDB 1.x gets
-    /// [`UpsertStrategy::ReadThenWrite`] (see there).
-    pub async fn upsert_records(&self, product: &str, records: &[StoredRecord]) -> Result<UpsertStats, MongoSinkError> {
-        let mut stats = UpsertStats::default();
-        if records.is_empty() {
-            return Ok(stats);
-        }
-        // The newest version of each key in this slice (the first one wins a tie: a replay).
-        let mut newest: std::collections::HashMap<&str, &StoredRecord> = std::collections::HashMap::with_capacity(records.len());
-        for r in records {
-            let _ = newest
-                .entry(r.key.as_str())
-                .and_modify(|kept| {
-                    if r.version() > kept.version() {
-                        *kept = r
-                    }
-                })
-                .or_insert(r);
-        }
-        stats.kept_newer = (records.len() - newest.len()) as u64;
-
-        let collection_name = Self::record_store(product);
-        let collection = self.collection(&collection_name);
-        let updated_at = DateTime::now();
-        let newest: Vec<&StoredRecord> = newest.into_values().collect();
-        let (written, kept) = match self.strategy {
-            UpsertStrategy::Conditional => per_key(&collection, UpsertStrategy::Conditional, &newest, updated_at).await,
-            UpsertStrategy::ReadThenWrite => batched(&collection, &newest, updated_at).await,
-        }
-        .map_err(|e| in_collection(&collection_name, e))?;
-        stats.written += written;
-        stats.kept_newer += kept;
-        Ok(stats)
     }
 
     /// Appends versions of records to records.{product}: one document per input record with
@@ -531,6 +525,38 @@ impl MongoSink {
         Ok(())
     }
 
+    /// Writes the windows and alerts of `reports` (idempotent: deterministic ids). Both
+    /// collections are insert-only: a window is closed once, and an alert episode is two
+    /// documents (`{id}:firing`, `{id}:resolved`).
+    pub async fn write_reports(&self, reports: &Reports<'_>) -> Result<(), MongoSinkError> {
+        let windows: Vec<(String, serde_json::Value)> = reports
+            .windows
+            .iter()
+            .map(|w| {
+                let mut doc = serde_json::to_value(w).unwrap_or_default();
+                if let Some(o) = doc.as_object_mut() {
+                    let _ = o.insert("instance".into(), serde_json::Value::String(reports.instance.to_owned()));
+                }
+                (w.id(reports.instance), doc)
+            })
+            .collect();
+        self.insert_json(QUALITY_METRICS, &windows).await?;
+        let alerts: Vec<(String, serde_json::Value)> = reports
+            .alerts
+            .iter()
+            .map(|alert| {
+                let mut doc = serde_json::to_value(alert).unwrap_or_default();
+                if let Some(o) = doc.as_object_mut() {
+                    // The seed's field name, for dashboards written against it.
+                    let _ = o.insert("data_product".into(), serde_json::Value::String(alert.product.clone()));
+                }
+                let state = if alert.state == AlertState::Firing { "firing" } else { "resolved" };
+                (format!("{}:{state}", alert.id), doc)
+            })
+            .collect();
+        self.insert_json(ALERTS, &alerts).await
+    }
+
     /// Reads one document by _id as JSON (relaxed extended JSON: dates are `{"$date": …}`).
     pub async fn get(&self, collection: &str, id: &str) -> Result<Option<serde_json::Value>, MongoSinkError> {
         let found = self.collection(collection).find_one(doc! { "_id": id }).await.map_err(|e| in_collection(collection, classify(&e)))?;
@@ -540,195 +566,6 @@ impl MongoSink {
     /// Count of documents matching `filter` (a bson Document) — for tests.
     pub async fn count(&self, collection: &str, filter: Document) -> Result<u64, MongoSinkError> {
         self.collection(collection).count_documents(filter).await.map_err(|e| in_collection(collection, classify(&e)))
-    }
-}
-
-/// Writes each record with one task per key (at most [`UPSERT_CONCURRENCY`] in flight);
-/// returns `(written, kept_newer)`.
-async fn per_key(
-    collection: &Collection<Document>,
-    strategy: UpsertStrategy,
-    records: &[&StoredRecord],
-    updated_at: DateTime,
-) -> Result<(u64, u64), MongoSinkError> {
-    let mut jobs = records.iter().map(|r| (r.version(), r.older_filter(), r.to_document(updated_at)));
-    let (mut written, mut kept) = (0, 0);
-    let mut in_flight = JoinSet::new();
-    loop {
-        while in_flight.len() < UPSERT_CONCURRENCY {
-            let Some((version, filter, replacement)) = jobs.next() else {
-                break;
-            };
-            let collection = collection.clone();
-            let _ = in_flight.spawn(async move {
-                match strategy {
-                    UpsertStrategy::Conditional => replace_if_older(&collection, filter, replacement).await,
-                    UpsertStrategy::ReadThenWrite => read_then_write(&collection, version, replacement).await,
-                }
-            });
-        }
-        match in_flight.join_next().await {
-            None => break,
-            Some(Ok(Ok(true))) => written += 1,
-            Some(Ok(Ok(false))) => kept += 1,
-            // Dropping `in_flight` aborts the rest; the caller retries the whole (idempotent) batch.
-            Some(Ok(Err(e))) => return Err(e),
-            Some(Err(e)) => {
-                return Err(MongoSinkError::Rejected(format!("record store upsert task failed: {e}")));
-            }
-        }
-    }
-    Ok((written, kept))
-}
-
-/// Keys per `$in` read in [`batched`].
-const READ_CHUNK: usize = 5_000;
-
-/// [`UpsertStrategy::ReadThenWrite`] for a whole slice, in a handful of commands whatever its
-/// size (FerretDB answers every filtered command with a scan of the collection, so per-key
-/// commands cost O(slice × store)): one `find({_id: {$in}})` for the stored versions, one
-/// `delete_many` of the keys whose stored version is older, one unordered `insert_many` of
-/// everything to write. An insert that hits a duplicate key lost a race with another writer;
-/// those few keys are settled one by one. Between the delete and the insert a replaced key is
-/// briefly absent for readers. Returns `(written, kept_newer)`.
-async fn batched(collection: &Collection<Document>, records: &[&StoredRecord], updated_at: DateTime) -> Result<(u64, u64), MongoSinkError> {
-    let mut stored: std::collections::HashMap<String, (Option<i64>, i64)> = std::collections::HashMap::with_capacity(records.len());
-    for chunk in records.chunks(READ_CHUNK) {
-        let keys: Vec<&str> = chunk.iter().map(|r| r.key.as_str()).collect();
-        let mut cursor =
-            collection.find(doc! { "_id": { "$in": keys } }).projection(doc! { "_meta": 1 }).await.map_err(|e| classify(&e))?;
-        while cursor.advance().await.map_err(|e| classify(&e))? {
-            let found = cursor.deserialize_current().map_err(|e| classify(&e))?;
-            if let Ok(id) = found.get_str("_id") {
-                let _ = stored.insert(id.to_owned(), stored_version(&found));
-            }
-        }
-    }
-    let mut kept = 0;
-    let mut replace: Vec<&str> = Vec::new();
-    let mut write: Vec<&StoredRecord> = Vec::with_capacity(records.len());
-    for r in records {
-        match stored.get(r.key.as_str()) {
-            Some(version) if *version >= r.version() => kept += 1,
-            Some(_) => {
-                replace.push(r.key.as_str());
-                write.push(r);
-            }
-            None => write.push(r),
-        }
-    }
-    if write.is_empty() {
-        return Ok((0, kept));
-    }
-    for chunk in replace.chunks(READ_CHUNK) {
-        let _ = collection.delete_many(doc! { "_id": { "$in": chunk } }).await.map_err(|e| classify(&e))?;
-    }
-    let docs: Vec<Document> = write.iter().map(|r| r.to_document(updated_at)).collect();
-    let raced: Vec<&StoredRecord> = match collection.insert_many(&docs).ordered(false).await {
-        Ok(_) => Vec::new(),
-        Err(e) => match e.kind.as_ref() {
-            ErrorKind::InsertMany(failure) if failure.write_concern_error.is_none() => {
-                let errors = failure.write_errors.as_deref().unwrap_or_default();
-                if let Some(w) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
-                    return Err(MongoSinkError::Rejected(format!(
-                        "write error {} ({}): {}",
-                        w.code,
-                        w.code_name.as_deref().unwrap_or("?"),
-                        w.message
-                    )));
-                }
-                errors.iter().filter_map(|w| write.get(w.index).copied()).collect()
-            }
-            _ => return Err(classify(&e)),
-        },
-    };
-    let mut written = (write.len() - raced.len()) as u64;
-    if !raced.is_empty() {
-        let (w, k) = per_key(collection, UpsertStrategy::ReadThenWrite, &raced, updated_at).await?;
-        written += w;
-        kept += k;
-    }
-    Ok((written, kept))
-}
-
-/// One conditional replace with upsert: `Ok(true)` when written, `Ok(false)` when the stored
-/// version is not older (the filter missed and the insert hit the existing `_id`).
-async fn replace_if_older(collection: &Collection<Document>, filter: Document, replacement: Document) -> Result<bool, MongoSinkError> {
-    // A duplicate key on the first attempt may also be a race with a concurrent writer that
-    // inserted the key after our filter missed; the retry sees that document and decides.
-    for attempt in 0..2 {
-        match collection.replace_one(filter.clone(), &replacement).upsert(true).await {
-            Ok(_) => return Ok(true),
-            Err(e) if is_duplicate_key(&e) => {
-                if attempt == 1 {
-                    return Ok(false);
-                }
-            }
-            Err(e) => return Err(classify(&e)),
-        }
-    }
-    Ok(false)
-}
-
-/// [`UpsertStrategy::ReadThenWrite`] for one key: `Ok(true)` when written, `Ok(false)` when the
-/// stored version is not older. Every operation filters on `_id` alone (FerretDB's fast path).
-async fn read_then_write(
-    collection: &Collection<Document>,
-    version: (Option<i64>, i64),
-    replacement: Document,
-) -> Result<bool, MongoSinkError> {
-    let id = replacement.get("_id").cloned().unwrap_or(Bson::Null);
-    // A lost race (inserted or deleted between our read and write) re-reads; a few rounds suffice.
-    for _ in 0..4 {
-        let stored = collection.find_one(doc! { "_id": id.clone() }).projection(doc! { "_meta": 1 }).await.map_err(|e| classify(&e))?;
-        match stored {
-            None => match collection.insert_one(&replacement).await {
-                Ok(_) => return Ok(true),
-                Err(e) if is_duplicate_key(&e) => continue,
-                Err(e) => return Err(classify(&e)),
-            },
-            Some(stored) if stored_version(&stored) >= version => return Ok(false),
-            Some(_) => {
-                let result = collection.replace_one(doc! { "_id": id.clone() }, &replacement).await.map_err(|e| classify(&e))?;
-                if result.matched_count > 0 {
-                    return Ok(true);
-                }
-            }
-        }
-    }
-    Err(MongoSinkError::Unavailable(format!("record {id}: the stored document kept changing under concurrent writers")))
-}
-
-/// The `(event_time_ms, offset)` of a stored record; a missing or non-numeric field reads as
-/// oldest.
-fn stored_version(stored: &Document) -> (Option<i64>, i64) {
-    let number = |meta: &Document, field: &str| match meta.get(field) {
-        Some(Bson::Int64(n)) => Some(*n),
-        Some(Bson::Int32(n)) => Some(i64::from(*n)),
-        Some(Bson::Double(n)) if n.is_finite() => Some(*n as i64),
-        _ => None,
-    };
-    match stored.get_document("_meta") {
-        Ok(meta) => (number(meta, "event_time_ms"), number(meta, "offset").unwrap_or(i64::MIN)),
-        Err(_) => (None, i64::MIN),
-    }
-}
-
-/// FerretDB announces itself with `ferretdbVersion` in `buildInfo` (`"unknown"` when embedded
-/// without version stamping); 1.x (or unknown) gets [`UpsertStrategy::ReadThenWrite`].
-async fn detect_strategy(db: &Database) -> Result<UpsertStrategy, MongoSinkError> {
-    let info = db.run_command(doc! { "buildInfo": 1 }).await.map_err(|e| classify(&e))?;
-    Ok(strategy_for(info.get_str("ferretdbVersion").ok()))
-}
-
-fn strategy_for(ferretdb_version: Option<&str>) -> UpsertStrategy {
-    let Some(version) = ferretdb_version else {
-        return UpsertStrategy::Conditional;
-    };
-    let major = version.trim_start_matches('v').split('.').next().and_then(|m| m.parse::<u32>().ok());
-    match major {
-        Some(m) if m >= 2 => UpsertStrategy::Conditional,
-        _ => UpsertStrategy::ReadThenWrite,
     }
 }
 
@@ -775,56 +612,16 @@ fn classify(e: &mongodb::error::Error) -> MongoSinkError {
     if unavailable { MongoSinkError::Unavailable(message) } else { MongoSinkError::Rejected(message) }
 }
 
-/// Hides the password of every `scheme://user:password@host` in `text`: `user:***@`.
-pub fn redact_uri(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("://") {
-        let (head, tail) = rest.split_at(start + 3);
-        out.push_str(head);
-        let end = tail.find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`')).unwrap_or(tail.len());
-        let (word, after) = tail.split_at(end);
-        match word.rfind('@') {
-            Some(at) => {
-                let userinfo = &word[..at];
-                match userinfo.find(':') {
-                    Some(colon) => {
-                        out.push_str(&userinfo[..colon]);
-                        out.push_str(":***");
-                    }
-                    None => out.push_str(userinfo),
-                }
-                out.push_str(&word[at..]);
-            }
-            None => out.push_str(word),
-        }
-        rest = after;
-    }
-    out.push_str(rest);
-    out
+/// The passwords to scrub from `connect`'s messages (see [`Secrets`]).
+trait ScrubMongo {
+    fn scrub_error(&self, e: MongoSinkError) -> MongoSinkError;
 }
 
-/// The password of the URI being connected to, to scrub from `connect`'s messages even where it
-/// appears outside a URI (decoded).
-struct Secret(Vec<String>);
-
-impl Secret {
-    fn of(uri: &str) -> Self {
-        let authority = uri.split_once("://").map_or("", |(_, tail)| tail.split(char::is_whitespace).next().unwrap_or_default());
-        let password = authority.rsplit_once('@').and_then(|(userinfo, _)| userinfo.split_once(':')).map(|(_, p)| p);
-        Self(password.filter(|p| !p.is_empty()).map(str::to_owned).into_iter().collect())
-    }
-
-    fn with_password(mut self, password: Option<String>) -> Self {
-        self.0.extend(password.filter(|p| !p.is_empty()));
-        self
-    }
-
-    fn scrub(&self, e: MongoSinkError) -> MongoSinkError {
-        let clean = |m: String| self.0.iter().fold(m, |m, s| m.replace(s.as_str(), "***"));
+impl ScrubMongo for Secrets {
+    fn scrub_error(&self, e: MongoSinkError) -> MongoSinkError {
         match e {
-            MongoSinkError::Unavailable(m) => MongoSinkError::Unavailable(clean(m)),
-            MongoSinkError::Rejected(m) => MongoSinkError::Rejected(clean(m)),
+            MongoSinkError::Unavailable(m) => MongoSinkError::Unavailable(self.scrub(&m)),
+            MongoSinkError::Rejected(m) => MongoSinkError::Rejected(self.scrub(&m)),
         }
     }
 }
@@ -863,17 +660,9 @@ mod tests {
     }
 
     #[test]
-    fn strategy_by_server() {
-        assert_eq!(strategy_for(None), UpsertStrategy::Conditional);
-        assert_eq!(strategy_for(Some("unknown")), UpsertStrategy::ReadThenWrite);
-        assert_eq!(strategy_for(Some("v1.24.2")), UpsertStrategy::ReadThenWrite);
-        assert_eq!(strategy_for(Some("v2.1.0")), UpsertStrategy::Conditional);
-    }
-
-    #[test]
     fn secret_scrubs_decoded_password() {
-        let s = Secret::of("mongodb://u:hunter2@h/").with_password(Some("hunter2".into()));
-        let e = s.scrub(MongoSinkError::Rejected("auth failed for hunter2".into()));
+        let s = Secrets::of("mongodb://u:hunter2@h/").with_password(Some("hunter2".into()));
+        let e = s.scrub_error(MongoSinkError::Rejected("auth failed for hunter2".into()));
         assert_eq!(e.to_string(), "mongodb rejected the write: auth failed for ***");
     }
 }
