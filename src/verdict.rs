@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use crate::contract::tape::Tape;
 use crate::contract::{AnyRecord, Contract, RecordView, SchemaEngine, Violation};
 use crate::decode::{DecodeError, decode_json};
-use crate::quality::{self, Completeness};
+use crate::measure::{self, Completeness};
 
 /// Where a record failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -137,13 +137,13 @@ pub fn evaluate_lean<'i, T>(
 
 /// Completeness, event time, freshness and id of a decoded record, with its verdict.
 fn measure<'a>(contract: &Contract, record: impl RecordView<'a>, rejection: Option<Rejection>, now: OffsetDateTime) -> Evaluation {
-    let event_time = quality::event_time(record, &contract.event_time_fields);
+    let event_time = measure::event_time(record, &contract.event_time_fields);
     Evaluation {
         rejection,
         record_id: contract.record_id(record),
         completeness: contract.required.measure(record),
         event_time,
-        freshness: event_time.map(|t| quality::freshness(t, now)),
+        freshness: event_time.map(|t| measure::freshness(t, now)),
         record: None,
     }
 }

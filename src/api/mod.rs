@@ -42,12 +42,7 @@ use crate::product::model::Permission;
 use crate::product::{Catalog, Product};
 use crate::sink::mongo::{ACCESS_AUDIT, ALERTS, LINEAGE, MongoSink, QUALITY_METRICS, USERS};
 
-/// API requests by route template, method and status.
-pub const API_REQUESTS_TOTAL: &str = "meshguard_api_requests_total";
-/// API request latency by route template.
-pub const API_REQUEST_SECONDS: &str = "meshguard_api_request_seconds";
-/// Denied API accesses (401 and 403) by product and role.
-pub const ACCESS_DENIALS_TOTAL: &str = "meshguard_access_denials_total";
+pub use crate::telemetry::names::{ACCESS_DENIALS_TOTAL, API_REQUEST_SECONDS, API_REQUESTS_TOTAL};
 
 /// Most alert documents read for one product.
 const MAX_ALERT_DOCS: i64 = 5000;

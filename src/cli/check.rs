@@ -128,7 +128,7 @@ fn rejected(contract: &crate::contract::Contract, stage: Stage, class: &'static 
         rejection: Some(Rejection { stage, class, violations: vec![Violation { path: String::new(), keyword: keyword.into(), message }] }),
         record: None,
         record_id: None,
-        completeness: crate::quality::Completeness { present: 0, applicable: u32::try_from(contract.required.len()).unwrap_or(u32::MAX) },
+        completeness: crate::measure::Completeness { present: 0, applicable: u32::try_from(contract.required.len()).unwrap_or(u32::MAX) },
         event_time: None,
         freshness: None,
     }

@@ -17,7 +17,7 @@ use self::names::*;
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder (once per process) and returns its handle.
-pub fn install() -> Result<PrometheusHandle, String> {
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }
@@ -46,7 +46,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
         })
         .and_then(|b| {
             b.set_buckets_for_metric(
-                Matcher::Full(crate::api::API_REQUEST_SECONDS.into()),
+                Matcher::Full(API_REQUEST_SECONDS.into()),
                 &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
             )
         })
@@ -55,9 +55,8 @@ pub fn install() -> Result<PrometheusHandle, String> {
                 Matcher::Full(RECONCILE_SECONDS.into()),
                 &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
             )
-        })
-        .map_err(|e| e.to_string())?;
-    let handle = builder.install_recorder().map_err(|e| e.to_string())?;
+        })?;
+    let handle = builder.install_recorder()?;
     describe();
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
