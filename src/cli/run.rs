@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 
 use super::{ConfigArg, fail};
 use crate::config::Settings;
-use crate::quality::SystemClock;
+use crate::measure::SystemClock;
 use crate::telemetry::http::Health;
 
 /// Arguments of `run`.
@@ -38,12 +38,12 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     };
     // Wrong credentials or certificates end the process here, before any client retries them.
     if let Err(e) = crate::source::kafka::check_connection(&settings, Duration::from_secs(10)) {
-        return fail(e);
+        return fail(e.message);
     }
     if settings.mysql.enabled
         && let Err(e) = runtime.block_on(crate::reconcile::mysql::check_credentials(&settings.mysql.url))
     {
-        return fail(e);
+        return fail(e.message);
     }
     crate::telemetry::register_run_error_series(settings.mongodb.enabled, settings.mysql.enabled);
     if args.side_topic_partitions > 0
@@ -63,7 +63,8 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         let (settings, health, stop) = (settings.clone(), health.clone(), stop.clone());
         let handle = runtime.handle().clone();
         std::thread::Builder::new().name("stream".into()).spawn(move || {
-            let r = crate::stream::run(&settings, &catalog, Arc::new(SystemClock), health, stop, handle);
+            let env = crate::stream::Env { clock: Arc::new(SystemClock), health, stop, runtime: handle };
+            let r = crate::stream::run(&settings, &catalog, env);
             let _ = done_tx.send(());
             r
         })
@@ -104,19 +105,14 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     });
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(e)) => fail(e),
+        Ok(Err(e)) => fail(e.message),
         Err(_) => fail("the stream thread panicked"),
     }
 }
 
 /// Creates the side topics if they do not exist (replication 1 on a single broker, else 3).
 async fn ensure_side_topics(settings: &Settings, partitions: i32) -> Result<(), String> {
-    let mut config = settings.kafka.client_config();
-    for (k, v) in &settings.kafka.producer {
-        let _ = config.set(k, v);
-    }
-    // Asking for a missing topic's metadata must not create it with the broker's defaults.
-    let _ = config.set("allow.auto.create.topics", "false");
+    let config = rdkafka::ClientConfig::from_iter(settings.kafka_properties(crate::config::KafkaClient::Admin));
     let admin: AdminClient<DefaultClientContext> = config.create().map_err(|e| format!("cannot create the Kafka admin client: {e}"))?;
     let result = create_missing(&admin, settings, partitions).await;
     // Dropping an AdminClient joins its polling thread, which polls with a 100 ms time-out: a

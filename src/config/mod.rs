@@ -9,6 +9,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+mod kafka;
+pub use self::kafka::{KafkaClient, Properties};
+
 /// The defaults compiled into the binary, so `meshguard` runs with no file at all.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
@@ -162,32 +165,6 @@ impl std::fmt::Debug for KafkaSettings {
 }
 
 impl KafkaSettings {
-    /// A client configuration with the brokers and the security settings every client shares
-    /// (consumer, producer, admin); the caller adds its own properties.
-    pub fn client_config(&self) -> rdkafka::ClientConfig {
-        let mut c = rdkafka::ClientConfig::new();
-        let _ = c.set("bootstrap.servers", &self.bootstrap_servers).set("security.protocol", &self.security_protocol);
-        // librdkafka drops the bootstrap connection after the first metadata answer and waits
-        // half of this (default 100 ms) before connecting to the broker it advertises, in every
-        // new client: 50 ms each for the pre-flight check, the admin client and the consumer's
-        // group join at start (docs/benchmarks.md, round 4). Back-off still doubles per attempt
-        // up to `reconnect.backoff.max.ms` (10 s).
-        let _ = c.set("reconnect.backoff.ms", "20");
-        if !self.sasl_mechanism.is_empty() {
-            let _ = c.set("sasl.mechanism", &self.sasl_mechanism);
-        }
-        if !self.sasl_username.is_empty() {
-            let _ = c.set("sasl.username", &self.sasl_username);
-        }
-        if !self.sasl_password.is_empty() {
-            let _ = c.set("sasl.password", self.sasl_password.expose());
-        }
-        if !self.ssl_ca_location.is_empty() {
-            let _ = c.set("ssl.ca.location", &self.ssl_ca_location);
-        }
-        c
-    }
-
     /// What the clients authenticate as, for messages: `SASL_SSL (SCRAM-SHA-512 as meshguard)`.
     pub fn describe_security(&self) -> String {
         let proto = self.security_protocol.to_ascii_uppercase();

@@ -14,7 +14,8 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::types::RDKafkaErrorCode;
 use tracing::warn;
 
-use crate::config::Settings;
+use crate::config::{KafkaClient, Settings};
+use crate::error::{Error, System};
 
 /// Counts failed deliveries; the stream checks it once per batch. Every delivery report (run on
 /// the producer's polling thread) wakes a waiting [`SideProducer::finish`].
@@ -80,7 +81,74 @@ impl SinkError {
     }
 }
 
-/// The producer for dead letters (and later alerts and lineage).
+impl SinkError {
+    /// The stream's retry hint for this producer's failure. At-least-once: a fresh client
+    /// (new metadata and connections) for any failure: a CI run of the fault harness once
+    /// stalled for ten minutes after a broker restart, its last lines side-topic delivery
+    /// time-outs, while the test's own producer delivered every input. Exactly-once: only a
+    /// fenced or fatally failed producer is replaced; otherwise the transaction is aborted and
+    /// the batch read again.
+    pub fn into_error(self, transactional: bool) -> Error {
+        if !transactional || self.is_fatal() { Error::replace_client(System::Kafka, self) } else { Error::transient(System::Kafka, self) }
+    }
+}
+
+/// When a Kafka transaction call (send the offsets and commit, or abort) may end, in ms since
+/// `WATCHDOG_EPOCH`; 0 when none is under way.
+static TXN_DEADLINE_MS: AtomicU64 = AtomicU64::new(0);
+static WATCHDOG_EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+static WATCHDOG: std::sync::Once = std::sync::Once::new();
+/// A transaction call gets its own time-outs (30 s for the offsets, 30 s for the commit) and
+/// then this much more before the watchdog gives up on it.
+const TXN_WATCHDOG: Duration = Duration::from_secs(120);
+
+/// Ends the process when a Kafka transaction call outlives its time-outs by far. librdkafka 2.12's
+/// `send_offsets_to_transaction` can wait forever for a group coordinator it decommissioned
+/// after a broker restart, past its time-out (confluentinc/librdkafka#5456 and #5511); the fault
+/// harness caught a stream thread parked there for ten minutes. The call cannot be cancelled,
+/// and a restart resumes from the last committed transaction, which is what exactly-once is
+/// built to survive (a supervisor, e.g. Kubernetes, starts the process again). Started once,
+/// by the first transactional producer.
+fn start_txn_watchdog() {
+    WATCHDOG.call_once(|| {
+        let _ = *WATCHDOG_EPOCH;
+        let spawned = std::thread::Builder::new().name("txn-watchdog".into()).spawn(|| {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                let deadline = TXN_DEADLINE_MS.load(Ordering::Relaxed);
+                if deadline != 0 && WATCHDOG_EPOCH.elapsed().as_millis() as u64 > deadline {
+                    tracing::error!(
+                        waited_s = TXN_WATCHDOG.as_secs(),
+                        "a Kafka transaction call has not returned (librdkafka#5456/#5511); exiting so that a restart resumes from the last committed transaction"
+                    );
+                    std::process::exit(1);
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            warn!(error = %e, "cannot start the transaction watchdog");
+        }
+    });
+}
+
+/// Arms the watchdog for one transaction call; disarmed when dropped.
+struct TxnCall;
+
+impl TxnCall {
+    fn arm() -> Self {
+        let deadline = (WATCHDOG_EPOCH.elapsed() + TXN_WATCHDOG).as_millis() as u64;
+        TXN_DEADLINE_MS.store(deadline.max(1), Ordering::Relaxed);
+        Self
+    }
+}
+
+impl Drop for TxnCall {
+    fn drop(&mut self) {
+        TXN_DEADLINE_MS.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The producer for dead letters, alerts and OpenLineage events.
 pub struct SideProducer {
     producer: ThreadedProducer<SinkContext>,
     failures: Arc<AtomicU64>,
@@ -100,39 +168,28 @@ impl std::fmt::Debug for SideProducer {
 
 impl SideProducer {
     /// Creates the producer; in exactly-once mode also initialises transactions.
-    pub fn new(settings: &Settings, transactional_id: Option<&str>) -> Result<Self, String> {
-        let mut config = settings.kafka.client_config();
-        let _ = config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            // Dead letters leave while the rest of the batch is evaluated, so the ack wait at
-            // the end of a batch is short: 0.25 s per million events at 1 ms, 0.69 s at 5
-            // (docs/benchmarks.md, round 3). [kafka.producer] overrides it.
-            .set("linger.ms", "1")
-            .set("compression.type", "lz4")
-            // What a topic with Kafka's default max.message.bytes (1048588) accepts, so that a
-            // record too large for the dead-letter topic is refused here, at once, and sent
-            // without its payload, instead of failing at the broker and stalling the batch.
-            // Raise both together to carry larger payloads.
-            .set("message.max.bytes", "1000000")
-            .set("delivery.timeout.ms", "30000");
-        if let Some(id) = transactional_id {
-            let _ = config.set("transactional.id", id).set("transaction.timeout.ms", "60000");
-        }
-        for (k, v) in &settings.kafka.producer {
-            let _ = config.set(k, v);
-        }
+    pub fn new(settings: &Settings, transactional_id: Option<&str>) -> Result<Self, Error> {
+        let config = rdkafka::ClientConfig::from_iter(settings.kafka_properties(KafkaClient::SideProducer(transactional_id)));
         let context = SinkContext::default();
         let failures = context.failures.clone();
         let delivered = context.delivered.clone();
         let acked = context.acked.clone();
-        let producer: ThreadedProducer<SinkContext> =
-            config.create_with_context(context).map_err(|e| format!("cannot create the Kafka producer: {e}"))?;
+        let producer: ThreadedProducer<SinkContext> = config
+            .create_with_context(context)
+            .map_err(|e| Error::refused(System::Kafka, format_args!("cannot create the Kafka producer: {e}")))?;
         let timeout = Duration::from_secs(30);
         if transactional_id.is_some() {
-            producer.init_transactions(timeout).map_err(|e| format!("cannot initialise Kafka transactions: {e}"))?;
+            start_txn_watchdog();
+            producer
+                .init_transactions(timeout)
+                .map_err(|e| Error::transient(System::Kafka, format_args!("cannot initialise Kafka transactions: {e}")))?;
         }
         Ok(Self { producer, failures, acked, delivered, sent: AtomicU64::new(0), transactional: transactional_id.is_some(), timeout })
+    }
+
+    /// Whether batches are transactions (exactly-once).
+    pub fn is_transactional(&self) -> bool {
+        self.transactional
     }
 
     /// Starts a batch.
@@ -193,6 +250,7 @@ impl SideProducer {
     /// with `offsets` (exactly-once).
     pub fn finish(&self, offsets: Option<(&TopicPartitionList, &ConsumerGroupMetadata)>) -> Result<(), SinkError> {
         if self.transactional {
+            let _watched = TxnCall::arm();
             if let Some((tpl, group)) = offsets {
                 self.producer.send_offsets_to_transaction(tpl, group, self.timeout)?;
             }
@@ -235,6 +293,7 @@ impl SideProducer {
     /// Abandons a batch (exactly-once): nothing of it becomes visible.
     pub fn abort(&self) -> Result<(), SinkError> {
         if self.transactional {
+            let _watched = TxnCall::arm();
             self.producer.abort_transaction(self.timeout)?;
         }
         Ok(())

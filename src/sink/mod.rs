@@ -1,6 +1,215 @@
-//! Sinks: where verdicts go. [`kafka`] is the side-topic producer (dead letters now; alerts and
-//! lineage use it too), [`dlq`] shapes a dead letter.
+//! Sinks: where verdicts go, behind one [`Sinks`] value. [`kafka`] is the side-topic producer
+//! (dead letters, alerts, OpenLineage events; transactional in exactly-once mode), [`dlq`]
+//! shapes a dead letter, [`mongo`] is the document store (lineage, record versions, windows,
+//! alerts), which builds its own documents from the verdicts.
+//!
+//! A batch goes `begin` → `dead_letter`… → `send_reports` → `write_documents` → `finish`
+//! (the acknowledgement, or the transaction's commit); a failure carries its retry hint
+//! ([`crate::error::Retry`]) and [`Sinks::failed`] does the sinks' part of the recovery.
 
 pub mod dlq;
 pub mod kafka;
 pub mod mongo;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use metrics::histogram;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::message::{BorrowedMessage, OwnedHeaders};
+use tracing::{info, warn};
+
+use self::kafka::{AckWaiter, SideProducer};
+use self::mongo::{Documents, MongoSink, Reports};
+use crate::config::Settings;
+use crate::contract::Contract;
+use crate::error::{Error, Retry, System};
+use crate::product::Catalog;
+use crate::telemetry::names::SINK_WRITE_SECONDS;
+use crate::verdict::Rejection;
+
+/// Every sink of the stream.
+#[derive(Debug)]
+pub struct Sinks {
+    side: SideProducer,
+    /// Set when the side producer must be replaced before the next batch (see [`Retry::ReplaceClient`]).
+    replace_side: bool,
+    /// The same `transactional.id` for every replacement: `init_transactions` fences the old
+    /// producer and aborts whatever transaction it left open.
+    transactional_id: Option<String>,
+    mongo: Option<MongoSink>,
+    settings: Settings,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Sinks {
+    /// Creates the side producer (retrying while Kafka cannot initialise transactions yet) and
+    /// connects the document store when enabled (waiting for it while it is unavailable), then
+    /// stores the product declarations there.
+    pub fn connect(
+        settings: &Settings,
+        catalog: &Catalog,
+        instance: &str,
+        runtime: tokio::runtime::Handle,
+        stop: &AtomicBool,
+    ) -> Result<Self, Error> {
+        let transactional_id = settings.delivery.exactly_once.then(|| match settings.delivery.transactional_id.trim() {
+            "" => format!("{}-{instance}", settings.kafka.group_id),
+            id => id.to_owned(),
+        });
+        let side = side_producer(settings, transactional_id.as_deref(), stop)?;
+        let mongo = if settings.mongodb.enabled { Some(connect_mongo(settings, catalog, &runtime, stop)?) } else { None };
+        Ok(Self { side, replace_side: false, transactional_id, mongo, settings: settings.clone(), runtime })
+    }
+
+    /// Whether the document store is on (lineage documents and record versions are written).
+    pub fn has_store(&self) -> bool {
+        self.mongo.is_some()
+    }
+
+    /// Where dead letters go.
+    pub fn dlq_topic(&self) -> &str {
+        &self.settings.topics.dlq
+    }
+
+    /// Replaces the side producer if the last failure asked for it; an error while it cannot
+    /// be replaced yet (the caller backs off and asks again).
+    pub fn ready(&mut self) -> Result<(), Error> {
+        if !self.replace_side {
+            return Ok(());
+        }
+        self.side = SideProducer::new(&self.settings, self.transactional_id.as_deref())?;
+        self.replace_side = false;
+        if self.side.is_transactional() {
+            info!("transactional producer replaced; resuming from the committed offsets");
+        } else {
+            info!("side-topic producer replaced; resuming from the failed batch's first records");
+        }
+        Ok(())
+    }
+
+    fn kafka(&self, e: kafka::SinkError) -> Error {
+        e.into_error(self.side.is_transactional())
+    }
+
+    /// Starts a batch (a transaction in exactly-once mode).
+    pub fn begin(&self) -> Result<(), Error> {
+        self.side.begin().map_err(|e| self.kafka(e))
+    }
+
+    /// Sends `m`'s dead letter. Too large for the producer: first without the payload, then
+    /// without key and original headers too; the reason always goes through, so nothing stalls.
+    pub fn dead_letter(&self, m: &BorrowedMessage<'_>, contract: &Contract, r: &Rejection) -> Result<(), Error> {
+        use rdkafka::message::Message;
+        let headers = dlq::headers(m, contract, r, dlq::Carry::All);
+        self.side
+            .send(&self.settings.topics.dlq, m.key(), m.payload(), headers, |attempt| match attempt {
+                1 => Some((m.key(), None, dlq::headers(m, contract, r, dlq::Carry::NoPayload))),
+                2 => Some((None, None, dlq::headers(m, contract, r, dlq::Carry::ReasonOnly))),
+                _ => None,
+            })
+            .map_err(|e| self.kafka(e))
+    }
+
+    /// Sends the alerts and OpenLineage run events of `reports` within the current batch.
+    pub fn send_reports(&self, reports: &Reports<'_>) -> Result<(), Error> {
+        let topics = &self.settings.topics;
+        for alert in reports.alerts {
+            let payload = serde_json::to_vec(alert).unwrap_or_default();
+            self.side
+                .send(&topics.alerts, Some(alert.product.as_bytes()), Some(&payload), OwnedHeaders::new(), |_| None)
+                .map_err(|e| self.kafka(e))?;
+        }
+        for event in reports.events {
+            let payload = serde_json::to_vec(event).unwrap_or_default();
+            self.side
+                .send(&topics.lineage, Some(reports.job.as_bytes()), Some(&payload), OwnedHeaders::new(), |_| None)
+                .map_err(|e| self.kafka(e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes a batch's documents and the reports' windows and alerts to the document store
+    /// (idempotent: deterministic ids), when it is on.
+    pub fn write_documents(&self, documents: &Documents, reports: &Reports<'_>) -> Result<(), Error> {
+        let Some(mongo) = &self.mongo else { return Ok(()) };
+        let started = Instant::now();
+        self.runtime.block_on(async {
+            documents.write(mongo).await?;
+            mongo.write_reports(reports).await
+        })?;
+        histogram!(SINK_WRITE_SECONDS, "sink" => "mongodb").record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Ends a batch: at-least-once waits for every side-topic acknowledgement; exactly-once
+    /// commits the transaction with `offsets`.
+    pub fn finish(&self, offsets: Option<(&TopicPartitionList, &ConsumerGroupMetadata)>) -> Result<(), Error> {
+        self.side.finish(offsets).map_err(|e| self.kafka(e))
+    }
+
+    /// A wait for the side-topic records sent so far that any thread can run (the consumer's
+    /// revoke callback finishes the batch in flight with it).
+    pub fn waiter(&self) -> AckWaiter {
+        self.side.waiter()
+    }
+
+    /// The sinks' part of recovering from a failed batch: a client the error condemns is
+    /// replaced before the next batch; an open transaction is aborted (and its producer
+    /// replaced if even that fails), so none of the batch's output becomes visible.
+    pub fn failed(&mut self, e: &Error) {
+        if e.retry == Retry::ReplaceClient && e.system == System::Kafka {
+            if self.side.is_transactional() {
+                warn!("the transactional producer is fenced or in a fatal state; replacing it");
+            }
+            self.replace_side = true;
+        } else if self.side.is_transactional()
+            && let Err(abort) = self.side.abort()
+        {
+            warn!(error = %abort, fatal = abort.is_fatal(), "aborting the transaction failed; replacing the producer");
+            self.replace_side = true;
+        }
+    }
+}
+
+/// Creates the side-topic producer, retrying while Kafka cannot initialise transactions yet (a
+/// broker restarting, or a predecessor with the same `transactional.id` whose open transaction
+/// the coordinator is still aborting).
+fn side_producer(settings: &Settings, transactional_id: Option<&str>, stop: &AtomicBool) -> Result<SideProducer, Error> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match SideProducer::new(settings, transactional_id) {
+            Ok(p) => return Ok(p),
+            Err(e) if e.retry != Retry::Stop && transactional_id.is_some() && !stop.load(Ordering::Relaxed) => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Kafka transactions not ready; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn connect_mongo(settings: &Settings, catalog: &Catalog, runtime: &tokio::runtime::Handle, stop: &AtomicBool) -> Result<MongoSink, Error> {
+    let products: Vec<String> = catalog.products.iter().map(|p| p.name().to_owned()).collect();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match runtime.block_on(MongoSink::connect(&settings.mongodb.uri, &settings.mongodb.database, &products)) {
+            Ok(m) => {
+                for p in &catalog.products {
+                    if let Err(e) = runtime.block_on(m.put(mongo::DATA_PRODUCTS, p.name(), &p.raw)) {
+                        warn!(error = %e, product = p.name(), "cannot store the data product declaration");
+                    }
+                }
+                return Ok(m);
+            }
+            Err(e) if e.is_retryable() && !stop.load(Ordering::Relaxed) => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MongoDB unavailable; waiting for it before consuming");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(Error::refused(System::MongoDb, format_args!("MongoDB: {e}"))),
+        }
+    }
+}

@@ -15,7 +15,8 @@ use rdkafka::producer::Producer;
 use rdkafka::statistics::Statistics;
 use tracing::{debug, error, info, warn};
 
-use crate::config::Settings;
+use crate::config::{KafkaClient, Settings};
+use crate::error::{Error, System};
 use crate::telemetry::http::Health;
 use crate::telemetry::names::{ASSIGNED_PARTITIONS, CONSUMER_ERRORS_TOTAL, CONSUMER_LAG, REBALANCES_TOTAL};
 
@@ -150,42 +151,32 @@ impl rdkafka::producer::ProducerContext for CheckContext {
 /// Connects once before anything else, so that wrong credentials or a wrong CA end the process
 /// at once with a message naming the problem, instead of a client retrying in the background.
 /// Waits up to `timeout` for the brokers to answer a metadata request.
-pub fn check_connection(settings: &Settings, timeout: std::time::Duration) -> Result<(), String> {
+pub fn check_connection(settings: &Settings, timeout: std::time::Duration) -> Result<(), Error> {
     let security = settings.kafka.describe_security();
     let context = CheckContext { fatal: FatalError::default(), security: security.clone(), last: Mutex::new(None) };
-    let mut config = settings.kafka.client_config();
-    // The consumer's own properties too (e.g. a client certificate set there), as the consumer
-    // is the connection that must work; consumer-only keys are ignored by this client.
-    for (k, v) in &settings.kafka.consumer {
-        let _ = config.set(k, v);
-    }
-    // Reconnects back off from 20 ms (`client_config`) up to 10 s, so a broker that refuses us
-    // is not hammered while we wait. Not from 1 s: the first metadata request fails while the
-    // client moves from the bootstrap address to the broker it advertises, and a 1 s backoff
-    // made every start wait ~0.5 s for the retry.
-    let _ = config.set("reconnect.backoff.max.ms", "10000");
-    // One topic's metadata, not the whole cluster's (2,293 topics on the test broker: +32 ms);
-    // never creating it on a broker with auto.create.topics.enable (a producer-type client
-    // would).
-    let _ = config.set("allow.auto.create.topics", "false");
-    let client: rdkafka::producer::BaseProducer<CheckContext> =
-        config.create_with_context(context).map_err(|e| format!("cannot create a Kafka client ({security}): {e}"))?;
+    let config = rdkafka::ClientConfig::from_iter(settings.kafka_properties(KafkaClient::Check));
+    let client: rdkafka::producer::BaseProducer<CheckContext> = config
+        .create_with_context(context)
+        .map_err(|e| Error::refused(System::Kafka, format_args!("cannot create a Kafka client ({security}): {e}")))?;
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let answered = client.client().fetch_metadata(Some(&settings.topics.dlq), std::time::Duration::from_millis(250));
         client.poll(std::time::Duration::ZERO);
         if let Some(fatal) = client.context().fatal.get() {
-            return Err(fatal);
+            return Err(Error::refused(System::Kafka, fatal));
         }
         if answered.is_ok() {
             return Ok(());
         }
         if std::time::Instant::now() >= deadline {
             let last = client.context().last.lock().ok().and_then(|l| l.clone()).unwrap_or_else(|| "no answer".into());
-            return Err(format!(
-                "cannot reach Kafka at {} ({security}) within {}s: {last}",
-                settings.kafka.bootstrap_servers,
-                timeout.as_secs()
+            return Err(Error::transient(
+                System::Kafka,
+                format_args!(
+                    "cannot reach Kafka at {} ({security}) within {}s: {last}",
+                    settings.kafka.bootstrap_servers,
+                    timeout.as_secs()
+                ),
             ));
         }
     }
@@ -244,39 +235,9 @@ impl ConsumerContext for SourceContext {
 pub type Source = BaseConsumer<SourceContext>;
 
 /// Creates the consumer and subscribes to `topics`.
-pub fn consumer(settings: &Settings, topics: &[String], health: Arc<Health>) -> Result<Source, String> {
+pub fn consumer(settings: &Settings, topics: &[String], health: Arc<Health>) -> Result<Source, Error> {
     let exactly_once = settings.delivery.exactly_once;
-    let mut config = settings.kafka.client_config();
-    let _ = config
-        .set("group.id", &settings.kafka.group_id)
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.auto.commit", if exactly_once { "false" } else { "true" })
-        .set("auto.commit.interval.ms", "1000")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "2000")
-        .set("statistics.interval.ms", "5000")
-        .set("fetch.wait.max.ms", "50")
-        // librdkafka prefetches up to 64 MB by default, most of the resident memory under a
-        // backlog (docs/benchmarks.md: 233 MB at 3 KB events). 4 MB still holds ~10,000 of the
-        // seed's events, two batches; 16 MB made no more events/s but 210 instead of 124 MB RSS.
-        .set("queued.max.messages.kbytes", "4096")
-        // When that queue is full librdkafka postpones the partition's next fetch by this much
-        // (default 1000 ms): the stream drained the queue and then sat idle for most of each
-        // second (docs/benchmarks.md: 111k → 211k events/s with 10 ms).
-        .set("fetch.queue.backoff.ms", "10")
-        // The prefetch bound above is checked before a fetch, not during one: a fetch response
-        // (up to 1 MB per partition, 50 MB in all, by default) is decompressed whole into the
-        // queue. Compressed records that shrink well made that overshoot most of the resident
-        // memory (docs/benchmarks.md, round 4: 30 KB events, lz4, 176-210 MB peak; 107-112 MB
-        // with these bounds). Same events/s at 0.3 and 30 KB.
-        .set("fetch.max.bytes", "1048576")
-        .set("max.partition.fetch.bytes", "262144");
-    for (k, v) in &settings.kafka.consumer {
-        let _ = config.set(k, v);
-    }
+    let config = rdkafka::ClientConfig::from_iter(settings.kafka_properties(KafkaClient::Consumer));
     let context = SourceContext {
         epoch: AtomicU64::new(0),
         health,
@@ -286,17 +247,10 @@ pub fn consumer(settings: &Settings, topics: &[String], health: Arc<Health>) -> 
         in_flight: Mutex::new(None),
         finished_on_revoke: Mutex::new(None),
     };
-    let consumer: Source = config.create_with_context(context).map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+    let consumer: Source = config
+        .create_with_context(context)
+        .map_err(|e| Error::refused(System::Kafka, format_args!("cannot create the Kafka consumer: {e}")))?;
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&refs).map_err(|e| format!("cannot subscribe to {}: {e}", topics.join(", ")))?;
+    consumer.subscribe(&refs).map_err(|e| Error::refused(System::Kafka, format_args!("cannot subscribe to {}: {e}", topics.join(", "))))?;
     Ok(consumer)
-}
-
-/// The next offset to consume for each partition in `positions` (already `last + 1`).
-pub fn offsets_list(positions: &HashMap<(&str, i32), i64>) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::with_capacity(positions.len());
-    for ((topic, partition), next) in positions {
-        let _ = tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*next));
-    }
-    tpl
 }

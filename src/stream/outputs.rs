@@ -1,23 +1,24 @@
-//! What the stream emits besides dead letters: closed quality windows, alerts and OpenLineage
-//! run events. They are queued here and written with the next batch (and retried with it).
+//! The hand-off for the deferred parts of quality: acknowledged batches (and reconciliation
+//! verdicts once decided) go into the windows here; a closed window is judged against the
+//! alert rules and becomes the reports (window documents, alerts, OpenLineage run events) that
+//! the sinks write with the next batch, retried with it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{counter, gauge};
-use rdkafka::message::OwnedHeaders;
 use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::config::Settings;
 use crate::contract::Contract;
+use crate::error::redact_uri;
 use crate::lineage::openlineage::{self, Assertion, EventType, Output, Run, TopicQuality};
 use crate::product::Catalog;
 use crate::quality::alert::{Alert, Alerter, RuleSettings};
 use crate::quality::window::{ClosedWindow, Windows};
-use crate::sink::kafka::{SideProducer, SinkError};
-use crate::sink::mongo::{self, MongoSink, MongoSinkError};
+use crate::sink::mongo::{MongoSink, Reports};
 use crate::telemetry::names::{ACCURACY_RATIO, ALERTS_TOTAL, COMPLETENESS_RATIO, LINEAGE_COVERAGE_RATIO};
 
 /// Windows, alert state and the outputs waiting for the next batch.
@@ -31,8 +32,6 @@ pub(super) struct Outputs {
     run: Run,
     namespace: String,
     outputs: Vec<Output>,
-    alerts_topic: String,
-    lineage_topic: String,
     last_quality: Vec<TopicQuality>,
     pending_windows: Vec<ClosedWindow>,
     pending_alerts: Vec<Alert>,
@@ -63,7 +62,7 @@ impl Outputs {
         if track_lineage {
             let mongo_ns = format!(
                 "mongodb://{}",
-                mongo::redact_uri(&settings.mongodb.uri).trim_start_matches("mongodb://").split('/').next().unwrap_or_default()
+                redact_uri(&settings.mongodb.uri).trim_start_matches("mongodb://").split('/').next().unwrap_or_default()
             );
             for p in &catalog.products {
                 outputs.push(Output {
@@ -81,8 +80,6 @@ impl Outputs {
             run: Run::new("meshguard", format!("meshguard.{}", settings.kafka.group_id), now),
             namespace,
             outputs,
-            alerts_topic: settings.topics.alerts.clone(),
-            lineage_topic: settings.topics.lineage.clone(),
             last_quality: Vec::new(),
             pending_windows: Vec::new(),
             pending_alerts: Vec::new(),
@@ -200,49 +197,15 @@ impl Outputs {
         !(self.pending_windows.is_empty() && self.pending_alerts.is_empty() && self.pending_events.is_empty())
     }
 
-    /// Sends pending alerts and run events within the current batch.
-    pub(super) fn send_kafka(&self, sink: &SideProducer) -> Result<(), SinkError> {
-        for alert in &self.pending_alerts {
-            let payload = serde_json::to_vec(alert).unwrap_or_default();
-            sink.send(&self.alerts_topic, Some(alert.product.as_bytes()), Some(&payload), OwnedHeaders::new(), |_| None)?;
+    /// What waits to be written with the next batch.
+    pub(super) fn reports(&self) -> Reports<'_> {
+        Reports {
+            windows: &self.pending_windows,
+            alerts: &self.pending_alerts,
+            events: &self.pending_events,
+            job: &self.run.job_name,
+            instance: &self.instance,
         }
-        for event in &self.pending_events {
-            let payload = serde_json::to_vec(event).unwrap_or_default();
-            sink.send(&self.lineage_topic, Some(self.run.job_name.as_bytes()), Some(&payload), OwnedHeaders::new(), |_| None)?;
-        }
-        Ok(())
-    }
-
-    /// Writes pending windows and alerts to MongoDB (idempotent: deterministic ids).
-    /// Both collections are insert-only: a window is closed once, and an alert episode is two
-    /// documents (`{id}:firing`, `{id}:resolved`).
-    pub(super) async fn write_mongo(&self, mongo: &MongoSink) -> Result<(), MongoSinkError> {
-        let windows: Vec<(String, Value)> = self
-            .pending_windows
-            .iter()
-            .map(|w| {
-                let mut doc = serde_json::to_value(w).unwrap_or_default();
-                if let Some(o) = doc.as_object_mut() {
-                    let _ = o.insert("instance".into(), Value::String(self.instance.clone()));
-                }
-                (w.id(&self.instance), doc)
-            })
-            .collect();
-        mongo.insert_json(mongo::QUALITY_METRICS, &windows).await?;
-        let alerts: Vec<(String, Value)> = self
-            .pending_alerts
-            .iter()
-            .map(|alert| {
-                let mut doc = serde_json::to_value(alert).unwrap_or_default();
-                if let Some(o) = doc.as_object_mut() {
-                    // The seed's field name, for dashboards written against it.
-                    let _ = o.insert("data_product".into(), Value::String(alert.product.clone()));
-                }
-                let state = if alert.state == crate::quality::alert::AlertState::Firing { "firing" } else { "resolved" };
-                (format!("{}:{state}", alert.id), doc)
-            })
-            .collect();
-        mongo.insert_json(mongo::ALERTS, &alerts).await
     }
 
     /// Forgets what was written.
