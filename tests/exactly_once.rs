@@ -22,11 +22,8 @@ fn repeated(dead: &[DeadLetter]) -> Vec<((String, i32, i64), usize)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_repeatedly_leaves_each_dead_letter_exactly_once_under_read_committed() {
-    let kafka = kafka();
-    let topic = unique("pay-eos-kill");
-    create_topics(&kafka, &[&topic], 3).await;
-    let names = Names::new();
-    let products = Products::payments(&[&topic]);
+    let Scenario { kafka, topics, names, products, .. } = Scenario::payments(&["pay-eos-kill"], 3).await;
+    let topic = topics.concat();
     let sent = produce_payments(&kafka, &[&topic], 20_000, 0.03, 606).await;
     let total = sent.len() as i64;
     let expected = invalid_positions(&sent);
@@ -63,11 +60,8 @@ async fn kill_9_repeatedly_leaves_each_dead_letter_exactly_once_under_read_commi
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_zombie_instance_is_fenced_and_its_output_never_becomes_visible() {
-    let kafka = kafka();
-    let topic = unique("pay-eos-zombie");
-    create_topics(&kafka, &[&topic], 4).await;
-    let names = Names::new();
-    let products = Products::payments(&[&topic]);
+    let Scenario { kafka, topics, names, products, .. } = Scenario::payments(&["pay-eos-zombie"], 4).await;
+    let topic = topics.concat();
     // A short session timeout (the broker's minimum is 6 s), so that the stopped instance is
     // evicted quickly; librdkafka properties pass through [kafka.consumer].
     let config = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}"));

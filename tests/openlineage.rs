@@ -496,11 +496,8 @@ mod common;
 #[tokio::test(flavor = "multi_thread")]
 async fn every_event_meshguard_run_emits_validates() {
     use common::*;
-    let kafka = kafka();
-    let topic = unique("pay-ol");
-    create_topics(&kafka, &[&topic], 1).await;
-    let names = Names::new();
-    let products = Products::payments(&[&topic]);
+    let Scenario { kafka, topics, names, products, .. } = Scenario::payments(&["pay-ol"], 1).await;
+    let topic = topics.concat();
     let _ = produce_payments(&kafka, &[&topic], 500, 0.05, 51).await;
     let mut service = Service::start(
         &kafka,

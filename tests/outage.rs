@@ -25,11 +25,8 @@ impl Drop for Restart {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_outage_pauses_nothing_loses_nothing_and_raises_no_false_alert() {
-    let kafka = kafka();
-    let topic = unique("pay-outage");
-    create_topics(&kafka, &[&topic], 3).await;
-    let names = Names::new();
-    let products = Products::payments(&[&topic]);
+    let Scenario { kafka, topics, names, products, .. } = Scenario::payments(&["pay-outage"], 3).await;
+    let topic = topics.concat();
     // Source rows and events that agree, all written before the outage.
     produce_cli(
         &kafka,

@@ -18,11 +18,8 @@ const FAST: &[(&str, &str)] = &[
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mismatched_amounts_fire_an_accuracy_alert_that_resolves() {
-    let kafka = kafka();
-    let topic = unique("pay-acc");
-    create_topics(&kafka, &[&topic], 1).await;
-    let names = Names::new();
-    let products = Products::payments(&[&topic]);
+    let Scenario { kafka, topics, names, products, .. } = Scenario::payments(&["pay-acc"], 1).await;
+    let topic = topics.concat();
     // Half of the source rows disagree with their events.
     produce_cli(
         &kafka,
@@ -116,7 +113,7 @@ async fn write_source_rows(sent: &[Sent], seed: u64) {
     let contract = catalog.product("payments-data-product").and_then(|p| p.contract(None)).cloned().unwrap_or_else(|| panic!("contract"));
     let mut generator = meshguard::generate::Generator::for_contract(&contract, seed, 0.0, 0.0).unwrap_or_else(|| panic!("generator"));
     let rows: Vec<_> = (0..sent.len()).filter_map(|_| generator.next_event(time::OffsetDateTime::now_utc()).source).collect();
-    let writer = meshguard::reconcile::source_rows::SourceWriter::connect(&mysql(), &contract).await.unwrap_or_else(|e| panic!("{e}"));
+    let writer = meshguard::generate::mysql::SourceWriter::connect(&mysql(), &contract).await.unwrap_or_else(|e| panic!("{e}"));
     writer.write(&rows).await.unwrap_or_else(|e| panic!("{e}"));
 }
 

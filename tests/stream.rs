@@ -12,12 +12,9 @@ const PARTITIONS: i32 = 3;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn routes_exactly_the_invalid_records_with_their_reasons() {
-    let kafka = kafka();
-    let topics = [unique("pay-created"), unique("pay-updated"), unique("pay-completed")];
+    let Scenario { kafka, topics, names, products, .. } =
+        Scenario::payments(&["pay-created", "pay-updated", "pay-completed"], PARTITIONS).await;
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    create_topics(&kafka, &topic_refs, PARTITIONS).await;
-    let names = Names::new();
-    let products = Products::payments(&topic_refs);
     // The acceptance run: 100k payment events, 1% invalid.
     let sent = produce_payments(&kafka, &topic_refs, 100_000, 0.01, 42).await;
     let expected = invalid_positions(&sent);
@@ -89,11 +86,8 @@ fn promtool_check_metrics(scrape: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn poison_records_do_not_stall_a_partition() {
-    let kafka = kafka();
-    let topic = unique("pay-poison");
-    create_topics(&kafka, &[&topic], 1).await;
-    let names = Names::new();
-    let products = Products::payments(&[&topic]);
+    let Scenario { kafka, topics, names, products, .. } = Scenario::payments(&["pay-poison"], 1).await;
+    let topic = topics.concat();
     // Raw poison first, then ordinary events behind it on the same (only) partition.
     let producer: rdkafka::producer::FutureProducer =
         rdkafka::ClientConfig::new().set("bootstrap.servers", &kafka).create().unwrap_or_else(|e| panic!("{e}"));
@@ -116,11 +110,8 @@ async fn poison_records_do_not_stall_a_partition() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_and_restart_loses_nothing() {
-    let kafka = kafka();
-    let topic = unique("pay-kill");
-    create_topics(&kafka, &[&topic], PARTITIONS).await;
-    let names = Names::new();
-    let products = Products::payments(&[&topic]);
+    let Scenario { kafka, topics, names, products, .. } = Scenario::payments(&["pay-kill"], PARTITIONS).await;
+    let topic = topics.concat();
     let sent = produce_payments(&kafka, &[&topic], 30_000, 0.02, 99).await;
     let expected = invalid_positions(&sent);
 
@@ -142,11 +133,8 @@ async fn kill_9_and_restart_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_instances_share_partitions_and_take_over() {
-    let kafka = kafka();
-    let topic = unique("pay-group");
-    create_topics(&kafka, &[&topic], 4).await;
-    let names = Names::new();
-    let products = Products::payments(&[&topic]);
+    let Scenario { kafka, topics, names, products, .. } = Scenario::payments(&["pay-group"], 4).await;
+    let topic = topics.concat();
     let a = Service::start(&kafka, products.dir.path(), &names, &[]);
     a.wait_ready(Duration::from_secs(60));
     let mut b = Service::start(&kafka, products.dir.path(), &names, &[]);
@@ -180,11 +168,8 @@ async fn a_rebalance_under_load_hands_every_batch_over_committed() {
     // is clean: every dead letter is written exactly once. (The revoke callback finishes A's
     // batch in flight; this test also passed with that step disabled, so it guards the
     // hand-over as a whole, not that step alone.)
-    let kafka = kafka();
-    let topic = unique("pay-handover");
-    create_topics(&kafka, &[&topic], 6).await;
-    let names = Names::new();
-    let products = Products::payments(&[&topic]);
+    let Scenario { kafka, topics, names, products, .. } = Scenario::payments(&["pay-handover"], 6).await;
+    let topic = topics.concat();
     let sent = produce_payments(&kafka, &[&topic], 40_000, 0.03, 8).await;
     let expected = invalid_positions(&sent);
     // Small batches keep A busy with the backlog (one acknowledgement round trip per 100
