@@ -234,6 +234,7 @@ fn stored(key: &str, record: Value, event_time_ms: i64, offset: i64) -> StoredRe
         topic: "payments.created".into(),
         partition: 0,
         offset,
+        timestamp_ms: Some(1_700_000_000_000),
         contract: "payment-schema".into(),
         contract_version: "1.0.0".into(),
     }
@@ -594,7 +595,7 @@ fn api_end_to_end() {
     // Lineage (the seed's getDataLineage).
     let lin = c.call(&team, "GET", &format!("/payments-data-product/lineage/{}", payments[2].id), None, 200, Some(PAYMENTS)).json();
     assert_eq!(lin["upstream"].as_array().unwrap().len(), 1, "{lin}");
-    assert_eq!(lin["upstream"][0]["_id"], "payments.created/0/102");
+    assert_eq!(lin["upstream"][0]["_id"], "payments.created/0/102/1700000000000");
     assert_eq!(lin["downstream"].as_array().unwrap().len(), 2, "{lin}");
     let _ = c.call(&team, "GET", "/payments-data-product/lineage/nothing-here", None, 404, Some(PAYMENTS));
 

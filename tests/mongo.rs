@@ -51,6 +51,7 @@ fn record(key: &str, amount: i64, event_time_ms: Option<i64>, offset: i64) -> St
         topic: "payments.updated".into(),
         partition: 0,
         offset,
+        timestamp_ms: Some(1_700_000_000_000 + offset),
         contract: "payment-v1".into(),
         contract_version: "1.0.0".into(),
     }
@@ -64,7 +65,7 @@ async fn stored(sink: &MongoSink, id: &str) -> serde_json::Value {
 }
 
 /// The record store is insert-only: every version of a key is its own document
-/// (`{key}@{topic}/{partition}/{offset}`), a replay adds nothing, and the document carries the
+/// (`{key}@{topic}/{partition}/{offset}/{timestamp_ms}`), a replay adds nothing, and the document carries the
 /// record's fields at the top level with the version in `_meta`.
 #[tokio::test]
 async fn record_versions_are_insert_only_and_replays_add_nothing() {
@@ -75,12 +76,18 @@ async fn record_versions_are_insert_only_and_replays_add_nothing() {
     sink.write_versions("payments", &versions).await.unwrap_or_else(|e| panic!("replay: {e}"));
     assert_eq!(sink.count(&store, doc! {}).await.ok(), Some(3));
     assert_eq!(sink.count(&store, doc! { "key": "p1" }).await.ok(), Some(2));
-    let newest = stored(&sink, "p1@payments.updated/0/6").await;
+    let newest = stored(&sink, "p1@payments.updated/0/6/1700000000006").await;
     assert_eq!(newest["amount"], json!(101));
     assert_eq!(newest["nested"], json!({ "a": [1, 2.5, "x", null] }));
     assert_eq!(newest["_meta"]["event_time_ms"], json!(2000));
     assert_eq!(newest["_meta"]["offset"], json!(6));
-    assert_eq!(stored(&sink, "p2@payments.updated/0/7").await["_meta"]["event_time_ms"], json!(null));
+    assert_eq!(stored(&sink, "p2@payments.updated/0/7/1700000000007").await["_meta"]["event_time_ms"], json!(null));
+    // The topic re-created: the same position holds a new record (a later timestamp), which is
+    // stored, not taken for a replay.
+    let recreated = StoredRecord { timestamp_ms: Some(1_800_000_000_000), ..record("p1", 300, Some(3000), 6) };
+    sink.write_versions("payments", &[recreated]).await.unwrap_or_else(|e| panic!("re-created: {e}"));
+    assert_eq!(sink.count(&store, doc! { "key": "p1" }).await.ok(), Some(3));
+    assert_eq!(stored(&sink, "p1@payments.updated/0/6/1800000000000").await["amount"], json!(300));
     sink.write_versions("payments", &[]).await.unwrap_or_else(|e| panic!("empty: {e}"));
     drop_db(&sink).await;
 }
@@ -110,7 +117,7 @@ async fn lineage_replays_never_duplicate() {
     assert_eq!(sink.count(LINEAGE, doc! { "source.record_id": "pay-00999" }).await.ok(), Some(1));
 
     let d = sink.get(LINEAGE, &docs[7].id()).await.unwrap_or_else(|e| panic!("get: {e}")).unwrap_or_else(|| panic!("lineage doc missing"));
-    assert_eq!(d["_id"], json!("payments.created/1/7"));
+    assert_eq!(d["_id"], json!("payments.created/1/7/1700000000007"));
     assert_eq!(d["lineage_id"], d["_id"]);
     assert_eq!(d["product"], json!("payments"));
     assert_eq!(d["source"]["system"], json!("kafka"));
@@ -135,6 +142,14 @@ async fn lineage_replays_never_duplicate() {
     sink.write_lineage(&more).await.unwrap_or_else(|e| panic!("2000 replay: {e}"));
     eprintln!("write_lineage: 2000 new in {fresh:?}, 2000 replayed in {:?}", t.elapsed());
     assert_eq!(sink.count(LINEAGE, doc! {}).await.ok(), Some(3000));
+    // The topic re-created: offsets 0.. again, records with later timestamps are new records,
+    // not replays (with `topic/partition/offset` ids, every one of them was dropped).
+    let recreated: Vec<LineageDoc> =
+        (0..100).map(|i| LineageDoc { source_timestamp_ms: Some(1_800_000_000_000 + i), ..lineage(i) }).collect();
+    sink.write_lineage(&recreated).await.unwrap_or_else(|e| panic!("re-created topic: {e}"));
+    assert_eq!(sink.count(LINEAGE, doc! {}).await.ok(), Some(3100));
+    sink.write_lineage(&recreated).await.unwrap_or_else(|e| panic!("re-created replay: {e}"));
+    assert_eq!(sink.count(LINEAGE, doc! {}).await.ok(), Some(3100));
 
     drop_db(&sink).await;
 }

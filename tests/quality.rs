@@ -206,3 +206,62 @@ async fn kill_9_and_restart_leave_lineage_and_record_store_as_an_uninterrupted_r
     assert_eq!(a.len(), sent.iter().filter(|s| s.valid).count(), "one version per valid event, none twice");
     assert_eq!(a, b, "the record store after crashes equals the uninterrupted one");
 }
+
+/// A topic deleted and re-created starts its offsets at 0 again. The new records' lineage and
+/// record versions are written, not taken for replays of the old records at the same
+/// positions (with `topic/partition/offset` ids, 0 of them were).
+#[tokio::test(flavor = "multi_thread")]
+async fn lineage_of_a_re_created_topic_is_not_taken_for_replays() {
+    let Scenario { kafka, topics, names, products, .. } = Scenario::payments(&["pay-recreate"], 1).await;
+    let topic = topics.concat();
+    let first = produce_payments(&kafka, &[&topic], 300, 0.0, 71).await;
+    let mut service = Service::start(&kafka, products.dir.path(), &names, &[]);
+    wait_committed(&kafka, &names.group, &[&topic], 1, first.len() as i64, Duration::from_secs(120));
+    service.signal(15);
+    assert_eq!(service.wait(Duration::from_secs(60)), Some(0));
+
+    recreate_topic(&kafka, &topic).await;
+    let second = produce_payments(&kafka, &[&topic], 300, 0.0, 72).await;
+    assert!(second.iter().all(|s| s.offset < 300), "the re-created topic starts at offset 0 again");
+    // A group of its own: the first group's offsets belong to the deleted topic.
+    let again = Names {
+        group: unique("g"),
+        dlq: names.dlq.clone(),
+        alerts: names.alerts.clone(),
+        lineage: names.lineage.clone(),
+        database: names.database.clone(),
+    };
+    let service = Service::start(&kafka, products.dir.path(), &again, &[]);
+    wait_committed(&kafka, &again.group, &[&topic], 1, second.len() as i64, Duration::from_secs(120));
+    drop(service);
+
+    let lineage = mongo_docs(&names.database, "data_lineage", doc! { "source.topic": &topic }).await;
+    assert_eq!(lineage.len(), first.len() + second.len(), "one lineage document per record of both incarnations");
+    let versions = mongo_docs(&names.database, "records.payments-data-product", doc! {}).await;
+    assert_eq!(versions.len(), first.len() + second.len(), "one record version per valid record of both incarnations");
+}
+
+/// Deletes `topic` and creates it again (1 partition) once the broker has let go of it.
+async fn recreate_topic(kafka: &str, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", kafka).create().unwrap_or_else(|e| panic!("admin: {e}"));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for r in admin.delete_topics(&[topic], &opts).await.unwrap_or_else(|e| panic!("delete {topic}: {e}")) {
+        r.unwrap_or_else(|(t, e)| panic!("delete {t}: {e}"));
+    }
+    // Creation fails while the deletion is still under way; retried until it succeeds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
+        let results = admin.create_topics([&new], &opts).await.unwrap_or_else(|e| panic!("create {topic}: {e}"));
+        match results.into_iter().next() {
+            Some(Ok(_)) => return,
+            Some(Err((_, e))) if std::time::Instant::now() < deadline => {
+                eprintln!("re-creating {topic}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("re-creating {topic}: {other:?}"),
+        }
+    }
+}

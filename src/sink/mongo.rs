@@ -136,9 +136,12 @@ pub struct LineageDoc {
 }
 
 impl LineageDoc {
-    /// The deterministic document id: `"{topic}/{partition}/{offset}"`.
+    /// The deterministic document id: `"{topic}/{partition}/{offset}/{timestamp_ms}"`. The
+    /// position alone does not tell a replay from a new record: offsets start at 0 again when
+    /// a topic is re-created (a failover, any test environment), and every new record was
+    /// taken for a replay of the old one and dropped. A replayed record keeps its timestamp.
     pub fn id(&self) -> String {
-        format!("{}/{}/{}", self.source_topic, self.source_partition, self.source_offset)
+        record_position(&self.source_topic, self.source_partition, self.source_offset, self.source_timestamp_ms)
     }
 
     /// The document as stored in [`LINEAGE`] (the seed's `trackDataLineage` shape).
@@ -187,10 +190,21 @@ pub struct StoredRecord {
     pub partition: i32,
     /// Kafka offset: breaks ties between equal event times.
     pub offset: i64,
+    /// The Kafka record's timestamp: with the position, tells a replay from a new record.
+    pub timestamp_ms: Option<i64>,
     /// Contract the record satisfied.
     pub contract: String,
     /// That contract's version.
     pub contract_version: String,
+}
+
+/// A Kafka record's identity across replays and topic re-creation:
+/// `"{topic}/{partition}/{offset}/{timestamp_ms}"` (`-` for a record without a timestamp).
+pub fn record_position(topic: &str, partition: i32, offset: i64, timestamp_ms: Option<i64>) -> String {
+    match timestamp_ms {
+        Some(ts) => format!("{topic}/{partition}/{offset}/{ts}"),
+        None => format!("{topic}/{partition}/{offset}/-"),
+    }
 }
 
 impl StoredRecord {
@@ -273,6 +287,7 @@ impl Documents {
                 topic: m.topic().to_owned(),
                 partition: m.partition(),
                 offset: m.offset(),
+                timestamp_ms: m.timestamp().to_millis(),
                 contract: contract.name.clone(),
                 contract_version: contract.version.clone(),
             });
@@ -420,7 +435,7 @@ impl MongoSink {
     }
 
     /// Appends versions of records to records.{product}: one document per input record with
-    /// `_id = "{key}@{topic}/{partition}/{offset}"` and the record id in `key`; the latest
+    /// `_id = "{key}@{topic}/{partition}/{offset}/{timestamp_ms}"` and the record id in `key`; the latest
     /// version of a key is the one with the greatest `(_meta.event_time_ms, _meta.offset)`, so an
     /// out-of-order older event never hides a newer one and a replay inserts nothing new.
     ///
@@ -437,7 +452,7 @@ impl MongoSink {
             .iter()
             .map(|r| {
                 let mut d = r.to_document(updated_at);
-                let _ = d.insert("_id", format!("{}@{}/{}/{}", r.key, r.topic, r.partition, r.offset));
+                let _ = d.insert("_id", format!("{}@{}", r.key, record_position(&r.topic, r.partition, r.offset, r.timestamp_ms)));
                 let _ = d.insert("key", r.key.as_str());
                 d
             })
