@@ -4,6 +4,7 @@
 //! to the dead-letter headers and the `check` report.
 
 mod avro;
+pub mod diff;
 mod json_schema;
 pub(crate) mod required;
 pub mod tape;

@@ -114,8 +114,9 @@ impl Files {
     }
 
     /// Resolves a file reference from a product declaration: `schemas/…` is looked up in the
-    /// schemas directory, anything else relative to the declaring file.
-    fn resolve(&self, declaring: &Path, reference: &str) -> PathBuf {
+    /// schemas directory, anything else relative to the declaring file. Public so that tools
+    /// comparing two revisions of a product (`lint --against`) find the same files.
+    pub fn resolve(&self, declaring: &Path, reference: &str) -> PathBuf {
         let rel = Path::new(reference);
         match self {
             Self::Embedded => PathBuf::from(format!("<built-in>/{}", file_name(rel))),
