@@ -6,7 +6,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::contract::tape::Tape;
-use crate::contract::{AnyRecord, Contract, RecordView, SchemaEngine, Violation};
+use crate::contract::{AnyRecord, Contract, RecordView, RuleOutcome, SchemaEngine, Violation};
 use crate::decode::{DecodeError, decode_json};
 use crate::quality::{self, Completeness};
 
@@ -35,7 +35,8 @@ impl Stage {
 pub struct Rejection {
     /// The failing stage.
     pub stage: Stage,
-    /// A stable class: the decode class, or `contract_violation`.
+    /// A stable class: the decode class, `contract_violation` (the schema), or `rule_violation`
+    /// (the schema holds, an `error` business rule does not).
     pub class: &'static str,
     /// Every violation found (one `decode` entry for undecodable bytes).
     pub violations: Vec<Violation>,
@@ -57,6 +58,8 @@ pub struct Evaluation {
     pub event_time: Option<OffsetDateTime>,
     /// Age of the event at evaluation time.
     pub freshness: Option<Duration>,
+    /// Failed `warn` business rules: counted (metrics, `check`), never a rejection.
+    pub warnings: Vec<Violation>,
 }
 
 impl Evaluation {
@@ -81,13 +84,14 @@ pub fn evaluate(contract: &Contract, payload: &[u8], now: OffsetDateTime) -> Eva
             rejection: Some(Rejection {
                 stage: Stage::Decode,
                 class: e.class.as_str(),
-                violations: vec![Violation { path: String::new(), keyword: "decode".into(), message: e.to_string() }],
+                violations: vec![Violation::new("", "decode", e.to_string())],
             }),
             record: None,
             record_id: None,
             completeness: Completeness { present: 0, applicable: u32::try_from(contract.required.len()).unwrap_or(u32::MAX) },
             event_time: None,
             freshness: None,
+            warnings: Vec::new(),
         },
         Ok(record) => evaluate_record(contract, record, now),
     }
@@ -97,10 +101,29 @@ pub fn evaluate(contract: &Contract, payload: &[u8], now: OffsetDateTime) -> Eva
 pub fn evaluate_record(contract: &Contract, record: Value, now: OffsetDateTime) -> Evaluation {
     let mut violations = Vec::new();
     let valid = contract.validate(&record, &mut violations);
-    let rejection = (!valid).then_some(Rejection { stage: Stage::Validate, class: "contract_violation", violations });
+    let mut warnings = Vec::new();
+    let rejection = if valid {
+        apply_rules(contract, AnyRecord::Value(&record), &mut warnings)
+    } else {
+        Some(Rejection { stage: Stage::Validate, class: "contract_violation", violations })
+    };
     let mut eval = measure(contract, &record, rejection, now);
     eval.record = Some(record);
+    eval.warnings = warnings;
     eval
+}
+
+/// Runs the contract's business rules on a record that holds to the schema (rules assume the
+/// schema's shape, so they are not run on records the schema rejects). Failed `warn` rules go to
+/// `warnings`; failed `error` rules reject the record with class `rule_violation`.
+pub fn apply_rules(contract: &Contract, record: AnyRecord<'_>, warnings: &mut Vec<Violation>) -> Option<Rejection> {
+    if contract.rules.is_empty() {
+        return None;
+    }
+    let mut outcome = RuleOutcome::default();
+    contract.rules.evaluate(record, &mut outcome);
+    warnings.append(&mut outcome.warnings);
+    (!outcome.errors.is_empty()).then_some(Rejection { stage: Stage::Validate, class: "rule_violation", violations: outcome.errors })
 }
 
 /// Evaluates like [`evaluate`] without keeping the record (`Evaluation::record` is `None`), and
@@ -122,8 +145,11 @@ pub fn evaluate_lean<'i, T>(
         && let Some(root) = tape.root()
         && schema.is_valid_tape(root)
     {
-        let eval = measure(contract, root, None, now);
-        let taken = valid(AnyRecord::Tape(root), eval.record_id.as_deref());
+        let mut warnings = Vec::new();
+        let rejection = apply_rules(contract, AnyRecord::Tape(root), &mut warnings);
+        let mut eval = measure(contract, root, rejection, now);
+        eval.warnings = warnings;
+        let taken = if eval.is_valid() { valid(AnyRecord::Tape(root), eval.record_id.as_deref()) } else { None };
         return (eval, taken);
     }
     let mut eval = evaluate(contract, payload, now);
@@ -145,5 +171,6 @@ fn measure<'a>(contract: &Contract, record: impl RecordView<'a>, rejection: Opti
         event_time,
         freshness: event_time.map(|t| quality::freshness(t, now)),
         record: None,
+        warnings: Vec::new(),
     }
 }

@@ -125,11 +125,12 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
 
 fn rejected(contract: &crate::contract::Contract, stage: Stage, class: &'static str, keyword: &str, message: String) -> Evaluation {
     Evaluation {
-        rejection: Some(Rejection { stage, class, violations: vec![Violation { path: String::new(), keyword: keyword.into(), message }] }),
+        rejection: Some(Rejection { stage, class, violations: vec![Violation::new("", keyword, message)] }),
         record: None,
         record_id: None,
         completeness: crate::quality::Completeness { present: 0, applicable: u32::try_from(contract.required.len()).unwrap_or(u32::MAX) },
         event_time: None,
         freshness: None,
+        warnings: Vec::new(),
     }
 }

@@ -7,6 +7,7 @@ mod avro;
 pub mod diff;
 mod json_schema;
 pub(crate) mod required;
+pub mod rules;
 pub mod tape;
 
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use crate::product::model::{QualitySpec, ReconciliationSpec};
 pub use self::avro::{AvroContract, AvroEncoding};
 pub use self::json_schema::{JsonSchemaContract, SchemaRetriever};
 pub use self::required::RequiredFields;
+pub use self::rules::{RuleOutcome, RuleSet};
 
 /// Read access to a decoded record, however it is held: a `serde_json::Value` tree, or a tape
 /// ([`tape::TapeNode`]). Completeness, the record id, the event time and reconciliation claims
@@ -127,6 +129,16 @@ pub struct Violation {
     pub keyword: String,
     /// A human sentence.
     pub message: String,
+    /// The business rule that failed (keyword `rule`), absent for schema violations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+}
+
+impl Violation {
+    /// A schema or decode violation (no rule).
+    pub fn new(path: impl Into<String>, keyword: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), keyword: keyword.into(), message: message.into(), rule: None }
+    }
 }
 
 /// The schema half of a contract.
@@ -165,6 +177,8 @@ pub struct Contract {
     pub event_time_fields: Vec<String>,
     /// Accuracy reconciliation, when declared.
     pub reconciliation: Option<ReconciliationSpec>,
+    /// Business rules (CEL), compiled; empty when the contract declares none.
+    pub rules: RuleSet,
 }
 
 /// Longest record id kept as it is (bytes); longer ids are replaced by their SHA-256.

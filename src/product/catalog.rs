@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::embedded;
 use super::model::{API_VERSION, ContractSpec, DataProduct};
 use crate::config::is_valid_topic_name;
-use crate::contract::{AvroContract, Contract, JsonSchemaContract, RequiredFields, SchemaEngine, SchemaRetriever};
+use crate::contract::{AvroContract, Contract, JsonSchemaContract, RequiredFields, RuleSet, SchemaEngine, SchemaRetriever};
 use crate::decode::AvroDecoder;
 
 /// One problem in the configuration, located as precisely as possible.
@@ -302,7 +302,16 @@ impl Catalog {
                         }
                     }
                 }
-                match compile(files, &file, &decl, spec, &mut avro_cache) {
+                let rules = match RuleSet::compile(&decl.metadata.name, &spec.name, &spec.rules) {
+                    Ok(r) => r,
+                    Err(errors) => {
+                        for e in errors {
+                            here(&format!("name: {}", e.rule), format!("contract {:?}: {e}", spec.name));
+                        }
+                        continue;
+                    }
+                };
+                match compile(files, &file, &decl, spec, rules, &mut avro_cache) {
                     Ok(c) => contracts.push(Arc::new(c)),
                     Err(message) => here(&spec.schema, format!("contract {:?}: {message}", spec.name)),
                 }
@@ -364,6 +373,7 @@ fn compile(
     declaring: &Path,
     decl: &DataProduct,
     spec: &ContractSpec,
+    rules: RuleSet,
     avro_cache: &mut HashMap<PathBuf, &'static apache_avro::Schema>,
 ) -> Result<Contract, String> {
     let path = files.resolve(declaring, &spec.schema);
@@ -436,6 +446,7 @@ fn compile(
         key_field,
         event_time_fields,
         reconciliation,
+        rules,
     })
 }
 

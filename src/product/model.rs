@@ -122,6 +122,48 @@ pub struct ContractSpec {
     /// Extension: how Avro records are framed and which writer schemas they may use.
     #[serde(default)]
     pub avro: Option<AvroSpec>,
+    /// Extension: business rules beyond the schema (CEL expressions), checked on every record
+    /// that holds to the schema.
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+}
+
+/// A named business rule (extension): a CEL expression that must be `true` for every record.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Unique within the contract: the violation's `rule` and the metric label.
+    pub name: String,
+    /// The CEL expression. Top-level fields are variables (`amount > 0.0`); the whole record is
+    /// `record` (`has(record.completed_at)`).
+    pub expr: String,
+    /// `error` (default: the record is dead-lettered) or `warn` (only counted).
+    #[serde(default)]
+    pub severity: RuleSeverity,
+    /// What the rule protects, for people and catalogues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// What a failed rule does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleSeverity {
+    /// The record is rejected like a schema violation (keyword `rule`).
+    #[default]
+    Error,
+    /// The failure is counted, the record passes.
+    Warn,
+}
+
+impl RuleSeverity {
+    /// The stable name (metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+        }
+    }
 }
 
 /// How an Avro contract's records arrive (extension).
