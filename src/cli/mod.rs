@@ -26,7 +26,9 @@ use clap::{Parser, Subcommand};
     meshguard check --product cards-data-product --format json samples/cards.avro\n  \
     meshguard lint --config config\n  \
     meshguard lint --against main                    # fail on breaking schema changes since main\n  \
-    meshguard contract diff schemas/payment-schema.json samples/payment-schema-v2-breaking.json\n\n\
+    meshguard contract diff schemas/payment-schema.json samples/payment-schema-v2-breaking.json\n  \
+    meshguard contract export --format odcs loans-data-product > loans.odcs.yaml\n  \
+    meshguard contract import odcs loans.odcs.yaml --config /tmp/imported/config\n\n\
     Configuration: embedded defaults, then --config FILE, then MESHGUARD__SECTION__KEY variables.")]
 pub struct Cli {
     /// What to do.
@@ -67,7 +69,11 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Mint a short-lived API token (HS256, auth.jwt_hs256_secret) for a user and roles.
     Token(token::TokenArgs),
-    /// Contract evolution: `contract diff OLD NEW` lists every schema change and whether it breaks.
+    /// Contracts as documents: `diff` two schema versions, `export`/`import` ODCS v3.1.
+    ///
+    /// `contract diff OLD NEW` lists every schema change and whether it breaks writers or
+    /// readers; `contract export --format odcs PRODUCT [CONTRACT]` writes an ODCS document;
+    /// `contract import odcs FILE` turns one into a data product that `lint` accepts.
     Contract(contract::ContractArgs),
 }
 

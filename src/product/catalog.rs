@@ -132,7 +132,8 @@ impl Files {
         }
     }
 
-    fn read(&self, path: &Path) -> Result<String, String> {
+    /// Reads a file that [`Files::resolve`] named (from disk, or the embedded set).
+    pub fn read(&self, path: &Path) -> Result<String, String> {
         match self {
             Self::Embedded => {
                 let name = file_name(path);
