@@ -174,3 +174,109 @@ fn measure<'a>(contract: &Contract, record: impl RecordView<'a>, rejection: Opti
         warnings: Vec::new(),
     }
 }
+
+/// The Kafka header naming the contract version a record is written to.
+pub const VERSION_HEADER: &str = "meshguard.contract.version";
+
+/// A shadow version's verdict on one record: counted, never dead-lettered.
+#[derive(Debug, Clone)]
+pub struct ShadowVerdict {
+    /// The shadow version.
+    pub version: String,
+    /// What it would have done; `None` when it accepts the record.
+    pub rejection: Option<Rejection>,
+}
+
+/// One record's evaluation against a contract with several versions.
+#[derive(Debug, Clone)]
+pub struct VersionedEvaluation {
+    /// The version the record was held to (for the dead-letter header and lineage).
+    pub applied_version: String,
+    /// The verdict of that version (or the unknown-version rejection).
+    pub evaluation: Evaluation,
+    /// Every shadow version's verdict.
+    pub shadows: Vec<ShadowVerdict>,
+}
+
+/// The enforced version a record is held to: the one its version header names, else the newest.
+/// A header naming no enforced version is a rejection (class `unknown_contract_version`).
+pub fn select_version<'c>(contract: &'c Contract, header: Option<&[u8]>) -> Result<&'c Contract, Rejection> {
+    let Some(raw) = header else { return Ok(contract.newest()) };
+    let named = std::str::from_utf8(raw).map(str::trim).unwrap_or_default();
+    contract.enforced_version(named).ok_or_else(|| {
+        let known: Vec<&str> = contract.enforced().iter().map(|c| c.version.as_str()).collect();
+        let shown: String = String::from_utf8_lossy(raw).chars().take(64).collect();
+        Rejection {
+            stage: Stage::Validate,
+            class: "unknown_contract_version",
+            violations: vec![Violation::new(
+                "",
+                "version",
+                format!("header {VERSION_HEADER} names version {shown:?}; contract {} enforces {}", contract.name, known.join(", ")),
+            )],
+        }
+    })
+}
+
+/// Like [`evaluate`], choosing the version from `version_header` (the value of
+/// [`VERSION_HEADER`], if the record has one) and checking every shadow version too.
+pub fn evaluate_versioned(contract: &Contract, payload: &[u8], version_header: Option<&[u8]>, now: OffsetDateTime) -> VersionedEvaluation {
+    let (applied, evaluation) = match select_version(contract, version_header) {
+        Ok(v) => (v, evaluate(v, payload, now)),
+        Err(rejection) => {
+            let newest = contract.newest();
+            let mut eval = evaluate(newest, payload, now);
+            eval.rejection = Some(rejection);
+            (newest, eval)
+        }
+    };
+    VersionedEvaluation { applied_version: applied.version.clone(), evaluation, shadows: shadows(contract, payload, now) }
+}
+
+/// Like [`evaluate_lean`] (the stream's path), choosing the version from `version_header` and
+/// checking every shadow version too. `valid` is called only for a record the applied version
+/// accepts.
+pub fn evaluate_lean_versioned<'i, T>(
+    contract: &Contract,
+    payload: &'i [u8],
+    version_header: Option<&[u8]>,
+    now: OffsetDateTime,
+    tape: &mut Tape<'i>,
+    valid: impl FnOnce(AnyRecord<'_>, Option<&str>) -> Option<T>,
+) -> (VersionedEvaluation, Option<T>) {
+    let shadows = shadows(contract, payload, now);
+    match select_version(contract, version_header) {
+        Ok(v) => {
+            let (evaluation, taken) = evaluate_lean(v, payload, now, tape, valid);
+            (VersionedEvaluation { applied_version: v.version.clone(), evaluation, shadows }, taken)
+        }
+        Err(rejection) => {
+            let newest = contract.newest();
+            let (mut evaluation, _) = evaluate_lean(newest, payload, now, tape, |_, _| None::<T>);
+            evaluation.rejection = Some(rejection);
+            (VersionedEvaluation { applied_version: newest.version.clone(), evaluation, shadows }, None)
+        }
+    }
+}
+
+/// Every shadow version's verdict on `payload`, counted in
+/// `meshguard_shadow_rejections_total{product,contract,version}`.
+fn shadows(contract: &Contract, payload: &[u8], now: OffsetDateTime) -> Vec<ShadowVerdict> {
+    contract
+        .shadows()
+        .map(|s| {
+            let mut tape = Tape::new();
+            let (eval, _) = evaluate_lean(s, payload, now, &mut tape, |_, _| None::<()>);
+            if eval.rejection.is_some() {
+                metrics::counter!(
+                    crate::telemetry::names::SHADOW_REJECTIONS_TOTAL,
+                    "product" => s.product.clone(),
+                    "contract" => s.name.clone(),
+                    "version" => s.version.clone()
+                )
+                .increment(1);
+            }
+            ShadowVerdict { version: s.version.clone(), rejection: eval.rejection }
+        })
+        .collect()
+}

@@ -76,6 +76,37 @@ pub struct FreshnessSummary {
     pub over_sla: u64,
 }
 
+/// A shadow version's would-be rejections.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShadowSummary {
+    /// The shadow version.
+    pub version: String,
+    /// Its schema file.
+    pub schema: String,
+    /// Records it would reject.
+    pub would_reject: u64,
+    /// Of those, records the applied version accepts: what enforcing it would add.
+    pub would_reject_accepted: u64,
+    /// Its violations by path and keyword, most frequent first.
+    pub violations: Vec<Group>,
+    #[serde(skip)]
+    groups: BTreeMap<(String, String, Option<String>), Group>,
+}
+
+impl ShadowSummary {
+    /// An empty summary for shadow version `c`.
+    pub fn new(c: &Contract) -> Self {
+        Self {
+            version: c.version.clone(),
+            schema: c.schema_file.display().to_string(),
+            would_reject: 0,
+            would_reject_accepted: 0,
+            violations: Vec::new(),
+            groups: BTreeMap::new(),
+        }
+    }
+}
+
 /// The whole report for one contract.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -106,6 +137,10 @@ pub struct Report {
     /// Failed `warn` rules, by rule, most frequent first: counted, the records pass.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rule_warnings: Vec<Group>,
+    /// What each shadow version of the contract would have rejected (nothing is rejected on
+    /// its account).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shadow: Vec<ShadowSummary>,
     /// Completeness.
     pub completeness: CompletenessSummary,
     /// Freshness.
@@ -136,6 +171,7 @@ impl Report {
             rule_violations: (!contract.rules.is_empty()).then_some(0),
             violations: Vec::new(),
             rule_warnings: Vec::new(),
+            shadow: Vec::new(),
             completeness: CompletenessSummary { sla: contract.quality.completeness.to_string(), ..Default::default() },
             freshness: FreshnessSummary { sla: contract.quality.freshness.to_string(), ..Default::default() },
             groups: BTreeMap::new(),
@@ -184,6 +220,19 @@ impl Report {
         }
     }
 
+    /// Adds the shadow versions' verdicts on the record at `at`; `accepted` is the applied
+    /// version's verdict.
+    pub fn add_shadows(&mut self, at: &At, accepted: bool, verdicts: &[crate::verdict::ShadowVerdict]) {
+        for v in verdicts {
+            let Some(rejection) = &v.rejection else { continue };
+            if let Some(summary) = self.shadow.iter_mut().find(|s| s.version == v.version) {
+                summary.would_reject += 1;
+                summary.would_reject_accepted += u64::from(accepted);
+                add_groups(&mut summary.groups, &rejection.violations, at);
+            }
+        }
+    }
+
     /// Computes the summaries; call once after the last record.
     pub fn finish(&mut self, contract: &Contract) {
         let mut groups: Vec<Group> = std::mem::take(&mut self.groups).into_values().collect();
@@ -192,6 +241,11 @@ impl Report {
         let mut warnings: Vec<Group> = std::mem::take(&mut self.warning_groups).into_values().collect();
         warnings.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.rule.cmp(&b.rule)));
         self.rule_warnings = warnings;
+        for summary in &mut self.shadow {
+            let mut groups: Vec<Group> = std::mem::take(&mut summary.groups).into_values().collect();
+            groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
+            summary.violations = groups;
+        }
         let c = &mut self.completeness;
         c.percent = if c.applicable == 0 { 100.0 } else { c.present as f64 * 100.0 / c.applicable as f64 };
         c.meets_sla = contract.quality.completeness.is_met_by(c.present, c.applicable);
@@ -299,6 +353,14 @@ pub fn render_text(r: &Report) -> String {
     if !r.rule_warnings.is_empty() {
         let _ = writeln!(s, "  rule warnings (counted; the records pass):");
         render_groups(&mut s, &r.rule_warnings);
+    }
+    for sh in &r.shadow {
+        let _ = writeln!(
+            s,
+            "  shadow {} ({}): would reject {} of {} records, {} of them accepted by {} (nothing rejected on its account)",
+            sh.version, sh.schema, sh.would_reject, r.records, sh.would_reject_accepted, r.version
+        );
+        render_groups(&mut s, &sh.violations);
     }
     let c = &r.completeness;
     let _ = writeln!(

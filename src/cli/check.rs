@@ -9,11 +9,11 @@ use time::format_description::well_known::Rfc3339;
 
 use super::{ConfigArg, fail};
 use crate::check::input::Item;
-use crate::check::{Input, Report, read_records, render_text};
+use crate::check::{Input, Report, ShadowSummary, read_records, render_text};
 use crate::contract::SchemaEngine;
 use crate::contract::Violation;
 use crate::contract::tape::Tape;
-use crate::verdict::{Evaluation, Rejection, Stage, evaluate_lean, evaluate_record};
+use crate::verdict::{Evaluation, Rejection, Stage, evaluate_lean_versioned, evaluate_record};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -36,6 +36,10 @@ pub struct CheckArgs {
     /// Report format.
     #[arg(long, short = 'f', value_enum, default_value = "text")]
     pub format: Format,
+    /// Hold every record to this version of the contract, as a `meshguard.contract.version`
+    /// header would (default: the newest enforced version). Shadow versions are checked too.
+    #[arg(long, value_name = "VERSION")]
+    pub contract_version: Option<String>,
     /// Measure freshness as of this instant (RFC 3339) instead of now, for reproducible reports.
     #[arg(long, value_name = "RFC3339")]
     pub now: Option<String>,
@@ -76,11 +80,18 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
             known.join(", ")
         ));
     };
+    let header = args.contract_version.as_ref().map(|v| v.as_bytes().to_vec());
+    let base = contract;
+    let contract = match crate::verdict::select_version(base, header.as_deref()) {
+        Ok(c) => c,
+        Err(r) => return fail(r.violations.first().map(|v| v.message.clone()).unwrap_or_default()),
+    };
     let reader_schema = match &contract.engine {
         SchemaEngine::Avro(a) => Some(a.schema),
         SchemaEngine::Json(_) => None,
     };
     let mut report = Report::new(contract);
+    report.shadow = base.shadows().map(ShadowSummary::new).collect();
     for file in &args.files {
         let input = Input::from_arg(file);
         let name = input.name();
@@ -92,9 +103,11 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
                     if contract.is_avro() && bytes.first() == Some(&b'{') {
                         avro_contract_given_lines = true;
                     }
-                    // The stream's path: validated on a tape, no record kept.
+                    // The stream's path: validated on a tape, no record kept; shadow versions too.
                     let mut tape = Tape::new();
-                    evaluate_lean(contract, &bytes, now, &mut tape, |_, _| None::<()>).0
+                    let (v, _) = evaluate_lean_versioned(base, &bytes, header.as_deref(), now, &mut tape, |_, _| None::<()>);
+                    report.add_shadows(&crate::check::report_at(&name, line), v.evaluation.is_valid(), &v.shadows);
+                    v.evaluation
                 }
                 Item::Avro(value) => evaluate_record(contract, value, now),
                 Item::AvroError(message) => rejected(contract, Stage::Decode, "avro_datum", "decode", message),

@@ -6,7 +6,7 @@
 //! missing field, a wrong type, a result that is not a bool), carrying the error — never a
 //! panic. Severity `error` rejects the record like a schema violation (keyword `rule`, the rule's
 //! name in [`Violation::rule`]); `warn` is only counted. Every failure increments
-//! `meshguard_rule_violations_total{product,contract,rule,severity}`.
+//! `meshguard_rule_violations_total{product,contract,version,rule,severity}`.
 //!
 //! Fields are converted to CEL values only when a rule reads them (a variable resolver), so a
 //! rule over two fields costs two conversions whatever the record's size.
@@ -60,6 +60,8 @@ pub struct RuleSet {
     env: Option<Arc<Env>>,
     /// `(product, contract)` for metric labels.
     labels: (String, String),
+    /// The contract version, for metric labels (versions side by side count apart).
+    version: String,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -110,7 +112,17 @@ impl RuleSet {
                 }
             }
         }
-        if errors.is_empty() { Ok(Self { rules, env: Some(env), labels: (product.to_owned(), contract.to_owned()) }) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(Self { rules, env: Some(env), labels: (product.to_owned(), contract.to_owned()), version: String::new() })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Labels this set's metrics with the contract version it belongs to.
+    pub fn with_version(mut self, version: &str) -> Self {
+        version.clone_into(&mut self.version);
+        self
     }
 
     /// Whether there is no rule.
@@ -126,7 +138,7 @@ impl RuleSet {
     /// Runs every rule on `record`, appending failures to `out`, and counts them in metrics.
     pub fn evaluate(&self, record: AnyRecord<'_>, out: &mut RuleOutcome) {
         let Some(env) = &self.env else { return };
-        let vars = RecordVars { record };
+        let vars = RecordVars { record, whole: std::sync::OnceLock::new() };
         let mut context = Context::with_env(Arc::clone(env));
         context.set_variable_resolver(&vars);
         for rule in &self.rules {
@@ -142,6 +154,7 @@ impl RuleSet {
                 names::RULE_VIOLATIONS_TOTAL,
                 "product" => self.labels.0.clone(),
                 "contract" => self.labels.1.clone(),
+                "version" => self.version.clone(),
                 "rule" => rule.name.clone(),
                 "severity" => rule.severity.as_str()
             )
@@ -202,14 +215,25 @@ fn explain(e: &cel::ExecutionError) -> String {
 /// Resolves a rule's variables from the record on demand.
 struct RecordVars<'a> {
     record: AnyRecord<'a>,
+    /// The whole record as a CEL value, converted once per record however many rules and
+    /// references read `record` (the resolver runs on every reference).
+    whole: std::sync::OnceLock<cel::Value>,
+}
+
+fn node_to_cel(node: AnyRecord<'_>) -> cel::Value {
+    match node {
+        AnyRecord::Value(v) => to_cel(v, 0),
+        AnyRecord::Tape(t) => to_cel(&t.value(), 0),
+    }
 }
 
 impl VariableResolver for RecordVars<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
-        let node = if variable == RECORD_VARIABLE { self.record } else { self.record.member(variable)? };
-        let value = match node {
-            AnyRecord::Value(v) => to_cel(v, 0),
-            AnyRecord::Tape(t) => to_cel(&t.value(), 0),
+        let value = if variable == RECORD_VARIABLE {
+            // A clone of a map or list value shares its contents (Arc).
+            self.whole.get_or_init(|| node_to_cel(self.record)).clone()
+        } else {
+            node_to_cel(self.record.member(variable)?)
         };
         Box::<dyn cel::common::value::Val>::try_from(value).ok().map(CowVal::Owned)
     }

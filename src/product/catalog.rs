@@ -304,7 +304,7 @@ impl Catalog {
                     }
                 }
                 let rules = match RuleSet::compile(&decl.metadata.name, &spec.name, &spec.rules) {
-                    Ok(r) => r,
+                    Ok(r) => r.with_version(&spec.version),
                     Err(errors) => {
                         for e in errors {
                             here(&format!("name: {}", e.rule), format!("contract {:?}: {e}", spec.name));
@@ -312,9 +312,62 @@ impl Catalog {
                         continue;
                     }
                 };
-                match compile(files, &file, &decl, spec, rules, &mut avro_cache) {
-                    Ok(c) => contracts.push(Arc::new(c)),
-                    Err(message) => here(&spec.schema, format!("contract {:?}: {message}", spec.name)),
+                let mut contract = match compile(files, &file, &decl, spec, rules, &mut avro_cache) {
+                    Ok(c) => c,
+                    Err(message) => {
+                        here(&spec.schema, format!("contract {:?}: {message}", spec.name));
+                        continue;
+                    }
+                };
+                let mut versions_ok = true;
+                let mut seen_versions = vec![spec.version.clone()];
+                for v in &spec.versions {
+                    if seen_versions.contains(&v.version) {
+                        here(&v.schema, format!("contract {:?}: version {:?} is declared twice", spec.name, v.version));
+                        versions_ok = false;
+                        continue;
+                    }
+                    seen_versions.push(v.version.clone());
+                    let mut vspec = spec.clone();
+                    vspec.version = v.version.clone();
+                    vspec.schema = v.schema.clone();
+                    vspec.versions = Vec::new();
+                    if let Some(r) = &v.rules {
+                        vspec.rules = r.clone();
+                    }
+                    let rules = match RuleSet::compile(&decl.metadata.name, &spec.name, &vspec.rules) {
+                        Ok(r) => r.with_version(&v.version),
+                        Err(errors) => {
+                            for e in errors {
+                                here(&format!("name: {}", e.rule), format!("contract {:?} version {:?}: {e}", spec.name, v.version));
+                            }
+                            versions_ok = false;
+                            continue;
+                        }
+                    };
+                    match compile(files, &file, &decl, &vspec, rules, &mut avro_cache) {
+                        Ok(mut c) if c.is_avro() == contract.is_avro() => {
+                            c.mode = v.mode;
+                            contract.versions.push(Arc::new(c));
+                        }
+                        Ok(_) => {
+                            here(
+                                &v.schema,
+                                format!(
+                                    "contract {:?} version {:?}: every version must be JSON Schema, or every one Avro",
+                                    spec.name, v.version
+                                ),
+                            );
+                            versions_ok = false;
+                        }
+                        Err(message) => {
+                            here(&v.schema, format!("contract {:?} version {:?}: {message}", spec.name, v.version));
+                            versions_ok = false;
+                        }
+                    }
+                }
+                if versions_ok {
+                    contracts.push(Arc::new(contract));
                 }
             }
 
@@ -448,6 +501,8 @@ fn compile(
         event_time_fields,
         reconciliation,
         rules,
+        mode: crate::product::model::VersionMode::Enforce,
+        versions: Vec::new(),
     })
 }
 

@@ -126,6 +126,39 @@ pub struct ContractSpec {
     /// that holds to the schema.
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
+    /// Extension: further versions of this contract, side by side with the one above. A record
+    /// is held to the enforced version its `meshguard.contract.version` header names, else to the
+    /// newest enforced one; `shadow` versions are checked too and only counted.
+    #[serde(default)]
+    pub versions: Vec<VersionSpec>,
+}
+
+/// Another version of a contract (extension).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionSpec {
+    /// The version, unique within the contract; what the header names and dead letters carry.
+    pub version: String,
+    /// Its schema file (same format as the contract's: JSON Schema or Avro).
+    pub schema: String,
+    /// `enforce` (default) or `shadow`.
+    #[serde(default)]
+    pub mode: VersionMode,
+    /// Its business rules; the contract's rules when absent.
+    #[serde(default)]
+    pub rules: Option<Vec<RuleSpec>>,
+}
+
+/// Whether a version's verdict counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionMode {
+    /// Records held to this version are rejected when they break it.
+    #[default]
+    Enforce,
+    /// Every record is also checked against this version; its would-be rejections are counted,
+    /// never dead-lettered: a team sees what the version would reject before enforcing it.
+    Shadow,
 }
 
 /// A named business rule (extension): a CEL expression that must be `true` for every record.
