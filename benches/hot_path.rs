@@ -17,7 +17,7 @@ use meshguard::contract::tape::Tape;
 use meshguard::contract::{Contract, JsonSchemaContract, SchemaEngine};
 use meshguard::generate::{CardFraming, Generator};
 use meshguard::product::{Catalog, Files};
-use meshguard::verdict::{decode, evaluate, evaluate_lean};
+use meshguard::verdict::{decode, evaluate, evaluate_lean, evaluate_lean_versioned};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -222,9 +222,10 @@ fn loans_with_rules(keep: usize) -> (tempfile::TempDir, Arc<Contract>) {
     (dir, contract)
 }
 
-/// Business rules beside the plain contract, on the same valid loan events (every rule passes,
-/// except `settlement-currency`, a warning, on the two currencies in five outside its list):
-/// the difference per event is the rules' cost; 1 rule vs 5 gives the cost per rule.
+/// Business rules and a shadow version beside the plain contract, on the same valid loan events
+/// (every rule passes, except `settlement-currency`, a warning, on the two currencies in five
+/// outside its list): the difference per event is their cost; 1 rule vs 5 gives the cost per
+/// rule.
 fn rules(c: &mut Criterion) {
     let (_d0, plain) = loans_with_rules(0);
     let (_d1, one) = loans_with_rules(1);
@@ -244,6 +245,17 @@ fn rules(c: &mut Criterion) {
             });
         });
     }
+    // The shipped loans contract also declares 2.0.0 in shadow: the versioned path evaluates
+    // every record against it too (no rules here, so the difference to `plain` is the shadow).
+    assert_eq!(plain.shadows().count(), 1);
+    let _ = group.bench_function("loans_evaluate_lean_versioned_1_shadow", |b| {
+        b.iter(|| {
+            let mut tape = Tape::new();
+            for p in &valid {
+                let _ = black_box(evaluate_lean_versioned(&plain, black_box(p), None, NOW, &mut tape, |_, _| None::<()>));
+            }
+        });
+    });
     group.finish();
 }
 

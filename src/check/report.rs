@@ -137,6 +137,12 @@ pub struct Report {
     /// Failed `warn` rules, by rule, most frequent first: counted, the records pass.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rule_warnings: Vec<Group>,
+    /// Records whose `unique` key repeats an earlier record's; absent without `unique`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<u64>,
+    /// Where the first duplicates are.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub duplicate_lines: Vec<At>,
     /// What each shadow version of the contract would have rejected (nothing is rejected on
     /// its account).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -172,6 +178,8 @@ impl Report {
             violations: Vec::new(),
             rule_warnings: Vec::new(),
             shadow: Vec::new(),
+            duplicates: None,
+            duplicate_lines: Vec::new(),
             completeness: CompletenessSummary { sla: contract.quality.completeness.to_string(), ..Default::default() },
             freshness: FreshnessSummary { sla: contract.quality.freshness.to_string(), ..Default::default() },
             groups: BTreeMap::new(),
@@ -217,6 +225,16 @@ impl Report {
                 self.ages.push(age);
             }
             None => self.freshness.without_event_time += 1,
+        }
+    }
+
+    /// Counts a record whose unique key repeats an earlier one.
+    pub fn duplicate_at(&mut self, at: &At) {
+        if let Some(n) = &mut self.duplicates {
+            *n += 1;
+        }
+        if self.duplicate_lines.len() < MAX_LINES {
+            self.duplicate_lines.push(at.clone());
         }
     }
 
@@ -353,6 +371,12 @@ pub fn render_text(r: &Report) -> String {
     if !r.rule_warnings.is_empty() {
         let _ = writeln!(s, "  rule warnings (counted; the records pass):");
         render_groups(&mut s, &r.rule_warnings);
+    }
+    if let Some(d) = r.duplicates {
+        let lines: Vec<String> = r.duplicate_lines.iter().map(|a| a.line.to_string()).collect();
+        let more = if d as usize > lines.len() { ", …" } else { "" };
+        let at = if lines.is_empty() { String::new() } else { format!("  lines {}{more}", lines.join(", ")) };
+        let _ = writeln!(s, "  duplicates    {d} record(s) repeat the unique key of an earlier one{at}");
     }
     for sh in &r.shadow {
         let _ = writeln!(

@@ -13,6 +13,7 @@ use crate::check::{Input, Report, ShadowSummary, read_records, render_text};
 use crate::contract::SchemaEngine;
 use crate::contract::Violation;
 use crate::contract::tape::Tape;
+use crate::contract::unique::{Seen, UniqueTracker};
 use crate::verdict::{Evaluation, Rejection, Stage, evaluate_lean_versioned, evaluate_record};
 
 /// Output format.
@@ -92,6 +93,11 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
     };
     let mut report = Report::new(contract);
     report.shadow = base.shadows().map(ShadowSummary::new).collect();
+    // Files have no partitions or arrival times: every record is on one partition, at `now`.
+    let mut unique = contract.unique.as_ref().map(|u| (UniqueTracker::new(u), u.dead_letter, u.fields.join(", ")));
+    if unique.is_some() {
+        report.duplicates = Some(0);
+    }
     for file in &args.files {
         let input = Input::from_arg(file);
         let name = input.name();
@@ -105,9 +111,25 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
                     }
                     // The stream's path: validated on a tape, no record kept; shadow versions too.
                     let mut tape = Tape::new();
-                    let (v, _) = evaluate_lean_versioned(base, &bytes, header.as_deref(), now, &mut tape, |_, _| None::<()>);
+                    let tracker = unique.as_ref().map(|u| &u.0);
+                    let (v, key) = evaluate_lean_versioned(base, &bytes, header.as_deref(), now, &mut tape, |record, _| {
+                        tracker.and_then(|t| t.key_of(record))
+                    });
                     report.add_shadows(&crate::check::report_at(&name, line), v.evaluation.is_valid(), &v.shadows);
-                    v.evaluation
+                    let mut eval = v.evaluation;
+                    if let (Some((tracker, dead_letter, fields)), Some(key)) = (unique.as_mut(), key)
+                        && tracker.observe(0, key, now) == Seen::Duplicate
+                    {
+                        report.duplicate_at(&crate::check::report_at(&name, line));
+                        if *dead_letter {
+                            eval.rejection = Some(Rejection {
+                                stage: Stage::Validate,
+                                class: "duplicate",
+                                violations: vec![Violation::new("", "unique", format!("the key ({fields}) repeats an earlier record's"))],
+                            });
+                        }
+                    }
+                    eval
                 }
                 Item::Avro(value) => evaluate_record(contract, value, now),
                 Item::AvroError(message) => rejected(contract, Stage::Decode, "avro_datum", "decode", message),

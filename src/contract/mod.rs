@@ -9,6 +9,7 @@ mod json_schema;
 pub(crate) mod required;
 pub mod rules;
 pub mod tape;
+pub mod unique;
 
 use std::path::PathBuf;
 
@@ -184,6 +185,10 @@ pub struct Contract {
     /// The contract's other versions (`versions:`), compiled; empty for a single version and
     /// for the versions themselves.
     pub versions: Vec<std::sync::Arc<Contract>>,
+    /// The uniqueness constraint; its state lives in a [`unique::UniqueTracker`] per consumer.
+    pub unique: Option<crate::product::model::UniqueSpec>,
+    /// The volume SLA per window.
+    pub volume: Option<crate::product::model::VolumeSpec>,
 }
 
 /// Longest record id kept as it is (bytes); longer ids are replaced by their SHA-256.

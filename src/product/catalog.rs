@@ -471,6 +471,23 @@ fn compile(
         Some(k) => return Err(format!("keyField {k:?} is not a property of {}", path.display())),
         None => required.dotted().into_iter().find(|f| !f.contains('.') && f.ends_with("_id")),
     };
+    if let Some(u) = &spec.unique {
+        if u.fields.is_empty() {
+            return Err("unique.fields is empty: name the key's fields".into());
+        }
+        for f in &u.fields {
+            let top = f.split('.').next().unwrap_or_default();
+            if !properties.iter().any(|p| p == top) {
+                return Err(format!("unique field {f:?} is not a property of {}", path.display()));
+            }
+        }
+    }
+    if let Some(v) = &spec.volume
+        && let (Some(min), Some(max)) = (v.min, v.max)
+        && min > max
+    {
+        return Err(format!("volume.min {min} is above volume.max {max}"));
+    }
     let event_time_fields = spec.event_time_fields.clone().unwrap_or_else(|| vec!["updated_at".into(), "created_at".into()]);
     let reconciliation = spec.reconciliation.clone().or_else(|| default_reconciliation(decl, key_field.as_deref(), &properties));
     if let Some(r) = &reconciliation {
@@ -503,6 +520,8 @@ fn compile(
         rules,
         mode: crate::product::model::VersionMode::Enforce,
         versions: Vec::new(),
+        unique: spec.unique.clone(),
+        volume: spec.volume,
     })
 }
 

@@ -131,6 +131,53 @@ pub struct ContractSpec {
     /// newest enforced one; `shadow` versions are checked too and only counted.
     #[serde(default)]
     pub versions: Vec<VersionSpec>,
+    /// Extension: a key that must not repeat within a horizon (duplicates counted, and
+    /// dead-lettered with class `duplicate` when `deadLetter` is true).
+    #[serde(default)]
+    pub unique: Option<UniqueSpec>,
+    /// Extension: how many records a window should hold (an SLA like the others).
+    #[serde(default)]
+    pub volume: Option<VolumeSpec>,
+}
+
+/// A uniqueness constraint (extension).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UniqueSpec {
+    /// The key: one or more fields (dotted for nested ones), all strings or numbers.
+    pub fields: Vec<String>,
+    /// How long a key is remembered (`10m`, `1h`; default 1h).
+    #[serde(default)]
+    pub horizon: Option<FreshnessSla>,
+    /// Keys remembered per partition at most (default 100000): the state stays bounded.
+    #[serde(default)]
+    pub max_keys: Option<usize>,
+    /// Whether a duplicate is dead-lettered (class `duplicate`) rather than only counted.
+    #[serde(default)]
+    pub dead_letter: bool,
+}
+
+/// A volume SLA per window (extension).
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSpec {
+    /// Fewest records a window should hold.
+    #[serde(default)]
+    pub min: Option<u64>,
+    /// Most records a window should hold.
+    #[serde(default)]
+    pub max: Option<u64>,
+}
+
+impl VolumeSpec {
+    /// Why a window of `count` records breaches the SLA, or `None` when it holds.
+    pub fn breach(&self, count: u64) -> Option<String> {
+        match (self.min, self.max) {
+            (Some(min), _) if count < min => Some(format!("{count} records, fewer than the minimum {min}")),
+            (_, Some(max)) if count > max => Some(format!("{count} records, more than the maximum {max}")),
+            _ => None,
+        }
+    }
 }
 
 /// Another version of a contract (extension).
