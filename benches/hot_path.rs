@@ -1,5 +1,6 @@
 //! The per-record hot path: decode → validate → completeness/freshness, against a
-//! `serde_json`-only baseline, over pre-generated batches of realistic events.
+//! `serde_json`-only baseline, over pre-generated batches of realistic events; and the cost of
+//! business rules (CEL) beside the same contract without them (`rules` group).
 //!
 //! Run: `cargo bench --bench hot_path`. Every benchmark processes one batch of [`N`] events per
 //! iteration and reports throughput in events (`Throughput::Elements`). Results and their
@@ -16,7 +17,7 @@ use meshguard::contract::tape::Tape;
 use meshguard::contract::{Contract, JsonSchemaContract, SchemaEngine};
 use meshguard::generate::{CardFraming, Generator};
 use meshguard::product::{Catalog, Files};
-use meshguard::verdict::{decode, evaluate, evaluate_lean};
+use meshguard::verdict::{decode, evaluate, evaluate_lean, evaluate_lean_versioned};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -198,5 +199,65 @@ fn cards(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, payments, cards);
+/// The shipped loans contract with its first `keep` rules (all five with `None`), loaded from a
+/// copy of `loans.yaml`, so the plain and ruled contracts differ in nothing else.
+fn loans_with_rules(keep: usize) -> (tempfile::TempDir, Arc<Contract>) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(repo.join("config/products/loans.yaml")).unwrap_or_else(|e| panic!("loans.yaml: {e}"));
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("loans.yaml: {e}"));
+    if let Some(contracts) = doc.get_mut("spec").and_then(|s| s.get_mut("contracts")).and_then(serde_yaml::Value::as_sequence_mut) {
+        for c in contracts {
+            if let Some(rules) = c.get_mut("rules").and_then(serde_yaml::Value::as_sequence_mut) {
+                rules.truncate(keep);
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let yaml = serde_yaml::to_string(&doc).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("loans.yaml"), yaml).unwrap_or_else(|e| panic!("{e}"));
+    let files = Files::Disk { products: dir.path().to_path_buf(), schemas: repo.join("schemas") };
+    let catalog = Catalog::load(&files).unwrap_or_else(|e| panic!("{e}"));
+    let contract = contract(&catalog, "loans-data-product");
+    assert_eq!(contract.rules.rules().len(), keep.min(5));
+    (dir, contract)
+}
+
+/// Business rules and a shadow version beside the plain contract, on the same valid loan events
+/// (every rule passes, except `settlement-currency`, a warning, on the two currencies in five
+/// outside its list): the difference per event is their cost; 1 rule vs 5 gives the cost per
+/// rule.
+fn rules(c: &mut Criterion) {
+    let (_d0, plain) = loans_with_rules(0);
+    let (_d1, one) = loans_with_rules(1);
+    let (_d5, five) = loans_with_rules(5);
+    let valid = payloads(&plain, 0.0, CardFraming::SingleObject);
+    let mut group = c.benchmark_group("rules");
+    configure(&mut group);
+    for (name, contract) in
+        [("loans_evaluate_lean_plain", &plain), ("loans_evaluate_lean_1_rule", &one), ("loans_evaluate_lean_5_rules", &five)]
+    {
+        let _ = group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut tape = Tape::new();
+                for p in &valid {
+                    let _ = black_box(evaluate_lean(contract, black_box(p), NOW, &mut tape, |_, _| None::<()>));
+                }
+            });
+        });
+    }
+    // The shipped loans contract also declares 2.0.0 in shadow: the versioned path evaluates
+    // every record against it too (no rules here, so the difference to `plain` is the shadow).
+    assert_eq!(plain.shadows().count(), 1);
+    let _ = group.bench_function("loans_evaluate_lean_versioned_1_shadow", |b| {
+        b.iter(|| {
+            let mut tape = Tape::new();
+            for p in &valid {
+                let _ = black_box(evaluate_lean_versioned(&plain, black_box(p), None, NOW, &mut tape, |_, _| None::<()>));
+            }
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, payments, cards, rules);
 criterion_main!(benches);

@@ -6,7 +6,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::contract::tape::Tape;
-use crate::contract::{AnyRecord, Contract, RecordView, SchemaEngine, Violation};
+use crate::contract::{AnyRecord, Contract, RecordView, RuleOutcome, SchemaEngine, Violation};
 use crate::decode::{DecodeError, decode_json};
 use crate::measure::{self, Completeness};
 
@@ -35,7 +35,8 @@ impl Stage {
 pub struct Rejection {
     /// The failing stage.
     pub stage: Stage,
-    /// A stable class: the decode class, or `contract_violation`.
+    /// A stable class: the decode class, `contract_violation` (the schema), or `rule_violation`
+    /// (the schema holds, an `error` business rule does not).
     pub class: &'static str,
     /// Every violation found (one `decode` entry for undecodable bytes).
     pub violations: Vec<Violation>,
@@ -57,6 +58,8 @@ pub struct Evaluation {
     pub event_time: Option<OffsetDateTime>,
     /// Age of the event at evaluation time.
     pub freshness: Option<Duration>,
+    /// Failed `warn` business rules: counted (metrics, `check`), never a rejection.
+    pub warnings: Vec<Violation>,
 }
 
 impl Evaluation {
@@ -81,13 +84,14 @@ pub fn evaluate(contract: &Contract, payload: &[u8], now: OffsetDateTime) -> Eva
             rejection: Some(Rejection {
                 stage: Stage::Decode,
                 class: e.class.as_str(),
-                violations: vec![Violation { path: String::new(), keyword: "decode".into(), message: e.to_string() }],
+                violations: vec![Violation::new("", "decode", e.to_string())],
             }),
             record: None,
             record_id: None,
             completeness: Completeness { present: 0, applicable: u32::try_from(contract.required.len()).unwrap_or(u32::MAX) },
             event_time: None,
             freshness: None,
+            warnings: Vec::new(),
         },
         Ok(record) => evaluate_record(contract, record, now),
     }
@@ -97,10 +101,29 @@ pub fn evaluate(contract: &Contract, payload: &[u8], now: OffsetDateTime) -> Eva
 pub fn evaluate_record(contract: &Contract, record: Value, now: OffsetDateTime) -> Evaluation {
     let mut violations = Vec::new();
     let valid = contract.validate(&record, &mut violations);
-    let rejection = (!valid).then_some(Rejection { stage: Stage::Validate, class: "contract_violation", violations });
+    let mut warnings = Vec::new();
+    let rejection = if valid {
+        apply_rules(contract, AnyRecord::Value(&record), &mut warnings)
+    } else {
+        Some(Rejection { stage: Stage::Validate, class: "contract_violation", violations })
+    };
     let mut eval = measure(contract, &record, rejection, now);
     eval.record = Some(record);
+    eval.warnings = warnings;
     eval
+}
+
+/// Runs the contract's business rules on a record that holds to the schema (rules assume the
+/// schema's shape, so they are not run on records the schema rejects). Failed `warn` rules go to
+/// `warnings`; failed `error` rules reject the record with class `rule_violation`.
+pub fn apply_rules(contract: &Contract, record: AnyRecord<'_>, warnings: &mut Vec<Violation>) -> Option<Rejection> {
+    if contract.rules.is_empty() {
+        return None;
+    }
+    let mut outcome = RuleOutcome::default();
+    contract.rules.evaluate(record, &mut outcome);
+    warnings.append(&mut outcome.warnings);
+    (!outcome.errors.is_empty()).then_some(Rejection { stage: Stage::Validate, class: "rule_violation", violations: outcome.errors })
 }
 
 /// Evaluates like [`evaluate`] without keeping the record (`Evaluation::record` is `None`), and
@@ -122,8 +145,11 @@ pub fn evaluate_lean<'i, T>(
         && let Some(root) = tape.root()
         && schema.is_valid_tape(root)
     {
-        let eval = measure(contract, root, None, now);
-        let taken = valid(AnyRecord::Tape(root), eval.record_id.as_deref());
+        let mut warnings = Vec::new();
+        let rejection = apply_rules(contract, AnyRecord::Tape(root), &mut warnings);
+        let mut eval = measure(contract, root, rejection, now);
+        eval.warnings = warnings;
+        let taken = if eval.is_valid() { valid(AnyRecord::Tape(root), eval.record_id.as_deref()) } else { None };
         return (eval, taken);
     }
     let mut eval = evaluate(contract, payload, now);
@@ -145,5 +171,112 @@ fn measure<'a>(contract: &Contract, record: impl RecordView<'a>, rejection: Opti
         event_time,
         freshness: event_time.map(|t| measure::freshness(t, now)),
         record: None,
+        warnings: Vec::new(),
     }
+}
+
+/// The Kafka header naming the contract version a record is written to.
+pub const VERSION_HEADER: &str = "meshguard.contract.version";
+
+/// A shadow version's verdict on one record: counted, never dead-lettered.
+#[derive(Debug, Clone)]
+pub struct ShadowVerdict {
+    /// The shadow version.
+    pub version: String,
+    /// What it would have done; `None` when it accepts the record.
+    pub rejection: Option<Rejection>,
+}
+
+/// One record's evaluation against a contract with several versions.
+#[derive(Debug, Clone)]
+pub struct VersionedEvaluation {
+    /// The version the record was held to (for the dead-letter header and lineage).
+    pub applied_version: String,
+    /// The verdict of that version (or the unknown-version rejection).
+    pub evaluation: Evaluation,
+    /// Every shadow version's verdict.
+    pub shadows: Vec<ShadowVerdict>,
+}
+
+/// The enforced version a record is held to: the one its version header names, else the newest.
+/// A header naming no enforced version is a rejection (class `unknown_contract_version`).
+pub fn select_version<'c>(contract: &'c Contract, header: Option<&[u8]>) -> Result<&'c Contract, Rejection> {
+    let Some(raw) = header else { return Ok(contract.newest()) };
+    let named = std::str::from_utf8(raw).map(str::trim).unwrap_or_default();
+    contract.enforced_version(named).ok_or_else(|| {
+        let known: Vec<&str> = contract.enforced().iter().map(|c| c.version.as_str()).collect();
+        let shown: String = String::from_utf8_lossy(raw).chars().take(64).collect();
+        Rejection {
+            stage: Stage::Validate,
+            class: "unknown_contract_version",
+            violations: vec![Violation::new(
+                "",
+                "version",
+                format!("header {VERSION_HEADER} names version {shown:?}; contract {} enforces {}", contract.name, known.join(", ")),
+            )],
+        }
+    })
+}
+
+/// Like [`evaluate`], choosing the version from `version_header` (the value of
+/// [`VERSION_HEADER`], if the record has one) and checking every shadow version too.
+pub fn evaluate_versioned(contract: &Contract, payload: &[u8], version_header: Option<&[u8]>, now: OffsetDateTime) -> VersionedEvaluation {
+    let (applied, evaluation) = match select_version(contract, version_header) {
+        Ok(v) => (v, evaluate(v, payload, now)),
+        Err(rejection) => {
+            let newest = contract.newest();
+            let mut eval = evaluate(newest, payload, now);
+            eval.rejection = Some(rejection);
+            (newest, eval)
+        }
+    };
+    VersionedEvaluation { applied_version: applied.version.clone(), evaluation, shadows: shadows(contract, payload, now) }
+}
+
+/// Like [`evaluate_lean`] (the stream's path), choosing the version from `version_header` and
+/// checking every shadow version too. `valid` is called only for a record the applied version
+/// accepts.
+pub fn evaluate_lean_versioned<'i, T>(
+    contract: &Contract,
+    payload: &'i [u8],
+    version_header: Option<&[u8]>,
+    now: OffsetDateTime,
+    tape: &mut Tape<'i>,
+    valid: impl FnOnce(AnyRecord<'_>, Option<&str>) -> Option<T>,
+) -> (VersionedEvaluation, Option<T>) {
+    let shadows = shadows(contract, payload, now);
+    match select_version(contract, version_header) {
+        Ok(v) => {
+            let (evaluation, taken) = evaluate_lean(v, payload, now, tape, valid);
+            (VersionedEvaluation { applied_version: v.version.clone(), evaluation, shadows }, taken)
+        }
+        Err(rejection) => {
+            let newest = contract.newest();
+            let (mut evaluation, _) = evaluate_lean(newest, payload, now, tape, |_, _| None::<T>);
+            evaluation.rejection = Some(rejection);
+            (VersionedEvaluation { applied_version: newest.version.clone(), evaluation, shadows }, None)
+        }
+    }
+}
+
+/// Every shadow version's verdict on `payload`, counted in
+/// `meshguard_shadow_rejections_total{product,contract,version}`.
+fn shadows(contract: &Contract, payload: &[u8], now: OffsetDateTime) -> Vec<ShadowVerdict> {
+    contract
+        .shadows()
+        .map(|s| {
+            let mut tape = Tape::new();
+            let (eval, _) = evaluate_lean(s, payload, now, &mut tape, |_, _| None::<()>);
+            if eval.rejection.is_some() {
+                metrics::counter!(
+                    crate::telemetry::names::SHADOW_REJECTIONS_TOTAL,
+                    "product" => s.product.clone(),
+                    "contract" => s.name.clone(),
+                    "version" => s.version.clone()
+                )
+                .increment(1);
+            }
+            ShadowVerdict { version: s.version.clone(), rejection: eval.rejection }
+        })
+        .collect()
 }

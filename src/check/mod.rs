@@ -4,7 +4,7 @@ pub mod input;
 mod report;
 
 pub use self::input::{Input, InputError, read_records};
-pub use self::report::{Report, render_text};
+pub use self::report::{Report, ShadowSummary, render_text};
 
 /// A report location.
 pub fn report_at(input: &str, line: u64) -> report::At {

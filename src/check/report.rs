@@ -29,6 +29,9 @@ pub struct Group {
     pub path: String,
     /// Keyword.
     pub keyword: String,
+    /// The business rule, for keyword `rule`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// How many records.
     pub count: u64,
     /// The first message seen.
@@ -73,6 +76,37 @@ pub struct FreshnessSummary {
     pub over_sla: u64,
 }
 
+/// A shadow version's would-be rejections.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShadowSummary {
+    /// The shadow version.
+    pub version: String,
+    /// Its schema file.
+    pub schema: String,
+    /// Records it would reject.
+    pub would_reject: u64,
+    /// Of those, records the applied version accepts: what enforcing it would add.
+    pub would_reject_accepted: u64,
+    /// Its violations by path and keyword, most frequent first.
+    pub violations: Vec<Group>,
+    #[serde(skip)]
+    groups: BTreeMap<(String, String, Option<String>), Group>,
+}
+
+impl ShadowSummary {
+    /// An empty summary for shadow version `c`.
+    pub fn new(c: &Contract) -> Self {
+        Self {
+            version: c.version.clone(),
+            schema: c.schema_file.display().to_string(),
+            would_reject: 0,
+            would_reject_accepted: 0,
+            violations: Vec::new(),
+            groups: BTreeMap::new(),
+        }
+    }
+}
+
 /// The whole report for one contract.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -94,14 +128,33 @@ pub struct Report {
     pub invalid: u64,
     /// Invalid because undecodable.
     pub undecodable: u64,
+    /// Records rejected by an `error` business rule (they hold to the schema); absent when the
+    /// contract has no rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule_violations: Option<u64>,
     /// Violation groups, most frequent first.
     pub violations: Vec<Group>,
+    /// Failed `warn` rules, by rule, most frequent first: counted, the records pass.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rule_warnings: Vec<Group>,
+    /// Records whose `unique` key repeats an earlier record's; absent without `unique`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<u64>,
+    /// Where the first duplicates are.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub duplicate_lines: Vec<At>,
+    /// What each shadow version of the contract would have rejected (nothing is rejected on
+    /// its account).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shadow: Vec<ShadowSummary>,
     /// Completeness.
     pub completeness: CompletenessSummary,
     /// Freshness.
     pub freshness: FreshnessSummary,
     #[serde(skip)]
-    groups: BTreeMap<(String, String), Group>,
+    groups: BTreeMap<(String, String, Option<String>), Group>,
+    #[serde(skip)]
+    warning_groups: BTreeMap<(String, String, Option<String>), Group>,
     #[serde(skip)]
     ages: Vec<Duration>,
     #[serde(skip)]
@@ -121,10 +174,16 @@ impl Report {
             valid: 0,
             invalid: 0,
             undecodable: 0,
+            rule_violations: (!contract.rules.is_empty()).then_some(0),
             violations: Vec::new(),
+            rule_warnings: Vec::new(),
+            shadow: Vec::new(),
+            duplicates: None,
+            duplicate_lines: Vec::new(),
             completeness: CompletenessSummary { sla: contract.quality.completeness.to_string(), ..Default::default() },
             freshness: FreshnessSummary { sla: contract.quality.freshness.to_string(), ..Default::default() },
             groups: BTreeMap::new(),
+            warning_groups: BTreeMap::new(),
             ages: Vec::new(),
             sla: contract.quality.freshness.0,
         }
@@ -140,28 +199,15 @@ impl Report {
                 if r.stage == Stage::Decode {
                     self.undecodable += 1;
                 }
-                // One count per record and group, even if a keyword fails twice at one path.
-                let mut seen = Vec::new();
-                for v in &r.violations {
-                    let key = (v.path.clone(), v.keyword.clone());
-                    if seen.contains(&key) {
-                        continue;
-                    }
-                    seen.push(key.clone());
-                    let group = self.groups.entry(key).or_insert_with(|| Group {
-                        path: v.path.clone(),
-                        keyword: v.keyword.clone(),
-                        count: 0,
-                        example: v.message.clone(),
-                        lines: Vec::new(),
-                    });
-                    group.count += 1;
-                    if group.lines.len() < MAX_LINES {
-                        group.lines.push(at.clone());
-                    }
+                if r.class == "rule_violation"
+                    && let Some(n) = &mut self.rule_violations
+                {
+                    *n += 1;
                 }
+                add_groups(&mut self.groups, &r.violations, at);
             }
         }
+        add_groups(&mut self.warning_groups, &eval.warnings, at);
         let c = eval.completeness;
         self.completeness.present += u64::from(c.present);
         self.completeness.applicable += u64::from(c.applicable);
@@ -182,11 +228,42 @@ impl Report {
         }
     }
 
+    /// Counts a record whose unique key repeats an earlier one.
+    pub fn duplicate_at(&mut self, at: &At) {
+        if let Some(n) = &mut self.duplicates {
+            *n += 1;
+        }
+        if self.duplicate_lines.len() < MAX_LINES {
+            self.duplicate_lines.push(at.clone());
+        }
+    }
+
+    /// Adds the shadow versions' verdicts on the record at `at`; `accepted` is the applied
+    /// version's verdict.
+    pub fn add_shadows(&mut self, at: &At, accepted: bool, verdicts: &[crate::verdict::ShadowVerdict]) {
+        for v in verdicts {
+            let Some(rejection) = &v.rejection else { continue };
+            if let Some(summary) = self.shadow.iter_mut().find(|s| s.version == v.version) {
+                summary.would_reject += 1;
+                summary.would_reject_accepted += u64::from(accepted);
+                add_groups(&mut summary.groups, &rejection.violations, at);
+            }
+        }
+    }
+
     /// Computes the summaries; call once after the last record.
     pub fn finish(&mut self, contract: &Contract) {
         let mut groups: Vec<Group> = std::mem::take(&mut self.groups).into_values().collect();
         groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
         self.violations = groups;
+        let mut warnings: Vec<Group> = std::mem::take(&mut self.warning_groups).into_values().collect();
+        warnings.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.rule.cmp(&b.rule)));
+        self.rule_warnings = warnings;
+        for summary in &mut self.shadow {
+            let mut groups: Vec<Group> = std::mem::take(&mut summary.groups).into_values().collect();
+            groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
+            summary.violations = groups;
+        }
         let c = &mut self.completeness;
         c.percent = if c.applicable == 0 { 100.0 } else { c.present as f64 * 100.0 / c.applicable as f64 };
         c.meets_sla = contract.quality.completeness.is_met_by(c.present, c.applicable);
@@ -201,6 +278,45 @@ impl Report {
         self.freshness.p50_seconds = pick(0.50);
         self.freshness.p99_seconds = pick(0.99);
         self.freshness.max_seconds = self.ages.last().map(Duration::as_secs_f64);
+    }
+}
+
+/// Counts each of a record's violations once per (path, keyword, rule) group, even if a keyword
+/// fails twice at one path.
+fn add_groups(groups: &mut BTreeMap<(String, String, Option<String>), Group>, violations: &[crate::contract::Violation], at: &At) {
+    let mut seen = Vec::new();
+    for v in violations {
+        let key = (v.path.clone(), v.keyword.clone(), v.rule.clone());
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key.clone());
+        let group = groups.entry(key).or_insert_with(|| Group {
+            path: v.path.clone(),
+            keyword: v.keyword.clone(),
+            rule: v.rule.clone(),
+            count: 0,
+            example: v.message.clone(),
+            lines: Vec::new(),
+        });
+        group.count += 1;
+        if group.lines.len() < MAX_LINES {
+            group.lines.push(at.clone());
+        }
+    }
+}
+
+fn render_groups(s: &mut String, groups: &[Group]) {
+    for g in groups {
+        let path = match &g.rule {
+            Some(rule) => format!("rule {rule}"),
+            None if g.path.is_empty() => "/".to_owned(),
+            None => g.path.clone(),
+        };
+        let lines: Vec<String> = g.lines.iter().map(|a| a.line.to_string()).collect();
+        let more = if g.count as usize > g.lines.len() { ", …" } else { "" };
+        let _ = writeln!(s, "    {path:<24} {:<14} {:>6}  lines {}{more}", g.keyword, g.count, lines.join(", "));
+        let _ = writeln!(s, "      e.g. {}", g.example);
     }
 }
 
@@ -224,24 +340,51 @@ pub fn render_text(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{} / {} {}  ({})", r.product, r.contract, r.version, r.schema);
     let _ = writeln!(s, "  inputs        {}", r.inputs.join(", "));
-    let _ = writeln!(
-        s,
-        "  records       {}  valid {}  invalid {} (undecodable {}, contract violations {})",
-        r.records,
-        r.valid,
-        r.invalid,
-        r.undecodable,
-        r.invalid - r.undecodable
-    );
+    match r.rule_violations {
+        None => {
+            let _ = writeln!(
+                s,
+                "  records       {}  valid {}  invalid {} (undecodable {}, contract violations {})",
+                r.records,
+                r.valid,
+                r.invalid,
+                r.undecodable,
+                r.invalid - r.undecodable
+            );
+        }
+        Some(rules) => {
+            let _ = writeln!(
+                s,
+                "  records       {}  valid {}  invalid {} (undecodable {}, schema violations {}, rule violations {rules})",
+                r.records,
+                r.valid,
+                r.invalid,
+                r.undecodable,
+                r.invalid - r.undecodable - rules
+            );
+        }
+    }
     if !r.violations.is_empty() {
         let _ = writeln!(s, "  violations by path and keyword:");
-        for g in &r.violations {
-            let path = if g.path.is_empty() { "/" } else { g.path.as_str() };
-            let lines: Vec<String> = g.lines.iter().map(|a| a.line.to_string()).collect();
-            let more = if g.count as usize > g.lines.len() { ", …" } else { "" };
-            let _ = writeln!(s, "    {path:<24} {:<14} {:>6}  lines {}{more}", g.keyword, g.count, lines.join(", "));
-            let _ = writeln!(s, "      e.g. {}", g.example);
-        }
+        render_groups(&mut s, &r.violations);
+    }
+    if !r.rule_warnings.is_empty() {
+        let _ = writeln!(s, "  rule warnings (counted; the records pass):");
+        render_groups(&mut s, &r.rule_warnings);
+    }
+    if let Some(d) = r.duplicates {
+        let lines: Vec<String> = r.duplicate_lines.iter().map(|a| a.line.to_string()).collect();
+        let more = if d as usize > lines.len() { ", …" } else { "" };
+        let at = if lines.is_empty() { String::new() } else { format!("  lines {}{more}", lines.join(", ")) };
+        let _ = writeln!(s, "  duplicates    {d} record(s) repeat the unique key of an earlier one{at}");
+    }
+    for sh in &r.shadow {
+        let _ = writeln!(
+            s,
+            "  shadow {} ({}): would reject {} of {} records, {} of them accepted by {} (nothing rejected on its account)",
+            sh.version, sh.schema, sh.would_reject, r.records, sh.would_reject_accepted, r.version
+        );
+        render_groups(&mut s, &sh.violations);
     }
     let c = &r.completeness;
     let _ = writeln!(

@@ -1,20 +1,36 @@
 //! `meshguard lint`.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 
 use clap::Args;
 
+use super::contract::ModeArg;
 use super::fail;
+use crate::contract::diff::{self, LoadedSchema, Mode};
+use crate::product::model::DataProduct;
 use crate::product::{Catalog, Files};
 
 /// Arguments of `lint`.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    meshguard lint\n  \
+    meshguard lint --against main                 # and fail on a breaking schema change since main\n  \
+    meshguard lint --against HEAD~1 --mode full")]
 pub struct LintArgs {
     /// Configuration directory: data products are read from DIR/products, schemas from the
     /// `schemas` directory beside DIR (DIR/../schemas).
     #[arg(long, value_name = "DIR", default_value = "config")]
     pub config: PathBuf,
+    /// Also compare every contract's schema with its version at this git revision (a branch,
+    /// tag or commit), as `contract diff` does, and fail (exit 1) on a breaking change. A
+    /// contract is matched by product and contract name, so a contract pointed at a new schema
+    /// file is compared with the file it used before.
+    #[arg(long, value_name = "GIT_REF")]
+    pub against: Option<String>,
+    /// Compatibility that `--against` requires.
+    #[arg(long, value_enum, default_value = "backward", requires = "against")]
+    pub mode: ModeArg,
 }
 
 pub(super) fn run(args: LintArgs) -> ExitCode {
@@ -29,21 +45,109 @@ pub(super) fn run(args: LintArgs) -> ExitCode {
         .unwrap_or_else(|| PathBuf::from("."))
         .join("schemas");
     let files = Files::Disk { products, schemas };
-    match Catalog::load(&files) {
+    let catalog = match Catalog::load(&files) {
         Err(errors) => {
             for p in &errors.0 {
                 eprintln!("{p}");
             }
             eprintln!("meshguard lint: {} problem{} found", errors.0.len(), if errors.0.len() == 1 { "" } else { "s" });
+            return ExitCode::from(1);
+        }
+        Ok(catalog) => catalog,
+    };
+    let contracts: usize = catalog.products.iter().map(|p| p.contracts.len()).sum();
+    println!("ok: {} data products, {} contracts, {} topics bound", catalog.products.len(), contracts, catalog.topics().len());
+    for b in catalog.bindings() {
+        println!("  {:<24} -> {} / {} {}", b.topic, b.contract.product, b.contract.name, b.contract.version);
+    }
+    let Some(reference) = &args.against else { return ExitCode::SUCCESS };
+    match against(&catalog, &files, reference, args.mode.into()) {
+        Err(message) => fail(message),
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(n) => {
+            eprintln!("meshguard lint: {n} contract{} with breaking changes since {reference}", if n == 1 { "" } else { "s" });
             ExitCode::from(1)
         }
-        Ok(catalog) => {
-            let contracts: usize = catalog.products.iter().map(|p| p.contracts.len()).sum();
-            println!("ok: {} data products, {} contracts, {} topics bound", catalog.products.len(), contracts, catalog.topics().len());
-            for b in catalog.bindings() {
-                println!("  {:<24} -> {} / {} {}", b.topic, b.contract.product, b.contract.name, b.contract.version);
+    }
+}
+
+/// Runs `git` in `dir`; its stdout, or why not.
+fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, String> {
+    let out = Command::new("git").arg("-C").arg(dir).args(args).output().map_err(|e| format!("cannot run git: {e}"))?;
+    if out.status.success() { Ok(out.stdout) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()) }
+}
+
+/// A path relative to the repository root, with `/` separators, as `git show REF:path` wants.
+fn repo_relative(root: &Path, path: &Path) -> Option<String> {
+    let abs = path.canonicalize().ok().or_else(|| {
+        // A file that no longer exists on disk: canonicalize its directory.
+        let parent = path.parent()?.canonicalize().ok()?;
+        Some(parent.join(path.file_name()?))
+    })?;
+    let rel = abs.strip_prefix(root).ok()?;
+    Some(rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/"))
+}
+
+/// Compares every contract schema with its version at `reference`; returns how many contracts
+/// break under `mode`. Errors are usage errors (not a repository, unknown revision).
+fn against(catalog: &Catalog, files: &Files, reference: &str, mode: Mode) -> Result<usize, String> {
+    let Files::Disk { products, .. } = files else { return Err("--against needs products on disk".into()) };
+    let root_text = git(products, &["rev-parse", "--show-toplevel"])
+        .map_err(|e| format!("--against: {} is not in a git repository: {e}", products.display()))?;
+    let root = PathBuf::from(String::from_utf8_lossy(&root_text).trim()).canonicalize().map_err(|e| format!("--against: {e}"))?;
+    let _ = git(&root, &["rev-parse", "--verify", "--quiet", &format!("{reference}^{{commit}}")])
+        .map_err(|_| format!("--against: {reference:?} is not a git revision"))?;
+    println!("schema changes since {reference} (mode {}):", mode.as_str());
+    let mut breaking = 0;
+    let mut compared = 0;
+    for product in &catalog.products {
+        let Some(rel) = repo_relative(&root, &product.file) else { continue };
+        let Ok(old_text) = git(&root, &["show", &format!("{reference}:{rel}")]) else {
+            println!("  {}: new data product, nothing to compare", product.name());
+            continue;
+        };
+        let old_decl: DataProduct = match serde_yaml::from_slice(&old_text) {
+            Ok(d) => d,
+            Err(e) => {
+                println!("  {}: {rel} at {reference} does not parse ({e}); not compared", product.name());
+                continue;
             }
-            ExitCode::SUCCESS
+        };
+        for spec in &product.decl.spec.contracts {
+            let label = format!("{} / {}", product.name(), spec.name);
+            let Some(old_spec) = old_decl.spec.contracts.iter().find(|c| c.name == spec.name) else {
+                println!("  {label}: new contract, nothing to compare");
+                continue;
+            };
+            let new_path = files.resolve(&product.file, &spec.schema);
+            let old_path = files.resolve(&product.file, &old_spec.schema);
+            let Some(old_rel) = repo_relative(&root, &old_path) else { continue };
+            let Ok(old_schema) = git(&root, &["show", &format!("{reference}:{old_rel}")]) else {
+                println!("  {label}: {old_rel} does not exist at {reference}; not compared");
+                continue;
+            };
+            let new_schema = std::fs::read(&new_path).map_err(|e| format!("{}: {e}", new_path.display()))?;
+            if old_schema == new_schema {
+                continue;
+            }
+            compared += 1;
+            let old_name = format!("{reference}:{old_rel}");
+            let new_name = new_path.display().to_string();
+            let parse =
+                |name: &str, bytes: &[u8]| LoadedSchema::parse(name, &String::from_utf8_lossy(bytes)).map_err(|e| format!("{label}: {e}"));
+            let report = diff::diff(&old_name, &parse(&old_name, &old_schema)?, &new_name, &parse(&new_name, &new_schema)?, mode)
+                .map_err(|e| format!("{label}: {e}"))?;
+            println!("  {label}:");
+            for line in diff::render_text(&report).lines() {
+                println!("  {line}");
+            }
+            if !report.compatible {
+                breaking += 1;
+            }
         }
     }
+    if compared == 0 {
+        println!("  no contract schema changed");
+    }
+    Ok(breaking)
 }

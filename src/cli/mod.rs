@@ -2,6 +2,7 @@
 //! configuration error).
 
 mod check;
+mod contract;
 mod lint;
 mod produce;
 mod run;
@@ -23,7 +24,11 @@ use clap::{Parser, Subcommand};
 #[command(after_help = "Examples:\n  \
     meshguard check --product payments-data-product samples/payments.ndjson\n  \
     meshguard check --product cards-data-product --format json samples/cards.avro\n  \
-    meshguard lint --config config\n\n\
+    meshguard lint --config config\n  \
+    meshguard lint --against main                    # fail on breaking schema changes since main\n  \
+    meshguard contract diff schemas/payment-schema.json samples/payment-schema-v2-breaking.json\n  \
+    meshguard contract export --format odcs loans-data-product > loans.odcs.yaml\n  \
+    meshguard contract import odcs loans.odcs.yaml --config /tmp/imported/config\n\n\
     Configuration: embedded defaults, then --config FILE, then MESHGUARD__SECTION__KEY variables.")]
 pub struct Cli {
     /// What to do.
@@ -64,6 +69,12 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Mint a short-lived API token (HS256, auth.jwt_hs256_secret) for a user and roles.
     Token(token::TokenArgs),
+    /// Contracts as documents: `diff` two schema versions, `export`/`import` ODCS v3.1.
+    ///
+    /// `contract diff OLD NEW` lists every schema change and whether it breaks writers or
+    /// readers; `contract export --format odcs PRODUCT [CONTRACT]` writes an ODCS document;
+    /// `contract import odcs FILE` turns one into a data product that `lint` accepts.
+    Contract(contract::ContractArgs),
 }
 
 /// Runs the parsed command line.
@@ -75,6 +86,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Token(args) => token::run(args),
+        Command::Contract(args) => contract::run(args),
     }
 }
 

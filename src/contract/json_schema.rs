@@ -137,11 +137,12 @@ impl JsonSchemaContract {
                 path: error.instance_path().as_str().to_owned(),
                 keyword: error.kind().keyword().to_owned(),
                 message: error.to_string(),
+                rule: None,
             });
         }
         if out.len() == before {
             // is_valid and iter_errors disagree only if the crate has a bug; keep the verdict.
-            out.push(Violation { path: String::new(), keyword: "schema".into(), message: "record is not valid".into() });
+            out.push(Violation::new("", "schema", "record is not valid"));
         }
         false
     }

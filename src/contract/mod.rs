@@ -4,20 +4,24 @@
 //! to the dead-letter headers and the `check` report.
 
 mod avro;
+pub mod diff;
 mod json_schema;
 pub(crate) mod required;
+pub mod rules;
 pub mod tape;
+pub mod unique;
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 use serde_json::{Number, Value};
 
-use crate::product::model::{QualitySpec, ReconciliationSpec};
+use crate::product::model::{QualitySpec, ReconciliationSpec, VersionMode};
 
 pub use self::avro::{AvroContract, AvroEncoding};
 pub use self::json_schema::{JsonSchemaContract, SchemaRetriever};
 pub use self::required::RequiredFields;
+pub use self::rules::{RuleOutcome, RuleSet};
 
 /// Read access to a decoded record, however it is held: a `serde_json::Value` tree, or a tape
 /// ([`tape::TapeNode`]). Completeness, the record id, the event time and reconciliation claims
@@ -126,6 +130,16 @@ pub struct Violation {
     pub keyword: String,
     /// A human sentence.
     pub message: String,
+    /// The business rule that failed (keyword `rule`), absent for schema violations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+}
+
+impl Violation {
+    /// A schema or decode violation (no rule).
+    pub fn new(path: impl Into<String>, keyword: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), keyword: keyword.into(), message: message.into(), rule: None }
+    }
 }
 
 /// The schema half of a contract.
@@ -164,6 +178,17 @@ pub struct Contract {
     pub event_time_fields: Vec<String>,
     /// Accuracy reconciliation, when declared.
     pub reconciliation: Option<ReconciliationSpec>,
+    /// Business rules (CEL), compiled; empty when the contract declares none.
+    pub rules: RuleSet,
+    /// Whether this version's verdict counts (`enforce`) or is only measured (`shadow`).
+    pub mode: VersionMode,
+    /// The contract's other versions (`versions:`), compiled; empty for a single version and
+    /// for the versions themselves.
+    pub versions: Vec<std::sync::Arc<Contract>>,
+    /// The uniqueness constraint; its state lives in a [`unique::UniqueTracker`] per consumer.
+    pub unique: Option<crate::product::model::UniqueSpec>,
+    /// The volume SLA per window.
+    pub volume: Option<crate::product::model::VolumeSpec>,
 }
 
 /// Longest record id kept as it is (bytes); longer ids are replaced by their SHA-256.
@@ -207,4 +232,46 @@ impl Contract {
     pub fn is_avro(&self) -> bool {
         matches!(self.engine, SchemaEngine::Avro(_))
     }
+
+    /// Every enforced version, this one included, newest first (by [`compare_versions`]).
+    pub fn enforced(&self) -> Vec<&Contract> {
+        let mut out: Vec<&Contract> = std::iter::once(self)
+            .filter(|c| c.mode == VersionMode::Enforce)
+            .chain(self.versions.iter().map(|c| &**c).filter(|c| c.mode == VersionMode::Enforce))
+            .collect();
+        out.sort_by(|a, b| compare_versions(&b.version, &a.version));
+        out
+    }
+
+    /// The version a record without a version header is held to: the newest enforced one.
+    pub fn newest(&self) -> &Contract {
+        self.enforced().first().copied().unwrap_or(self)
+    }
+
+    /// The enforced version called `version`.
+    pub fn enforced_version(&self, version: &str) -> Option<&Contract> {
+        self.enforced().into_iter().find(|c| c.version == version)
+    }
+
+    /// The shadow versions, in declaration order.
+    pub fn shadows(&self) -> impl Iterator<Item = &Contract> {
+        self.versions.iter().map(|c| &**c).filter(|c| c.mode == VersionMode::Shadow)
+    }
+}
+
+/// Orders version strings: dot- or dash-separated parts compared as numbers when both are
+/// numbers (`1.10.0` after `1.9.0`), as text otherwise.
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    let parts = |s: &str| s.trim_start_matches(['v', 'V']).split(['.', '-']).map(str::to_owned).collect::<Vec<_>>();
+    let (pa, pb) = (parts(a), parts(b));
+    for (x, y) in pa.iter().zip(&pb) {
+        let ord = match (x.parse::<u64>(), y.parse::<u64>()) {
+            (Ok(m), Ok(n)) => m.cmp(&n),
+            _ => x.cmp(y),
+        };
+        if ord != std::cmp::Ordering::Equal {
+            return ord;
+        }
+    }
+    pa.len().cmp(&pb.len())
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::embedded;
 use super::model::{API_VERSION, ContractSpec, DataProduct};
 use crate::config::is_valid_topic_name;
-use crate::contract::{AvroContract, Contract, JsonSchemaContract, RequiredFields, SchemaEngine, SchemaRetriever};
+use crate::contract::{AvroContract, Contract, JsonSchemaContract, RequiredFields, RuleSet, SchemaEngine, SchemaRetriever};
 use crate::decode::AvroDecoder;
 
 /// One problem in the configuration, located as precisely as possible.
@@ -114,8 +114,9 @@ impl Files {
     }
 
     /// Resolves a file reference from a product declaration: `schemas/…` is looked up in the
-    /// schemas directory, anything else relative to the declaring file.
-    fn resolve(&self, declaring: &Path, reference: &str) -> PathBuf {
+    /// schemas directory, anything else relative to the declaring file. Public so that tools
+    /// comparing two revisions of a product (`lint --against`) find the same files.
+    pub fn resolve(&self, declaring: &Path, reference: &str) -> PathBuf {
         let rel = Path::new(reference);
         match self {
             Self::Embedded => PathBuf::from(format!("<built-in>/{}", file_name(rel))),
@@ -131,7 +132,8 @@ impl Files {
         }
     }
 
-    fn read(&self, path: &Path) -> Result<String, String> {
+    /// Reads a file that [`Files::resolve`] named (from disk, or the embedded set).
+    pub fn read(&self, path: &Path) -> Result<String, String> {
         match self {
             Self::Embedded => {
                 let name = file_name(path);
@@ -301,9 +303,71 @@ impl Catalog {
                         }
                     }
                 }
-                match compile(files, &file, &decl, spec, &mut avro_cache) {
-                    Ok(c) => contracts.push(Arc::new(c)),
-                    Err(message) => here(&spec.schema, format!("contract {:?}: {message}", spec.name)),
+                let rules = match RuleSet::compile(&decl.metadata.name, &spec.name, &spec.rules) {
+                    Ok(r) => r.with_version(&spec.version),
+                    Err(errors) => {
+                        for e in errors {
+                            here(&format!("name: {}", e.rule), format!("contract {:?}: {e}", spec.name));
+                        }
+                        continue;
+                    }
+                };
+                let mut contract = match compile(files, &file, &decl, spec, rules, &mut avro_cache) {
+                    Ok(c) => c,
+                    Err(message) => {
+                        here(&spec.schema, format!("contract {:?}: {message}", spec.name));
+                        continue;
+                    }
+                };
+                let mut versions_ok = true;
+                let mut seen_versions = vec![spec.version.clone()];
+                for v in &spec.versions {
+                    if seen_versions.contains(&v.version) {
+                        here(&v.schema, format!("contract {:?}: version {:?} is declared twice", spec.name, v.version));
+                        versions_ok = false;
+                        continue;
+                    }
+                    seen_versions.push(v.version.clone());
+                    let mut vspec = spec.clone();
+                    vspec.version = v.version.clone();
+                    vspec.schema = v.schema.clone();
+                    vspec.versions = Vec::new();
+                    if let Some(r) = &v.rules {
+                        vspec.rules = r.clone();
+                    }
+                    let rules = match RuleSet::compile(&decl.metadata.name, &spec.name, &vspec.rules) {
+                        Ok(r) => r.with_version(&v.version),
+                        Err(errors) => {
+                            for e in errors {
+                                here(&format!("name: {}", e.rule), format!("contract {:?} version {:?}: {e}", spec.name, v.version));
+                            }
+                            versions_ok = false;
+                            continue;
+                        }
+                    };
+                    match compile(files, &file, &decl, &vspec, rules, &mut avro_cache) {
+                        Ok(mut c) if c.is_avro() == contract.is_avro() => {
+                            c.mode = v.mode;
+                            contract.versions.push(Arc::new(c));
+                        }
+                        Ok(_) => {
+                            here(
+                                &v.schema,
+                                format!(
+                                    "contract {:?} version {:?}: every version must be JSON Schema, or every one Avro",
+                                    spec.name, v.version
+                                ),
+                            );
+                            versions_ok = false;
+                        }
+                        Err(message) => {
+                            here(&v.schema, format!("contract {:?} version {:?}: {message}", spec.name, v.version));
+                            versions_ok = false;
+                        }
+                    }
+                }
+                if versions_ok {
+                    contracts.push(Arc::new(contract));
                 }
             }
 
@@ -363,6 +427,7 @@ fn compile(
     declaring: &Path,
     decl: &DataProduct,
     spec: &ContractSpec,
+    rules: RuleSet,
     avro_cache: &mut HashMap<PathBuf, &'static apache_avro::Schema>,
 ) -> Result<Contract, String> {
     let path = files.resolve(declaring, &spec.schema);
@@ -406,6 +471,23 @@ fn compile(
         Some(k) => return Err(format!("keyField {k:?} is not a property of {}", path.display())),
         None => required.dotted().into_iter().find(|f| !f.contains('.') && f.ends_with("_id")),
     };
+    if let Some(u) = &spec.unique {
+        if u.fields.is_empty() {
+            return Err("unique.fields is empty: name the key's fields".into());
+        }
+        for f in &u.fields {
+            let top = f.split('.').next().unwrap_or_default();
+            if !properties.iter().any(|p| p == top) {
+                return Err(format!("unique field {f:?} is not a property of {}", path.display()));
+            }
+        }
+    }
+    if let Some(v) = &spec.volume
+        && let (Some(min), Some(max)) = (v.min, v.max)
+        && min > max
+    {
+        return Err(format!("volume.min {min} is above volume.max {max}"));
+    }
     let event_time_fields = spec.event_time_fields.clone().unwrap_or_else(|| vec!["updated_at".into(), "created_at".into()]);
     let reconciliation = spec.reconciliation.clone().or_else(|| default_reconciliation(decl, key_field.as_deref(), &properties));
     if let Some(r) = &reconciliation {
@@ -435,6 +517,11 @@ fn compile(
         key_field,
         event_time_fields,
         reconciliation,
+        rules,
+        mode: crate::product::model::VersionMode::Enforce,
+        versions: Vec::new(),
+        unique: spec.unique.clone(),
+        volume: spec.volume,
     })
 }
 

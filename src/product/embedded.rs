@@ -13,6 +13,7 @@ pub(super) const SCHEMAS: &[(&str, &str)] = &[
     ("card-transaction.avsc", include_str!("../../schemas/card-transaction.avsc")),
     ("card-transaction-v0.avsc", include_str!("../../schemas/card-transaction-v0.avsc")),
     ("loan-schema.json", include_str!("../../schemas/loan-schema.json")),
+    ("loan-schema-v2.json", include_str!("../../schemas/loan-schema-v2.json")),
     ("loan-application-schema.json", include_str!("../../schemas/loan-application-schema.json")),
     ("payment-analytics-schema.json", include_str!("../../schemas/payment-analytics-schema.json")),
     ("payment-schema.json", include_str!("../../schemas/payment-schema.json")),

@@ -4,6 +4,7 @@
 pub mod catalog;
 mod embedded;
 pub mod model;
+pub mod odcs;
 pub mod sla;
 
 pub use self::catalog::{Binding, Catalog, Files, LoadErrors, Problem, Product};

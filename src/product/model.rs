@@ -122,6 +122,128 @@ pub struct ContractSpec {
     /// Extension: how Avro records are framed and which writer schemas they may use.
     #[serde(default)]
     pub avro: Option<AvroSpec>,
+    /// Extension: business rules beyond the schema (CEL expressions), checked on every record
+    /// that holds to the schema.
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+    /// Extension: further versions of this contract, side by side with the one above. A record
+    /// is held to the enforced version its `meshguard.contract.version` header names, else to the
+    /// newest enforced one; `shadow` versions are checked too and only counted.
+    #[serde(default)]
+    pub versions: Vec<VersionSpec>,
+    /// Extension: a key that must not repeat within a horizon (duplicates counted, and
+    /// dead-lettered with class `duplicate` when `deadLetter` is true).
+    #[serde(default)]
+    pub unique: Option<UniqueSpec>,
+    /// Extension: how many records a window should hold (an SLA like the others).
+    #[serde(default)]
+    pub volume: Option<VolumeSpec>,
+}
+
+/// A uniqueness constraint (extension).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UniqueSpec {
+    /// The key: one or more fields (dotted for nested ones), all strings or numbers.
+    pub fields: Vec<String>,
+    /// How long a key is remembered (`10m`, `1h`; default 1h).
+    #[serde(default)]
+    pub horizon: Option<FreshnessSla>,
+    /// Keys remembered per partition at most (default 100000): the state stays bounded.
+    #[serde(default)]
+    pub max_keys: Option<usize>,
+    /// Whether a duplicate is dead-lettered (class `duplicate`) rather than only counted.
+    #[serde(default)]
+    pub dead_letter: bool,
+}
+
+/// A volume SLA per window (extension).
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSpec {
+    /// Fewest records a window should hold.
+    #[serde(default)]
+    pub min: Option<u64>,
+    /// Most records a window should hold.
+    #[serde(default)]
+    pub max: Option<u64>,
+}
+
+impl VolumeSpec {
+    /// Why a window of `count` records breaches the SLA, or `None` when it holds.
+    pub fn breach(&self, count: u64) -> Option<String> {
+        match (self.min, self.max) {
+            (Some(min), _) if count < min => Some(format!("{count} records, fewer than the minimum {min}")),
+            (_, Some(max)) if count > max => Some(format!("{count} records, more than the maximum {max}")),
+            _ => None,
+        }
+    }
+}
+
+/// Another version of a contract (extension).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionSpec {
+    /// The version, unique within the contract; what the header names and dead letters carry.
+    pub version: String,
+    /// Its schema file (same format as the contract's: JSON Schema or Avro).
+    pub schema: String,
+    /// `enforce` (default) or `shadow`.
+    #[serde(default)]
+    pub mode: VersionMode,
+    /// Its business rules; the contract's rules when absent.
+    #[serde(default)]
+    pub rules: Option<Vec<RuleSpec>>,
+}
+
+/// Whether a version's verdict counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionMode {
+    /// Records held to this version are rejected when they break it.
+    #[default]
+    Enforce,
+    /// Every record is also checked against this version; its would-be rejections are counted,
+    /// never dead-lettered: a team sees what the version would reject before enforcing it.
+    Shadow,
+}
+
+/// A named business rule (extension): a CEL expression that must be `true` for every record.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Unique within the contract: the violation's `rule` and the metric label.
+    pub name: String,
+    /// The CEL expression. Top-level fields are variables (`amount > 0.0`); the whole record is
+    /// `record` (`has(record.completed_at)`).
+    pub expr: String,
+    /// `error` (default: the record is dead-lettered) or `warn` (only counted).
+    #[serde(default)]
+    pub severity: RuleSeverity,
+    /// What the rule protects, for people and catalogues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// What a failed rule does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleSeverity {
+    /// The record is rejected like a schema violation (keyword `rule`).
+    #[default]
+    Error,
+    /// The failure is counted, the record passes.
+    Warn,
+}
+
+impl RuleSeverity {
+    /// The stable name (metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+        }
+    }
 }
 
 /// How an Avro contract's records arrive (extension).

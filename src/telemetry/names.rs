@@ -42,6 +42,10 @@ pub const RECONCILE_BACKLOG: &str = "meshguard_reconcile_backlog_records";
 pub const RECONCILE_ERRORS_TOTAL: &str = "meshguard_reconcile_errors_total";
 /// Consumer errors by kind.
 pub const CONSUMER_ERRORS_TOTAL: &str = "meshguard_consumer_errors_total";
+/// Records a shadow contract version would have rejected, by product, contract and version.
+pub const SHADOW_REJECTIONS_TOTAL: &str = "meshguard_shadow_rejections_total";
+/// Failed business rules by product, contract, version, rule and severity (`error` rejects, `warn` counts).
+pub const RULE_VIOLATIONS_TOTAL: &str = "meshguard_rule_violations_total";
 
 /// The keyword label: the JSON Schema keywords and meshguard's own (`decode`, `avro`) pass; any
 /// other string (a custom keyword) is folded into `other`, so the label set stays small.
@@ -79,6 +83,8 @@ pub fn keyword_label(keyword: &str) -> &'static str {
         "decode",
         "avro",
         "schema",
+        "rule",
+        "version",
     ];
     KNOWN.iter().find(|k| **k == keyword).copied().unwrap_or("other")
 }
