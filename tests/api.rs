@@ -77,6 +77,8 @@ fn start(database: &str, extra_args: &[&str], env: &[(&str, String)]) -> Server 
         .env("MESHGUARD__API__ADDR", &addr)
         .env("MESHGUARD__MONGODB__URI", mongodb_uri())
         .env("MESHGUARD__MONGODB__DATABASE", database)
+        // The end-to-end tests send many requests without valid credentials on purpose.
+        .env("MESHGUARD__API__ANONYMOUS_BURST", "100000")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     for (k, v) in env {
@@ -199,9 +201,11 @@ impl Client {
             assert!(p["title"].is_string() && p["detail"].is_string(), "{p}");
         }
         if let Some(product) = audited_product {
+            // Unknown products and refusals before any authorization (405) are denials too.
             let (user, outcome) = match r.status {
                 401 => ("anonymous".to_owned(), "denied"),
-                403 => (cred.user.clone(), "denied"),
+                403 | 405 => (cred.user.clone(), "denied"),
+                _ if product == "unknown" => (cred.user.clone(), "denied"),
                 _ => (cred.user.clone(), "allowed"),
             };
             *self.audits.entry((user, product.to_owned(), outcome.to_owned())).or_default() += 1;
@@ -285,7 +289,13 @@ async fn seed(sink: &MongoSink, roles: &[String]) -> Vec<Payment> {
         destination_system: "mongodb",
         processed_at: time::OffsetDateTime::now_utc(),
     };
-    sink.write_lineage(&[lineage(102, &latest[2].id, PAYMENTS), lineage(7002, &latest[2].id, "loans-data-product")]).await.unwrap();
+    sink.write_lineage(&[
+        lineage(102, &latest[2].id, PAYMENTS),
+        lineage(7002, &latest[2].id, "loans-data-product"),
+        lineage(7003, "loan-only-7003", "loans-data-product"),
+    ])
+    .await
+    .unwrap();
 
     let alert = |id: &str, state: &str, fired: &str| {
         (
@@ -530,7 +540,7 @@ fn api_end_to_end() {
     }
     let _ = c.call(&Cred::none(), "GET", "/products", None, 401, Some("*"));
     // A made-up product in the URL is audited but never becomes a metric label.
-    let _ = c.call(&Cred::none(), "GET", "/evil-label-bomb/alerts", None, 401, Some("evil-label-bomb"));
+    let _ = c.call(&Cred::none(), "GET", "/evil-label-bomb/alerts", None, 401, Some("unknown"));
     // Roles from the token's claim (no users document), and the API key (roles from `users`).
     let claim = Cred::bearer(
         &jwt(
@@ -548,9 +558,9 @@ fn api_end_to_end() {
 
     // --- routes, as payments-team
     let team = Cred::user("u-payments-team");
-    let _ = c.call(&team, "GET", "/no-such-product/alerts", None, 404, None);
-    let _ = c.call(&team, "GET", "/products/no-such-product", None, 404, None);
-    let _ = c.call(&team, "GET", "/no/such/route/at/all", None, 404, None);
+    let _ = c.call(&team, "GET", "/no-such-product/alerts", None, 404, Some("unknown"));
+    let _ = c.call(&team, "GET", "/products/no-such-product", None, 404, Some("unknown"));
+    let _ = c.call(&team, "GET", "/no/such/route/at/all", None, 404, Some("unknown"));
     let detail = c.call(&team, "GET", "/products/payments-data-product", None, 200, Some(PAYMENTS)).json();
     assert_eq!(detail["declaration"]["metadata"]["name"], PAYMENTS);
     assert_eq!(detail["contracts"][0]["name"], "payment-schema");
@@ -583,9 +593,9 @@ fn api_end_to_end() {
     let cards = Cred::user("u-cards-team");
     let r = c.call(&cards, "POST", "/cards/transactions/search", Some(b"{}"), 200, Some("cards-data-product")).json();
     assert_eq!(r["count"], 0);
-    let r = c.call(&cards, "GET", "/cards/transactions/search", None, 405, None);
+    let r = c.call(&cards, "GET", "/cards/transactions/search", None, 405, Some("unknown"));
     assert_eq!(r.headers.get("allow").map(String::as_str), Some("POST"), "the concrete path wins over the templated one");
-    let r = c.call(&cards, "PUT", "/cards/transactions/x", None, 405, None);
+    let r = c.call(&cards, "PUT", "/cards/transactions/x", None, 405, Some("unknown"));
     assert_eq!(r.headers.get("allow").map(String::as_str), Some("GET,HEAD"));
 
     let gbp: Vec<String> = payments.iter().filter(|p| p.currency == "GBP").map(|p| p.id.clone()).collect();
@@ -595,7 +605,10 @@ fn api_end_to_end() {
     let lin = c.call(&team, "GET", &format!("/payments-data-product/lineage/{}", payments[2].id), None, 200, Some(PAYMENTS)).json();
     assert_eq!(lin["upstream"].as_array().unwrap().len(), 1, "{lin}");
     assert_eq!(lin["upstream"][0]["_id"], "payments.created/0/102");
-    assert_eq!(lin["downstream"].as_array().unwrap().len(), 2, "{lin}");
+    assert_eq!(lin["downstream"].as_array().unwrap().len(), 1, "only this product's documents: {lin}");
+    assert_eq!(lin["downstream"][0]["product"], PAYMENTS, "{lin}");
+    // A record only another product has: not shown, and not even revealed to exist.
+    let _ = c.call(&team, "GET", "/payments-data-product/lineage/loan-only-7003", None, 404, Some(PAYMENTS));
     let _ = c.call(&team, "GET", "/payments-data-product/lineage/nothing-here", None, 404, Some(PAYMENTS));
 
     // Alerts: a-now fires; a-old resolved.
@@ -746,10 +759,26 @@ fn api_end_to_end() {
         })
         .unwrap()
         .unwrap();
-    for field in ["_id", "at", "user", "product", "method", "route", "permission", "outcome", "reason"] {
+    for field in ["_id", "at", "user", "product", "method", "route", "path", "status", "client", "permission", "outcome", "reason"] {
         assert!(one.contains_key(field), "audit documents carry {field}: {one}");
     }
     assert!(!format!("{one}").contains(SECRET));
+    assert_eq!(one.get_i32("status").unwrap(), 403, "{one}");
+    // The record a request was about, the path as received and the status answered.
+    let about = |filter: bson::Document| {
+        rt.block_on(async { sink.database().collection::<bson::Document>("access_audit").find_one(filter).await })
+            .unwrap()
+            .unwrap_or_else(|| panic!("no audit document"))
+    };
+    let read = about(doc! { "record_id": p1.id.as_str(), "route": "/{product}/data/{record_id}" });
+    assert_eq!(read.get_i32("status").unwrap(), 200, "{read}");
+    assert_eq!(read.get_str("path").unwrap(), format!("/payments-data-product/data/{}", p1.id));
+    let refused = about(doc! { "path": "/cards/transactions/x", "method": "PUT" });
+    assert_eq!(refused.get_i32("status").unwrap(), 405, "{refused}");
+    assert_eq!(refused.get_str("user").unwrap(), "u-cards-team", "{refused}");
+    let lost = about(doc! { "path": "/no-such-product/alerts" });
+    assert_eq!((lost.get_i32("status").unwrap(), lost.get_str("product").unwrap()), (404, "unknown"), "{lost}");
+    assert_eq!(lost.get_str("requested_product").unwrap(), "no-such-product", "{lost}");
     drop(server);
 }
 
@@ -774,4 +803,291 @@ fn promtool_check_metrics(scrape: &str) {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh database name for one test.
+fn fresh_db(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+fn secret_env() -> Vec<(&'static str, String)> {
+    vec![("MESHGUARD__AUTH__JWT_HS256_SECRET", SECRET.to_owned())]
+}
+
+/// The audit documents of `database`.
+fn audit_docs(rt: &tokio::runtime::Runtime, database: &str) -> Vec<bson::Document> {
+    rt.block_on(async {
+        let client = mongodb::Client::with_uri_str(mongodb_uri()).await.unwrap();
+        let mut cursor = client.database(database).collection::<bson::Document>("access_audit").find(doc! {}).await.unwrap();
+        let mut out = Vec::new();
+        while cursor.advance().await.unwrap() {
+            out.push(cursor.deserialize_current().unwrap());
+        }
+        out
+    })
+}
+
+/// Reads until the server closes the connection; `None` when the read timed out instead (the
+/// server kept the connection open).
+fn read_until_closed(s: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = Vec::new();
+    match s.read_to_end(&mut buf) {
+        Ok(_) => Some(buf),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) => Some(buf),
+        Err(_) => None,
+    }
+}
+
+/// Opens a connection and has one request served on it, so it is surely accepted and kept alive.
+fn kept_alive(addr: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    s
+}
+
+/// Slow clients: clients that never finish their headers, and a kept-alive connection left
+/// idle, are closed by the server (`api.header_read_timeout_ms`), whatever they send or not.
+#[test]
+fn slow_and_idle_clients_are_disconnected() {
+    let mut env = secret_env();
+    env.push(("MESHGUARD__API__HEADER_READ_TIMEOUT_MS", "500".into()));
+    let server = start(&fresh_db("api_slow"), &[], &env);
+    let mut slow: Vec<TcpStream> = (0..20)
+        .map(|i| {
+            let mut s = TcpStream::connect(&server.addr).unwrap();
+            if i % 2 == 0 {
+                s.write_all(b"GET /payments-data-product/alerts HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+            }
+            s
+        })
+        .collect();
+    let mut idle = kept_alive(&server.addr);
+    // The bound only tells a close from a connection held open indefinitely.
+    for s in &mut slow {
+        let got = read_until_closed(s, Duration::from_secs(60)).expect("a client that never finishes its headers is disconnected");
+        assert!(!String::from_utf8_lossy(&got).contains("200 OK"), "nothing was served to it");
+    }
+    assert!(read_until_closed(&mut idle, Duration::from_secs(60)).is_some(), "an idle kept-alive connection is closed");
+    assert_eq!(try_http(&server.addr, "GET", "/healthz", &[], None).unwrap().status, 200);
+}
+
+/// Connections over `api.max_connections` are answered 503 at once and closed; when one of the
+/// open connections goes, the server accepts again.
+#[test]
+fn connections_over_the_cap_are_refused() {
+    let mut env = secret_env();
+    env.push(("MESHGUARD__API__MAX_CONNECTIONS", "3".into()));
+    env.push(("MESHGUARD__API__HEADER_READ_TIMEOUT_MS", "3600000".into()));
+    let server = start(&fresh_db("api_cap"), &[], &env);
+    // `start` polled /healthz on connections of its own; they close as their responses end.
+    let mut open: Vec<TcpStream> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while open.len() < 3 {
+        let mut s = TcpStream::connect(&server.addr).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        if &head == b"HTTP/1.1 200" {
+            open.push(s);
+        }
+        assert!(Instant::now() < deadline, "three connections were never open together");
+    }
+    let mut over = TcpStream::connect(&server.addr).unwrap();
+    let refused = read_until_closed(&mut over, Duration::from_secs(60)).expect("the connection over the cap is answered and closed");
+    let refused = String::from_utf8_lossy(&refused).into_owned();
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("application/problem+json") && refused.contains("overloaded"), "{refused}");
+    drop(open.pop());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match try_http(&server.addr, "GET", "/healthz", &[], None) {
+            Ok(r) if r.status == 200 => break,
+            other => assert!(Instant::now() < deadline, "the server did not accept again: {:?}", other.map(|r| r.status)),
+        }
+    }
+}
+
+/// A flood without valid credentials, with a 60 KB product segment holding newlines: each
+/// audit document stays small and escaped, and beyond the per-address burst the requests get
+/// 429 and only the first of them is audited. Valid credentials are not limited.
+#[test]
+fn anonymous_floods_are_limited_and_audited_bounded() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let db = fresh_db("api_flood");
+    let mut env = secret_env();
+    env.push(("MESHGUARD__API__ANONYMOUS_BURST", "3".into()));
+    env.push(("MESHGUARD__API__ANONYMOUS_PER_SECOND", "0".into()));
+    let server = start(&db, &[], &env);
+    let segment = format!("evil%0Aline%0D{}", "A".repeat(60 * 1024));
+    let path = format!("/{segment}/alerts");
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(try_http(&server.addr, "GET", &path, &[], None).unwrap().status);
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429, 429, 429, 429, 429, 429]);
+    let with_token = try_http(&server.addr, "GET", "/products", &[("Authorization".into(), format!("Bearer {}", token_for("u-x")))], None);
+    assert_eq!(with_token.unwrap().status, 200, "callers with valid credentials are not limited");
+
+    let docs = audit_docs(&rt, &db);
+    let anonymous: Vec<&bson::Document> = docs.iter().filter(|d| d.get_str("user").ok() == Some("anonymous")).collect();
+    assert_eq!(anonymous.len(), 4, "three 401s and the first 429: {anonymous:?}");
+    assert_eq!(anonymous.iter().filter(|d| d.get_i32("status").ok() == Some(429)).count(), 1);
+    for d in &anonymous {
+        assert_eq!(d.get_str("product").unwrap(), "unknown");
+        let requested = d.get_str("requested_product").unwrap();
+        assert!(requested.starts_with("evil\\nline\\r"), "newlines are escaped: {requested:.80}");
+        assert!(!requested.contains('\n') && !requested.contains('\r'));
+        let size = d.to_vec().unwrap().len();
+        assert!(size < 4096, "an audit document of {size} bytes for a 60 KB request");
+    }
+}
+
+/// Authenticated refusals before any handler decision are audited with their status and path.
+#[test]
+fn early_refusals_are_audited() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let db = fresh_db("api_early");
+    let server = start(&db, &[], &secret_env());
+    let auth = vec![("Authorization".to_owned(), format!("Bearer {}", token_for("u-payments-team")))];
+    assert_eq!(try_http(&server.addr, "POST", "/payments-data-product/alerts", &auth, Some(b"{}")).unwrap().status, 405);
+    assert_eq!(try_http(&server.addr, "GET", "/nope/data/r-1", &auth, None).unwrap().status, 404);
+    assert_eq!(try_http(&server.addr, "GET", "/payments-data-product/data/r-1/", &auth, None).unwrap().status, 404);
+    let docs = audit_docs(&rt, &db);
+    let find =
+        |path: &str| docs.iter().find(|d| d.get_str("path").ok() == Some(path)).unwrap_or_else(|| panic!("no audit of {path}: {docs:?}"));
+    let d = find("/payments-data-product/alerts");
+    assert_eq!((d.get_i32("status").unwrap(), d.get_str("method").unwrap(), d.get_str("outcome").unwrap()), (405, "POST", "denied"));
+    assert_eq!((d.get_str("user").unwrap(), d.get_str("product").unwrap()), ("u-payments-team", PAYMENTS));
+    let d = find("/nope/data/r-1");
+    assert_eq!((d.get_i32("status").unwrap(), d.get_str("product").unwrap(), d.get_str("record_id").unwrap()), (404, "unknown", "r-1"));
+    assert_eq!(d.get_str("user").unwrap(), "u-payments-team");
+    let d = find("/payments-data-product/data/r-1/");
+    assert_eq!(d.get_i32("status").unwrap(), 404);
+    assert_eq!(docs.len(), 3, "{docs:?}");
+}
+
+/// An HS256 token with a header and a signature of its own choosing.
+fn jwt_with_header(header: &Value, claims: &Value) -> String {
+    let h = URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).unwrap());
+    let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap());
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("{h}.{p}").as_bytes());
+    format!("{h}.{p}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+/// RFC 7515 `crit` with an extension the server does not know: 401. Two `Authorization` or two
+/// `X-Api-Key` headers: 401, whichever is valid. An `exp` at the end of time is accepted (no
+/// overflow in the leeway).
+#[test]
+fn odd_credentials_are_refused_and_far_expiries_accepted() {
+    let digest: [u8; 32] = Sha256::digest(API_KEY.as_bytes()).into();
+    let mut env = secret_env();
+    env.push(("MESHGUARD__AUTH__API_KEYS", format!("[\"u-payments-team:{}\"]", hex(&digest))));
+    let server = start(&fresh_db("api_creds"), &[], &env);
+    let claims = json!({"sub": "u-x", "iss": "meshguard", "aud": "datamesh-api", "exp": now() + 600, "roles": ["payments-team"]});
+    let get =
+        |headers: Vec<(String, String)>| try_http(&server.addr, "GET", "/payments-data-product/alerts", &headers, None).unwrap().status;
+    let bearer = |t: &str| ("Authorization".to_owned(), format!("Bearer {t}"));
+    let plain = jwt_with_header(&json!({"alg": "HS256", "typ": "JWT"}), &claims);
+    assert_eq!(get(vec![bearer(&plain)]), 200, "the control token is accepted");
+    let crit = jwt_with_header(&json!({"alg": "HS256", "typ": "JWT", "crit": ["x-unknown"], "x-unknown": true}), &claims);
+    assert_eq!(get(vec![bearer(&crit)]), 401);
+    assert_eq!(get(vec![bearer(&plain), bearer(&plain)]), 401, "a repeated Authorization header");
+    let key = ("X-Api-Key".to_owned(), API_KEY.to_owned());
+    assert_eq!(get(vec![key.clone()]), 403, "the control key is accepted (its user has no role in this database)");
+    assert_eq!(get(vec![key.clone(), key.clone()]), 401, "a repeated X-Api-Key header");
+    let mut forever = claims.clone();
+    forever["exp"] = json!(i64::MAX);
+    assert_eq!(get(vec![bearer(&jwt_with_header(&json!({"alg": "HS256"}), &forever))]), 200);
+    let mut not_yet = claims.clone();
+    not_yet["nbf"] = json!(i64::MAX);
+    assert_eq!(get(vec![bearer(&jwt_with_header(&json!({"alg": "HS256"}), &not_yet))]), 401);
+}
+
+/// The aliases answer the decoded path like the main routes, and refuse `//` and a trailing
+/// slash like them.
+#[test]
+fn aliases_match_the_decoded_path_strictly() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let db = fresh_db("api_alias");
+    let sink = rt.block_on(MongoSink::connect(&mongodb_uri(), &db, &[PAYMENTS.to_owned()])).unwrap();
+    let p = Payment { id: "3f000001-1111-4111-8111-111111111111".into(), amount: 10, currency: "EUR", status: "PENDING" };
+    rt.block_on(sink.write_versions(PAYMENTS, &[stored("k 1", payment_json(&p, 1), 1_700_000_000_000, 1)])).unwrap();
+    let server = start(&db, &[], &secret_env());
+    let auth = vec![(
+        "Authorization".to_owned(),
+        format!(
+            "Bearer {}",
+            jwt(SECRET, &json!({"sub": "t", "iss": "meshguard", "aud": "datamesh-api", "exp": now() + 600, "roles": ["payments-team"]}))
+        ),
+    )];
+    let get = |path: &str| try_http(&server.addr, "GET", path, &auth, None).unwrap();
+    let main = get("/payments-data-product/data/k%201");
+    assert_eq!(main.status, 200, "{}", main.text());
+    let alias = get("/payments/k%201");
+    assert_eq!(alias.status, 200, "{}", alias.text());
+    assert_eq!(alias.json(), main.json());
+    assert_eq!(get("/payments/k%201/status").json(), json!({"payment_id": "k 1", "status": "PENDING"}));
+    for path in [
+        "/payments-data-product/data/k%201/",
+        "/payments-data-product//data/k%201",
+        "/payments/k%201/",
+        "/payments//k%201",
+        "//payments/k%201",
+        "/payments/k%201/status/",
+    ] {
+        assert_eq!(get(path).status, 404, "{path}");
+    }
+}
+
+/// SIGTERM while one client holds a half-sent request open and another is half-way through its
+/// headers: `serve` still exits, once `api.shutdown_timeout_ms` has passed.
+#[test]
+fn sigterm_ends_serve_despite_a_half_sent_request() {
+    let mut env = secret_env();
+    env.push(("MESHGUARD__API__SHUTDOWN_TIMEOUT_MS", "500".into()));
+    env.push(("MESHGUARD__API__REQUEST_TIMEOUT_MS", "3600000".into()));
+    env.push(("MESHGUARD__API__HEADER_READ_TIMEOUT_MS", "3600000".into()));
+    let mut server = start(&fresh_db("api_term"), &[], &env);
+    let mut held = kept_alive(&server.addr);
+    let token = token_for("u-payments-team");
+    held.write_all(
+        format!("POST /payments-data-product/search HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"limit\":").as_bytes(),
+    )
+    .unwrap();
+    let mut half_headers = TcpStream::connect(&server.addr).unwrap();
+    half_headers.write_all(b"GET /products HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let status = Command::new("kill").arg("-TERM").arg(server.child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    // The bound only tells an exit from a hang.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(Instant::now() < deadline, "serve is still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0));
+    assert!(read_until_closed(&mut held, Duration::from_secs(10)).is_some(), "the held connection was closed");
+}
+
+/// `/metrics` and `/openapi.json` are public on the API port by default; with `api.ops_addr`
+/// they are served there only.
+#[test]
+fn ops_endpoints_move_to_their_own_address() {
+    let ops = format!("127.0.0.1:{}", free_port());
+    let mut env = secret_env();
+    env.push(("MESHGUARD__API__OPS_ADDR", ops.clone()));
+    let server = start(&fresh_db("api_ops"), &[], &env);
+    for path in ["/metrics", "/openapi.json"] {
+        assert_eq!(try_http(&server.addr, "GET", path, &[], None).unwrap().status, 401, "{path} is not public on the API port");
+        assert_eq!(try_http(&ops, "GET", path, &[], None).unwrap().status, 200, "{path} on the ops address");
+    }
+    assert_eq!(try_http(&server.addr, "GET", "/healthz", &[], None).unwrap().status, 200);
+    assert_eq!(try_http(&ops, "GET", "/healthz", &[], None).unwrap().status, 200);
 }

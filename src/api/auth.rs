@@ -136,6 +136,11 @@ impl Authenticator {
         if header.get("alg").and_then(Value::as_str) != Some("HS256") {
             return Err(AuthError::Invalid("the token algorithm is not HS256"));
         }
+        // RFC 7515 §4.1.11: a `crit` extension the recipient does not understand makes the token
+        // invalid, and this server understands none.
+        if header.get("crit").is_some() {
+            return Err(AuthError::Invalid("the token header names critical extensions this server does not support"));
+        }
         let signature = URL_SAFE_NO_PAD.decode(s).map_err(|_| AuthError::Invalid("the token signature is not base64url"))?;
         let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| AuthError::Invalid("bad secret"))?;
         mac.update(h.as_bytes());
@@ -144,12 +149,12 @@ impl Authenticator {
         mac.verify_slice(&signature).map_err(|_| AuthError::Invalid("the token signature does not verify"))?;
         let claims: Value = decode_json(p).ok_or(AuthError::Invalid("the token claims are not base64url JSON"))?;
         let exp = claims.get("exp").and_then(numeric_date).ok_or(AuthError::Invalid("the token has no numeric exp claim"))?;
-        if now > exp + LEEWAY_SECS {
+        if now > exp.saturating_add(LEEWAY_SECS) {
             return Err(AuthError::Invalid("the token has expired"));
         }
         if let Some(nbf) = claims.get("nbf") {
             let nbf = numeric_date(nbf).ok_or(AuthError::Invalid("the token nbf claim is not numeric"))?;
-            if now + LEEWAY_SECS < nbf {
+            if now.saturating_add(LEEWAY_SECS) < nbf {
                 return Err(AuthError::Invalid("the token is not valid yet"));
             }
         }

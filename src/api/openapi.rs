@@ -26,7 +26,11 @@ fn guarded(mut responses: Map<String, Value>) -> Value {
     let _ = responses.insert("401".into(), problem("Missing, malformed, expired or forged credentials."));
     let _ = responses.insert("403".into(), problem("The user's roles do not grant the permission (GET: read; otherwise: write)."));
     let _ = responses.insert("404".into(), problem("Unknown data product, record or route."));
-    let _ = responses.insert("503".into(), problem("MongoDB is unavailable (or the access audit cannot be written)."));
+    let _ = responses.insert("408".into(), problem("The request, body included, did not arrive within api.request_timeout_ms."));
+    let _ = responses
+        .insert("429".into(), problem("Too many requests without valid credentials from this address (api.anonymous_per_second)."));
+    let _ = responses
+        .insert("503".into(), problem("MongoDB is unavailable (or the access audit cannot be written), or api.max_connections are open."));
     Value::Object(responses)
 }
 
@@ -138,7 +142,10 @@ fn base(catalog: &Catalog, aliases: &[Alias]) -> Value {
             "200": { "description": "OK", "content": { content_type: { "schema": { "type": "string" } } } } } } })
     };
     let _ = paths.insert("/healthz".into(), public("Liveness probe.", "text/plain"));
-    let _ = paths.insert("/metrics".into(), public("Prometheus metrics (text exposition format).", "text/plain"));
+    let _ = paths.insert(
+        "/metrics".into(),
+        public("Prometheus metrics (text exposition format). Public on the API port unless api.ops_addr moves it (with this document) to a separate address.", "text/plain"),
+    );
     let _ = paths.insert(
         "/openapi.json".into(),
         json!({ "get": { "summary": "This document.", "tags": ["operations"], "security": [], "responses": {
@@ -149,7 +156,9 @@ fn base(catalog: &Catalog, aliases: &[Alias]) -> Value {
         json!({ "get": { "summary": "The data products the caller may read.", "tags": ["products"], "responses": {
             "200": ok("Readable data products.", "ProductList"),
             "401": problem("Missing, malformed, expired or forged credentials."),
-            "503": problem("MongoDB is unavailable."),
+            "408": problem("The request did not arrive within api.request_timeout_ms."),
+            "429": problem("Too many requests without valid credentials from this address."),
+            "503": problem("MongoDB is unavailable, or api.max_connections are open."),
         } } }),
     );
     let _ = paths.insert(
@@ -236,7 +245,7 @@ fn base(catalog: &Catalog, aliases: &[Alias]) -> Value {
                 "Problem": {
                     "type": "object", "required": ["type", "title", "status", "detail"],
                     "properties": {
-                        "type": { "type": "string", "format": "uri", "description": "https://meshguard.dev/problems/{invalid-request|unauthenticated|forbidden|not-found|method-not-allowed|contract-violation|unavailable}" },
+                        "type": { "type": "string", "format": "uri", "description": "https://meshguard.dev/problems/{invalid-request|unauthenticated|forbidden|not-found|method-not-allowed|request-timeout|rate-limited|contract-violation|unavailable|overloaded}" },
                         "title": { "type": "string" },
                         "status": { "type": "integer" },
                         "detail": { "type": "string" },
