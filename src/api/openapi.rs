@@ -24,7 +24,8 @@ fn path_param(name: &str, description: &str) -> Value {
 /// The errors every authenticated product route can answer.
 fn guarded(mut responses: Map<String, Value>) -> Value {
     let _ = responses.insert("401".into(), problem("Missing, malformed, expired or forged credentials."));
-    let _ = responses.insert("403".into(), problem("The user's roles do not grant the permission (GET: read; otherwise: write)."));
+    let _ = responses
+        .insert("403".into(), problem("The user's roles do not grant the permission (reads, search included: read; changes: write)."));
     let _ = responses.insert("404".into(), problem("Unknown data product, record or route."));
     let _ = responses.insert("408".into(), problem("The request, body included, did not arrive within api.request_timeout_ms."));
     let _ = responses
@@ -185,7 +186,7 @@ fn base(catalog: &Catalog, aliases: &[Alias]) -> Value {
     for name in &names {
         let _ = paths.insert(
             format!("/{name}/search"),
-            json!({ "post": search_op(&format!("Search the latest versions of {name} records with a typed filter (/{{product}}/search; needs write: it is a POST)."), name) }),
+            json!({ "post": search_op(&format!("Search the latest versions of {name} records with a typed filter (/{{product}}/search; needs read: a search changes nothing)."), name) }),
         );
     }
     let _ = paths.insert(
@@ -230,7 +231,7 @@ fn base(catalog: &Catalog, aliases: &[Alias]) -> Value {
         "info": {
             "title": "meshguard data product API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": format!("Data products: {}. Every product route is authenticated (Bearer JWT HS256 or X-Api-Key), authorized by the product's spec.access (GET: read, otherwise write; admin implies both) and audited. Errors are RFC 9457 problem documents.", names.join(", ")),
+            "description": format!("Data products: {}. Every product route is authenticated (Bearer JWT HS256 or X-Api-Key), authorized by the product's spec.access (reads, search included, need read; methods that change state need write; admin implies both) and audited. Errors are RFC 9457 problem documents.", names.join(", ")),
         },
         "servers": [{ "url": "/" }],
         "security": [{ "bearerAuth": [] }, { "apiKey": [] }],

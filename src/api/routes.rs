@@ -84,7 +84,8 @@ fn respond(r: Result<Value, Problem>) -> Response {
     }
 }
 
-/// The permission a method needs on the main routes: reads need `read`, anything else `write`.
+/// The permission a method needs on the GET routes: reads need `read`, anything else `write`
+/// (search and validate are reads whatever their method: they say so themselves).
 fn by_method(method: &Method) -> Permission {
     if method == Method::GET || method == Method::HEAD { Permission::Read } else { Permission::Write }
 }
@@ -197,7 +198,6 @@ async fn get_lineage(
 async fn post_search(
     State(s): State<Arc<Api>>,
     Extension(c): Extension<Caller>,
-    method: Method,
     Path(product): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -210,9 +210,10 @@ async fn post_search(
             .is_none()
             .then(|| s.aliases.iter().find(|a| a.kind == AliasKind::Search && a.matches(&segs).is_some()))
             .flatten();
+        // A search changes nothing: it is a read, whatever its method.
         let t = match alias {
-            Some(a) => Target { product: &a.product, permission: by_method(&method), route: &a.template, alias: true, record_id: None },
-            None => target(&product, by_method(&method), "/{product}/search", None),
+            Some(a) => Target { product: &a.product, permission: Permission::Read, route: &a.template, alias: true, record_id: None },
+            None => target(&product, Permission::Read, "/{product}/search", None),
         };
         let p = s.guard(&c, t).await?;
         s.search(p, body).await
@@ -302,7 +303,8 @@ async fn fallback(State(s): State<Arc<Api>>, Extension(c): Extension<Caller>, me
     }
     let result = async {
         let record_id = (alias.kind != AliasKind::Search).then_some(id.as_str());
-        let t = Target { product: &alias.product, permission: by_method(&method), route: &alias.template, alias: true, record_id };
+        // Every alias reads (a search too).
+        let t = Target { product: &alias.product, permission: Permission::Read, route: &alias.template, alias: true, record_id };
         let p = s.guard(&c, t).await?;
         match alias.kind {
             AliasKind::Record => s.record(p, &id).await,
