@@ -1005,6 +1005,16 @@ fn odd_credentials_are_refused_and_far_expiries_accepted() {
     let key = ("X-Api-Key".to_owned(), API_KEY.to_owned());
     assert_eq!(get(vec![key.clone()]), 403, "the control key is accepted (its user has no role in this database)");
     assert_eq!(get(vec![key.clone(), key.clone()]), 401, "a repeated X-Api-Key header");
+    // `meshguard token` (README section 4) mints what the server accepts.
+    let minted = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+        .args(["token", "--sub", "alice", "--role", "payments-team"])
+        .current_dir(repo())
+        .env_remove("MESHGUARD_CONFIG")
+        .env("MESHGUARD__AUTH__JWT_HS256_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(minted.status.success(), "{}", String::from_utf8_lossy(&minted.stderr));
+    assert_eq!(get(vec![bearer(String::from_utf8_lossy(&minted.stdout).trim())]), 200);
     let mut forever = claims.clone();
     forever["exp"] = json!(i64::MAX);
     assert_eq!(get(vec![bearer(&jwt_with_header(&json!({"alg": "HS256"}), &forever))]), 200);
@@ -1095,4 +1105,205 @@ fn ops_endpoints_move_to_their_own_address() {
     }
     assert_eq!(try_http(&server.addr, "GET", "/healthz", &[], None).unwrap().status, 200);
     assert_eq!(try_http(&ops, "GET", "/healthz", &[], None).unwrap().status, 200);
+}
+
+/// A key pair made by `openssl` (independently of the server's code) for RS256 or ES256.
+struct KeyPair {
+    /// PKCS#8 private key PEM, to sign with.
+    private: Vec<u8>,
+    /// SubjectPublicKeyInfo PEM, as an identity provider publishes it.
+    public: Vec<u8>,
+    /// The public key as a JWK (without `kid`).
+    jwk: Value,
+    alg: jsonwebtoken::Algorithm,
+}
+
+fn openssl(args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
+    let mut child = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("openssl is not installed ({e}): apt-get install openssl"));
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(bytes) = input {
+        stdin.write_all(bytes).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+fn from_hex(hex: &str) -> Vec<u8> {
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+}
+
+fn rsa_pair() -> KeyPair {
+    let private = openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"], None);
+    let public = openssl(&["pkey", "-pubout"], Some(&private));
+    let modulus = String::from_utf8(openssl(&["rsa", "-noout", "-modulus"], Some(&private))).unwrap();
+    let n = from_hex(modulus.trim().trim_start_matches("Modulus="));
+    let jwk = json!({"kty": "RSA", "use": "sig", "n": URL_SAFE_NO_PAD.encode(n), "e": "AQAB"});
+    KeyPair { private, public, jwk, alg: jsonwebtoken::Algorithm::RS256 }
+}
+
+fn ec_pair() -> KeyPair {
+    let private = openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"], None);
+    let public = openssl(&["pkey", "-pubout"], Some(&private));
+    let der = openssl(&["pkey", "-pubout", "-outform", "DER"], Some(&private));
+    // The DER ends with the uncompressed point 0x04 || x || y.
+    let point = &der[der.len() - 65..];
+    assert_eq!(point[0], 4);
+    let jwk = json!({"kty": "EC", "crv": "P-256", "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..])});
+    KeyPair { private, public, jwk, alg: jsonwebtoken::Algorithm::ES256 }
+}
+
+impl KeyPair {
+    fn sign(&self, kid: Option<&str>, claims: &Value) -> String {
+        let mut header = jsonwebtoken::Header::new(self.alg);
+        header.kid = kid.map(str::to_owned);
+        let key = match self.alg {
+            jsonwebtoken::Algorithm::RS256 => jsonwebtoken::EncodingKey::from_rsa_pem(&self.private),
+            _ => jsonwebtoken::EncodingKey::from_ec_pem(&self.private),
+        };
+        jsonwebtoken::encode(&header, claims, &key.unwrap()).unwrap()
+    }
+
+    fn jwk_with(&self, kid: &str) -> Value {
+        let mut j = self.jwk.clone();
+        j["kid"] = json!(kid);
+        j
+    }
+}
+
+/// A JWKS endpoint on 127.0.0.1 serving whatever set the test puts in `keys`, counting fetches.
+struct JwksServer {
+    url: String,
+    keys: std::sync::Arc<std::sync::Mutex<Value>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksServer {
+    fn start(keys: Value) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
+        let keys = std::sync::Arc::new(std::sync::Mutex::new(keys));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (k, f) = (keys.clone(), fetches.clone());
+        let _ = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let mut buf = [0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = json!({"keys": k.lock().unwrap().clone()}).to_string();
+                let _ = f.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = s.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        Self { url, keys, fetches }
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn idp_claims(exp_from_now: i64) -> Value {
+    json!({"sub": "idp-user", "iss": "meshguard", "aud": "datamesh-api", "exp": now() + exp_from_now, "roles": ["payments-team"]})
+}
+
+/// RS256 and ES256 tokens verified with keys from a PEM file: accepted when signed by the key,
+/// refused when expired, signed by another key, of the other family, or HS256 "signed" with the
+/// public key (algorithm confusion).
+#[test]
+fn rs256_and_es256_tokens_with_a_pem_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = rsa_pair();
+    let ec = ec_pair();
+    let other = rsa_pair();
+    for (pair, wrong_family) in [(&rsa, &ec), (&ec, &rsa)] {
+        let file = dir.path().join(format!("{:?}.pem", pair.alg));
+        std::fs::write(&file, &pair.public).unwrap();
+        let server = start(
+            &fresh_db("api_pem"),
+            &[],
+            &[("MESHGUARD__AUTH__JWT_PUBLIC_KEY_FILE", file.display().to_string()), ("MESHGUARD__AUTH__JWT_HS256_SECRET", String::new())],
+        );
+        let get = |t: &str| {
+            try_http(&server.addr, "GET", "/payments-data-product/alerts", &[("Authorization".into(), format!("Bearer {t}"))], None)
+                .unwrap()
+                .status
+        };
+        assert_eq!(get(&pair.sign(None, &idp_claims(600))), 200, "{:?} with its key", pair.alg);
+        assert_eq!(get(&pair.sign(None, &idp_claims(-600))), 401, "expired");
+        assert_eq!(get(&wrong_family.sign(None, &idp_claims(600))), 401, "a key of the other family");
+        if pair.alg == jsonwebtoken::Algorithm::RS256 {
+            assert_eq!(get(&other.sign(None, &idp_claims(600))), 401, "another RSA key");
+        }
+        let confused = jwt_with_key(&pair.public, &idp_claims(600));
+        assert_eq!(get(&confused), 401, "HS256 signed with the public key");
+    }
+}
+
+/// An HS256 token whose HMAC key is `key` (the algorithm-confusion attack uses the public key).
+fn jwt_with_key(key: &[u8], claims: &Value) -> String {
+    let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap());
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    mac.update(format!("{h}.{p}").as_bytes());
+    format!("{h}.{p}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+/// Keys from a JWKS endpoint over HTTP: fetched at start, looked up by `kid`; a rotated key is
+/// fetched when a token names it; an unknown `kid` after that fetch is a 401; a `kid` of the
+/// other family, and HS256 with the public key, are refused.
+#[test]
+fn rs256_and_es256_tokens_with_a_jwks_endpoint_and_rotation() {
+    let rsa = rsa_pair();
+    let ec = ec_pair();
+    let jwks = JwksServer::start(json!([rsa.jwk_with("rsa-1"), ec.jwk_with("ec-1")]));
+    let server = start(
+        &fresh_db("api_jwks"),
+        &[],
+        &[
+            ("MESHGUARD__AUTH__JWKS_URL", jwks.url.clone()),
+            ("MESHGUARD__AUTH__JWKS_MIN_REFRESH_MS", "0".into()),
+            ("MESHGUARD__AUTH__JWT_HS256_SECRET", String::new()),
+        ],
+    );
+    let get = |t: &str| {
+        try_http(&server.addr, "GET", "/payments-data-product/alerts", &[("Authorization".into(), format!("Bearer {t}"))], None)
+            .unwrap()
+            .status
+    };
+    assert_eq!(jwks.fetches(), 1, "the set is fetched at start");
+    assert_eq!(get(&rsa.sign(Some("rsa-1"), &idp_claims(600))), 200);
+    assert_eq!(get(&ec.sign(Some("ec-1"), &idp_claims(600))), 200);
+    assert_eq!(jwks.fetches(), 1, "known keys are served from the cache");
+    assert_eq!(get(&ec.sign(Some("rsa-1"), &idp_claims(600))), 401, "an ES256 token naming an RSA key");
+    assert_eq!(get(&jwt_with_key(&rsa.public, &idp_claims(600))), 401, "HS256 signed with the RSA public key");
+
+    // Rotation: the provider adds a new key and drops the old one.
+    let next = rsa_pair();
+    *jwks.keys.lock().unwrap() = json!([next.jwk_with("rsa-2"), ec.jwk_with("ec-1")]);
+    assert_eq!(get(&next.sign(Some("rsa-2"), &idp_claims(600))), 200, "a new kid is fetched");
+    assert_eq!(jwks.fetches(), 2);
+    assert_eq!(get(&rsa.sign(Some("rsa-1"), &idp_claims(600))), 401, "the dropped key is gone after the refresh");
+    let before = jwks.fetches();
+    assert_eq!(get(&next.sign(Some("nobody-knows"), &idp_claims(600))), 401, "an unknown kid after a refresh");
+    assert_eq!(jwks.fetches(), before + 1, "the unknown kid caused one fetch");
 }

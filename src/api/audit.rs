@@ -64,7 +64,7 @@ pub async fn gate(State(api): State<Arc<Api>>, mut req: Request, next: Next) -> 
     let path = req.uri().path().to_owned();
     let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let matched = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
-    let caller = Caller::new(api.authenticate(req.headers()));
+    let caller = Caller::new(api.authenticate(req.headers()).await);
     if caller.principal.is_err()
         && let Some(ip) = client
         && let Admission::Refused { first } = api.limiter.admit(ip, Instant::now())

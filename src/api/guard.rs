@@ -91,7 +91,7 @@ pub struct Target<'a> {
 impl Api {
     /// Authenticates from the headers. A repeated `Authorization` or `X-Api-Key` header is
     /// refused: which one a proxy or the server would read is ambiguous.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
         for name in [header::AUTHORIZATION.as_str(), "x-api-key"] {
             if headers.get_all(name).iter().count() > 1 {
                 return Err(AuthError::Invalid("a credential header is repeated"));
@@ -100,7 +100,7 @@ impl Api {
         let text = |name: &str| headers.get(name).map(|v| v.to_str().map_err(|_| AuthError::Invalid("a credential header is not ASCII")));
         let authorization = text(header::AUTHORIZATION.as_str()).transpose()?;
         let api_key = text("x-api-key").transpose()?;
-        self.auth.authenticate(authorization, api_key, time::OffsetDateTime::now_utc().unix_timestamp())
+        self.auth.authenticate(authorization, api_key).await
     }
 
     /// Authenticated? Known product? Permitted? Records the decision for the audit; 401, 404

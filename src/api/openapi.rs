@@ -231,7 +231,7 @@ fn base(catalog: &Catalog, aliases: &[Alias]) -> Value {
         "info": {
             "title": "meshguard data product API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": format!("Data products: {}. Every product route is authenticated (Bearer JWT HS256 or X-Api-Key), authorized by the product's spec.access (reads, search included, need read; methods that change state need write; admin implies both) and audited. Errors are RFC 9457 problem documents.", names.join(", ")),
+            "description": format!("Data products: {}. Every product route is authenticated (Bearer JWT HS256, RS256 or ES256, or X-Api-Key), authorized by the product's spec.access (reads, search included, need read; methods that change state need write; admin implies both) and audited. Errors are RFC 9457 problem documents.", names.join(", ")),
         },
         "servers": [{ "url": "/" }],
         "security": [{ "bearerAuth": [] }, { "apiKey": [] }],
@@ -239,7 +239,7 @@ fn base(catalog: &Catalog, aliases: &[Alias]) -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {
-                "bearerAuth": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "HS256; claims sub (user id), iss, aud, exp; optional roles (list of strings)." },
+                "bearerAuth": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "HS256 (shared secret), RS256 or ES256 (identity provider key from a PEM file or JWKS, by kid); claims sub (user id), iss, aud, exp, optional nbf and roles (list of strings); a crit header is refused." },
                 "apiKey": { "type": "apiKey", "in": "header", "name": "X-Api-Key" },
             },
             "schemas": {

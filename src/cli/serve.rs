@@ -42,8 +42,8 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
         auth.insecure_dev(args.dev_role.clone())
     } else if !auth.is_configured() {
         return fail(
-            "no credentials configured: set auth.jwt_hs256_secret (MESHGUARD__AUTH__JWT_HS256_SECRET) and/or auth.api_keys, \
-             or pass --insecure-dev for local development",
+            "no credentials configured: set auth.jwt_hs256_secret (MESHGUARD__AUTH__JWT_HS256_SECRET), auth.jwt_public_key_file, \
+             auth.jwks_url and/or auth.api_keys, or pass --insecure-dev for local development",
         );
     } else {
         auth
@@ -60,6 +60,7 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    runtime.block_on(auth.prefetch());
     let api = Arc::new(Api::new(catalog, sink.database().clone(), auth, Some(metrics), &settings.schemas.dir, &settings.api));
     let mut listeners = Vec::new();
     match settings.api.ops_addr {

@@ -42,7 +42,8 @@ pub struct Settings {
     pub auth: AuthSettings,
 }
 
-/// Credentials the API accepts. Secrets are never logged (`Debug` redacts them).
+/// Credentials the API accepts. Secrets are never logged (`Debug` redacts them); public keys
+/// and the JWKS URL are not secrets.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
@@ -54,6 +55,16 @@ pub struct AuthSettings {
     pub audience: String,
     /// `user_id:sha256hex` entries; the hex is the SHA-256 of the key.
     pub api_keys: Vec<String>,
+    /// PEM file of the identity provider's public key (RSA: RS256 tokens; EC P-256: ES256);
+    /// empty: none.
+    pub jwt_public_key_file: String,
+    /// The identity provider's JWKS endpoint (RS256 / ES256 keys by `kid`); empty: none.
+    pub jwks_url: String,
+    /// How long one JWKS fetch may take.
+    pub jwks_timeout_ms: u64,
+    /// Least time between two JWKS fetches, so tokens with made-up `kid`s cannot turn into a
+    /// flood of fetches.
+    pub jwks_min_refresh_ms: u64,
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -63,6 +74,10 @@ impl std::fmt::Debug for AuthSettings {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("api_keys", &format_args!("<{} redacted>", self.api_keys.len()))
+            .field("jwt_public_key_file", &self.jwt_public_key_file)
+            .field("jwks_url", &self.jwks_url)
+            .field("jwks_timeout_ms", &self.jwks_timeout_ms)
+            .field("jwks_min_refresh_ms", &self.jwks_min_refresh_ms)
             .finish()
     }
 }
