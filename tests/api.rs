@@ -124,7 +124,10 @@ fn try_http(addr: &str, method: &str, path: &str, headers: &[(String, String)], 
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     if let Some(b) = body {
-        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes())?;
@@ -447,6 +450,7 @@ fn api_end_to_end() {
         "/loans-data-product/search",
         "/cards-data-product/search",
         "/{product}/alerts",
+        "/{product}/validate",
         "/{product}/graphql",
         "/payments/{payment_id}",
         "/payments/{payment_id}/status",
@@ -1306,4 +1310,94 @@ fn rs256_and_es256_tokens_with_a_jwks_endpoint_and_rotation() {
     let before = jwks.fetches();
     assert_eq!(get(&next.sign(Some("nobody-knows"), &idp_claims(600))), 401, "an unknown kid after a refresh");
     assert_eq!(jwks.fetches(), before + 1, "the unknown kid caused one fetch");
+}
+
+/// `check --format json` and `POST /{product}/validate` on the same input at the same instant
+/// give the same report (minus the input's name), and one verdict per record.
+#[test]
+fn validate_answers_what_check_would() {
+    const NOW: &str = "2026-11-29T12:00:00Z";
+    let dir = tempfile::tempdir().unwrap();
+    let valid = r#"{"payment_id":"3f2c1a9e-8b7d-4c6e-9f10-2a3b4c5d6e7f","customer_id":7,"amount":19.99,"currency":"EUR","status":"COMPLETED","created_at":"2026-11-29T11:59:58Z"}"#;
+    let invalid = r#"{"payment_id":"not-a-uuid","customer_id":7,"amount":19.999,"currency":"eur","status":"COMPLETED","created_at":"2026-11-29T10:00:00Z"}"#;
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let undecodable = write("undecodable.ndjson", format!("{valid}\n\n{{\"payment_id\": \n{valid}\n"));
+    let one_valid = write("one-valid.json", valid.to_owned());
+    let one_invalid = write("one-invalid.json", invalid.to_owned());
+    let ndjson = "application/x-ndjson";
+    let cases: Vec<(&str, Option<&str>, String, &str)> = vec![
+        (PAYMENTS, None, "samples/payments.ndjson".into(), ndjson),
+        ("loans-data-product", None, "samples/loans.ndjson".into(), ndjson),
+        ("loans-data-product", Some("loan-application-schema"), "samples/loan-applications.ndjson".into(), ndjson),
+        ("cards-data-product", None, "samples/cards.avro".into(), "avro/binary"),
+        (PAYMENTS, None, undecodable, ndjson),
+        (PAYMENTS, None, one_valid, "application/json"),
+        (PAYMENTS, None, one_invalid, "application/json"),
+    ];
+    let server = start(&fresh_db("api_validate"), &[], &secret_env());
+    let token = jwt(
+        SECRET,
+        &json!({"sub": "v", "iss": "meshguard", "aud": "datamesh-api", "exp": now() + 600, "roles": ["fraud-team", "risk-team", "cards-team"]}),
+    );
+    let strip = |mut r: Value| {
+        r.as_object_mut().unwrap().remove("inputs");
+        r.as_object_mut().unwrap().remove("results");
+        for g in r["violations"].as_array_mut().unwrap() {
+            for at in g["lines"].as_array_mut().unwrap() {
+                at.as_object_mut().unwrap().remove("input");
+            }
+        }
+        r
+    };
+    for (product, contract, file, content_type) in &cases {
+        let mut args = vec!["check", "--product", product, "--format", "json", "--now", NOW, file.as_str()];
+        if let Some(c) = contract {
+            args.extend(["--contract", c]);
+        }
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_meshguard")).args(&args).current_dir(repo()).env_remove("MESHGUARD_CONFIG").output().unwrap();
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{}", String::from_utf8_lossy(&out.stderr));
+        let by_check: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let body = std::fs::read(repo().join(file)).unwrap();
+        let query = match contract {
+            Some(c) => format!("?now={NOW}&contract={c}"),
+            None => format!("?now={NOW}"),
+        };
+        let headers =
+            vec![("Authorization".to_owned(), format!("Bearer {token}")), ("Content-Type".to_owned(), (*content_type).to_owned())];
+        let r = try_http(&server.addr, "POST", &format!("/{product}/validate{query}"), &headers, Some(&body)).unwrap();
+        assert_eq!(r.status, 200, "{file}: {}", r.text());
+        let by_http = r.json();
+        let results = by_http["results"].as_array().unwrap();
+        assert_eq!(results.len() as u64, by_http["records"].as_u64().unwrap(), "{file}: one verdict per record");
+        assert_eq!(results.iter().filter(|v| v["valid"] == true).count() as u64, by_http["valid"].as_u64().unwrap(), "{file}");
+        assert!(by_check["records"].as_u64().unwrap() > 0, "{file}");
+        assert_eq!(strip(by_http.clone()), strip(by_check), "{file}: the same report as check");
+        if file.ends_with("one-invalid.json") {
+            let paths: Vec<&str> = results[0]["violations"].as_array().unwrap().iter().map(|v| v["path"].as_str().unwrap()).collect();
+            for p in ["/payment_id", "/amount", "/currency"] {
+                assert!(paths.contains(&p), "{paths:?}");
+            }
+            assert_eq!(results[0]["valid"], false);
+        }
+        if file.ends_with("one-valid.json") {
+            assert_eq!((results[0]["valid"].clone(), results[0]["freshness_seconds"].clone()), (json!(true), json!(2.0)));
+            assert_eq!(results[0]["record_id"], "3f2c1a9e-8b7d-4c6e-9f10-2a3b4c5d6e7f");
+        }
+    }
+    // A read of the product: a role without read is refused, bad input is a 400.
+    let loans_only =
+        jwt(SECRET, &json!({"sub": "l", "iss": "meshguard", "aud": "datamesh-api", "exp": now() + 600, "roles": ["loans-team"]}));
+    let h = |t: &str| vec![("Authorization".to_owned(), format!("Bearer {t}"))];
+    let post = |path: &str, t: &str, body: &[u8]| try_http(&server.addr, "POST", path, &h(t), Some(body)).unwrap();
+    assert_eq!(post("/payments-data-product/validate", &loans_only, valid.as_bytes()).status, 403);
+    assert_eq!(post("/payments-data-product/validate", &token, b"").status, 400);
+    assert_eq!(post("/payments-data-product/validate?contract=nope", &token, valid.as_bytes()).status, 400);
+    assert_eq!(post("/payments-data-product/validate?now=yesterday", &token, valid.as_bytes()).status, 400);
+    let huge = vec![b' '; 2 * 1024 * 1024];
+    assert_eq!(post("/payments-data-product/validate", &token, &huge).status, 400);
 }

@@ -13,6 +13,7 @@
 //!   that change state need `write`, `admin` implies both).
 //! - [`aliases`]: the REST endpoints products declare, matched on the decoded path.
 //! - [`store`]: the MongoDB reads (records, search, lineage, alerts, quality windows).
+//! - [`validate`]: validation on demand, with `meshguard check`'s own reading and verdicts.
 //! - [`search`]: the typed search language, never MongoDB operators; [`problem`]: RFC 9457
 //!   errors; [`openapi`]: the OpenAPI 3.0.3 document.
 //!
@@ -31,6 +32,7 @@ pub mod routes;
 pub mod search;
 pub mod server;
 pub mod store;
+pub mod validate;
 
 use std::collections::HashMap;
 use std::path::Path as FsPath;

@@ -66,10 +66,35 @@ fn search_op(summary: &str, product: &str) -> Value {
 /// The document, with the aliases the products declare.
 pub fn document(catalog: &Catalog, aliases: &[Alias], fields: &HashMap<String, Fields>) -> Value {
     let mut doc = base(catalog, aliases);
+    doc["components"]["schemas"]["ValidationReport"] = validation_report();
     for (name, schema) in search_schemas(catalog, fields) {
         doc["components"]["schemas"][name] = schema;
     }
     doc
+}
+
+/// The answer of `POST /{product}/validate`: the `check --format json` report plus `results`.
+fn validation_report() -> Value {
+    json!({
+        "type": "object", "required": ["product", "contract", "version", "records", "valid", "invalid", "undecodable", "violations", "completeness", "freshness", "results"],
+        "properties": {
+            "product": { "type": "string" }, "contract": { "type": "string" }, "version": { "type": "string" }, "schema": { "type": "string" },
+            "inputs": { "type": "array", "items": { "type": "string" } },
+            "records": { "type": "integer" }, "valid": { "type": "integer" }, "invalid": { "type": "integer" }, "undecodable": { "type": "integer" },
+            "violations": { "type": "array", "description": "Violations grouped by path and keyword, most frequent first.", "items": { "type": "object", "properties": {
+                "path": { "type": "string" }, "keyword": { "type": "string" }, "count": { "type": "integer" }, "example": { "type": "string" },
+                "lines": { "type": "array", "items": { "type": "object" } } } } },
+            "completeness": { "type": "object", "description": "present, applicable, percent, complete_records, sla, meets_sla" },
+            "freshness": { "type": "object", "description": "measured, without_event_time, p50/p99/max seconds, sla, over_sla" },
+            "results": { "type": "array", "items": { "type": "object", "required": ["line", "valid", "violations", "completeness"], "properties": {
+                "line": { "type": "integer" }, "valid": { "type": "boolean" }, "record_id": { "type": "string", "nullable": true },
+                "stage": { "type": "string", "nullable": true, "enum": ["decode", "validate", null] },
+                "violations": { "type": "array", "items": { "type": "object", "properties": {
+                    "path": { "type": "string" }, "keyword": { "type": "string" }, "message": { "type": "string" } } } },
+                "completeness": { "type": "object", "properties": { "present": { "type": "integer" }, "applicable": { "type": "integer" } } },
+                "freshness_seconds": { "type": "number", "nullable": true } } } },
+        },
+    })
 }
 
 fn search_schemas(catalog: &Catalog, fields: &HashMap<String, Fields>) -> Vec<(String, Value)> {
@@ -189,6 +214,26 @@ fn base(catalog: &Catalog, aliases: &[Alias]) -> Value {
             json!({ "post": search_op(&format!("Search the latest versions of {name} records with a typed filter (/{{product}}/search; needs read: a search changes nothing)."), name) }),
         );
     }
+    let _ = paths.insert(
+        "/{product}/validate".into(),
+        json!({ "parameters": [product], "post": {
+            "summary": "Validate records on demand, as `meshguard check` would: valid, violations with paths, completeness, freshness (the seed's validateDataContract; needs read, stores nothing).",
+            "tags": ["quality"],
+            "parameters": [
+                { "name": "contract", "in": "query", "required": false, "description": "Contract of the product (default: its first).", "schema": { "type": "string" } },
+                { "name": "now", "in": "query", "required": false, "description": "Measure freshness as of this RFC 3339 instant (default: now).", "schema": { "type": "string", "format": "date-time" } },
+            ],
+            "requestBody": { "required": true, "description": format!("One record (application/json), an NDJSON batch (application/x-ndjson) or an Avro object container file (avro/binary); at most {} bytes and {} records.", super::validate::MAX_VALIDATE_BYTES, super::validate::MAX_VALIDATE_RECORDS),
+                "content": {
+                    "application/json": { "schema": {} },
+                    "application/x-ndjson": { "schema": { "type": "string" } },
+                    "avro/binary": { "schema": { "type": "string", "format": "binary" } },
+                } },
+            "responses": guarded(responses(&[
+                ("200", ok("The check report and one verdict per record.", "ValidationReport")),
+                ("400", problem("Empty or unreadable body, too many records, an unknown contract or a bad `now`.")),
+            ])) } }),
+    );
     let _ = paths.insert(
         "/{product}/alerts".into(),
         json!({ "parameters": [product], "get": { "summary": "Firing alerts and the most recent alert documents (needs read).", "tags": ["quality"],

@@ -10,7 +10,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
@@ -42,6 +42,7 @@ impl Api {
             .route("/{product}/data/{record_id}", get(get_data))
             .route("/{product}/lineage/{record_id}", get(get_lineage))
             .route("/{product}/search", post(post_search).layer(DefaultBodyLimit::max(search::MAX_BODY_BYTES)))
+            .route("/{product}/validate", post(post_validate).layer(DefaultBodyLimit::max(super::validate::MAX_VALIDATE_BYTES)))
             .route("/{product}/alerts", get(get_alerts))
             .route("/{product}/graphql", get(get_graphql))
             .fallback(fallback)
@@ -217,6 +218,26 @@ async fn post_search(
         };
         let p = s.guard(&c, t).await?;
         s.search(p, body).await
+    }
+    .await;
+    respond(r)
+}
+
+async fn post_validate(
+    State(s): State<Arc<Api>>,
+    Extension(c): Extension<Caller>,
+    Path(product): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let r = async {
+        // Validation stores nothing: it is a read of the product.
+        let p = s.guard(&c, target(&product, Permission::Read, "/{product}/validate", None)).await?;
+        let contract = p.contract(q.get("contract").map(String::as_str)).ok_or_else(|| {
+            Problem::bad_request(vec![FieldError { field: "contract".into(), message: format!("{} has no such contract", p.name()) }])
+        })?;
+        super::validate::validate(contract, &q, &headers, body).await
     }
     .await;
     respond(r)

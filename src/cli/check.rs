@@ -9,11 +9,8 @@ use time::format_description::well_known::Rfc3339;
 
 use super::{ConfigArg, fail};
 use crate::check::input::Item;
-use crate::check::{Input, Report, read_records, render_text};
+use crate::check::{Input, Report, evaluate_item, read_records, render_text};
 use crate::contract::SchemaEngine;
-use crate::contract::Violation;
-use crate::contract::tape::Tape;
-use crate::verdict::{Evaluation, Rejection, Stage, evaluate_lean, evaluate_record};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -87,19 +84,13 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
         report.inputs.push(name.clone());
         let mut avro_contract_given_lines = false;
         let result = read_records(&input, reader_schema, |line, item| {
-            let eval = match item {
-                Item::Line(bytes) => {
-                    if contract.is_avro() && bytes.first() == Some(&b'{') {
-                        avro_contract_given_lines = true;
-                    }
-                    // The stream's path: validated on a tape, no record kept.
-                    let mut tape = Tape::new();
-                    evaluate_lean(contract, &bytes, now, &mut tape, |_, _| None::<()>).0
-                }
-                Item::Avro(value) => evaluate_record(contract, value, now),
-                Item::AvroError(message) => rejected(contract, Stage::Decode, "avro_datum", "decode", message),
-                Item::AvroMismatch(message) => rejected(contract, Stage::Validate, "contract_violation", "avro", message),
-            };
+            if let Item::Line(bytes) = &item
+                && contract.is_avro()
+                && bytes.first() == Some(&b'{')
+            {
+                avro_contract_given_lines = true;
+            }
+            let eval = evaluate_item(contract, item, now);
             report.add(&crate::check::report_at(&name, line), &eval);
         });
         if let Err(e) = result {
@@ -121,15 +112,4 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
         },
     }
     if report.invalid == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
-}
-
-fn rejected(contract: &crate::contract::Contract, stage: Stage, class: &'static str, keyword: &str, message: String) -> Evaluation {
-    Evaluation {
-        rejection: Some(Rejection { stage, class, violations: vec![Violation { path: String::new(), keyword: keyword.into(), message }] }),
-        record: None,
-        record_id: None,
-        completeness: crate::quality::Completeness { present: 0, applicable: u32::try_from(contract.required.len()).unwrap_or(u32::MAX) },
-        event_time: None,
-        freshness: None,
-    }
 }
