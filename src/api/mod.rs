@@ -12,7 +12,8 @@
 //! - [`guard`]: authorization against the product's `spec.access` (reads need `read`, methods
 //!   that change state need `write`, `admin` implies both).
 //! - [`aliases`]: the REST endpoints products declare, matched on the decoded path.
-//! - [`store`]: the MongoDB reads (records, search, lineage, alerts, quality windows).
+//! - [`store`]: the MongoDB reads (records, search, alerts, quality windows); [`lineage`]: where
+//!   a record came from and went, for its product only.
 //! - [`validate`]: validation on demand, with `meshguard check`'s own reading and verdicts.
 //! - [`search`]: the typed search language, never MongoDB operators; [`problem`]: RFC 9457
 //!   errors; [`openapi`]: the OpenAPI 3.0.3 document.
@@ -26,6 +27,7 @@ pub mod audit;
 pub mod auth;
 pub mod guard;
 pub mod limit;
+pub mod lineage;
 pub mod openapi;
 pub mod problem;
 pub mod routes;

@@ -332,10 +332,14 @@ fn base(catalog: &Catalog, aliases: &[Alias]) -> Value {
                 },
                 "Lineage": {
                     "type": "object", "required": ["product", "record_id", "upstream", "downstream"],
+                    "description": "This product's lineage of the record only.",
                     "properties": {
                         "product": { "type": "string" }, "record_id": { "type": "string" },
-                        "upstream": { "type": "array", "description": "data_lineage documents whose destination.document_id is the record (this product).", "items": { "type": "object" } },
-                        "downstream": { "type": "array", "description": "data_lineage documents whose source.record_id is the record.", "items": { "type": "object" } },
+                        "upstream": { "type": "array", "description": "kind source: the product's spec.sources; kind declared: spec.lineage.upstream; kind event: each version of the record (kafka topic, partition, offset, timestamp, contract, contract_version, outcome, lineage_id), in topic/partition/offset order.",
+                            "items": { "type": "object", "required": ["kind"], "properties": { "kind": { "type": "string", "enum": ["source", "declared", "event"] } } } },
+                        "downstream": { "type": "array", "description": "kind store: the record store with the valid versions; kind dead_letter: the dead-letter topic with the rejected versions; kind declared: spec.lineage.downstream.",
+                            "items": { "type": "object", "required": ["kind"], "properties": { "kind": { "type": "string", "enum": ["store", "dead_letter", "declared"] },
+                                "versions": { "type": "array", "items": { "type": "string" } } } } },
                     },
                 },
                 "SearchResponse": {

@@ -190,7 +190,7 @@ async fn get_lineage(
 ) -> Response {
     let r = async {
         let p = s.guard(&c, target(&product, by_method(&method), "/{product}/lineage/{record_id}", Some(&id))).await?;
-        s.lineage(p.name(), &id).await
+        s.lineage(p, &id).await
     }
     .await;
     respond(r)

@@ -1,5 +1,5 @@
 //! The MongoDB reads of the API: the latest version of a record, search over latest versions,
-//! lineage, alerts and quality windows. Filters are built here from typed values only.
+//! alerts and quality windows (lineage: [`super::lineage`]). Filters are built here from typed values only.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path as FsPath, PathBuf};
@@ -14,12 +14,10 @@ use super::Api;
 use super::problem::{FieldError, Problem};
 use super::search::{self, Fields, Search};
 use crate::product::Product;
-use crate::sink::mongo::{ALERTS, LINEAGE, MongoSink, QUALITY_METRICS};
+use crate::sink::mongo::{ALERTS, MongoSink, QUALITY_METRICS};
 
 /// Most alert documents read for one product.
 const MAX_ALERT_DOCS: i64 = 5000;
-/// Most lineage documents returned per direction.
-const MAX_LINEAGE_DOCS: i64 = 1000;
 /// Most record versions a search considers before it asks for a narrower filter.
 pub const MAX_SEARCH_SCAN: usize = 10_000;
 
@@ -135,23 +133,6 @@ impl Api {
         }
         let next = more.then(|| search::encode_cursor(s.skip + s.limit));
         Ok(json!({ "product": p.name(), "count": results.len(), "results": results, "next_cursor": next }))
-    }
-
-    pub(crate) async fn lineage(&self, product: &str, record_id: &str) -> Result<Value, Problem> {
-        let coll = self.db.collection::<Document>(LINEAGE);
-        let upstream = collect(
-            coll.find(doc! { "destination.document_id": record_id, "product": product }).sort(doc! { "_id": 1 }).limit(MAX_LINEAGE_DOCS),
-        )
-        .await?;
-        // This product's documents only: another product's record with the same id is neither
-        // shown nor revealed to exist.
-        let downstream =
-            collect(coll.find(doc! { "source.record_id": record_id, "product": product }).sort(doc! { "_id": 1 }).limit(MAX_LINEAGE_DOCS))
-                .await?;
-        if upstream.is_empty() && downstream.is_empty() {
-            return Err(Problem::not_found(format!("no lineage for that record in {product}")));
-        }
-        Ok(json!({ "product": product, "record_id": record_id, "upstream": upstream, "downstream": downstream }))
     }
 
     pub(crate) async fn alerts(&self, product: &str, limit: i64) -> Result<Value, Problem> {
