@@ -37,7 +37,6 @@ pub mod store;
 pub mod validate;
 
 use std::collections::HashMap;
-use std::path::Path as FsPath;
 use std::time::Duration;
 
 use metrics::{Unit, describe_counter, describe_histogram};
@@ -91,30 +90,18 @@ pub struct Api {
 }
 
 impl Api {
-    /// Builds the API over a loaded catalog and a MongoDB database. `schemas_dir` resolves
-    /// `schemas/…` references (GraphQL schemas); `settings` gives the per-request limits.
-    pub fn new(
-        catalog: Catalog,
-        db: Database,
-        auth: Authenticator,
-        metrics: Option<PrometheusHandle>,
-        schemas_dir: &FsPath,
-        settings: &ApiSettings,
-    ) -> Self {
+    /// Builds the API over a loaded catalog and a MongoDB database; `settings` gives the
+    /// per-request limits. Search fields and GraphQL schemas come from what the catalog loaded
+    /// (no file is read again, so a built-in catalog serves the same).
+    pub fn new(catalog: Catalog, db: Database, auth: Authenticator, metrics: Option<PrometheusHandle>, settings: &ApiSettings) -> Self {
         let mut fields = HashMap::new();
         let mut graphql = HashMap::new();
         let mut aliases = Vec::new();
         for p in &catalog.products {
-            let f = p.contracts.first().map(|c| store::read_fields(&c.schema_file, schemas_dir)).unwrap_or_default();
+            let f = p.schemas.first().map(search::fields_of).unwrap_or_default();
             let _ = fields.insert(p.name().to_owned(), f);
-            if let Some(g) = &p.decl.spec.apis.graphql {
-                let path = store::resolve(&p.file, schemas_dir, &g.schema);
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => {
-                        let _ = graphql.insert(p.name().to_owned(), text);
-                    }
-                    Err(e) => warn!(product = p.name(), file = %path.display(), error = %e, "cannot read the GraphQL schema"),
-                }
+            if let Some(text) = &p.graphql_sdl {
+                let _ = graphql.insert(p.name().to_owned(), text.clone());
             }
             for e in p.decl.spec.apis.rest.iter().flat_map(|r| r.endpoints.iter()) {
                 match Alias::parse(p.name(), e) {

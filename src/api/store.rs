@@ -2,7 +2,6 @@
 //! alerts and quality windows (lineage: [`super::lineage`]). Filters are built here from typed values only.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path as FsPath, PathBuf};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -242,24 +241,4 @@ fn sort_key(v: &Value, field: &str) -> String {
 
 fn sort_time(d: &Value) -> String {
     std::cmp::max(sort_key(d, "fired_at"), sort_key(d, "resolved_at"))
-}
-
-pub(crate) fn read_fields(schema_file: &FsPath, schemas_dir: &FsPath) -> Fields {
-    let f = search::fields_of(schema_file);
-    if !f.is_empty() {
-        return f;
-    }
-    // Embedded catalogs name files `<built-in>/x`: look for `x` in the schemas directory.
-    schema_file.file_name().map(|n| search::fields_of(&schemas_dir.join(n))).unwrap_or_default()
-}
-
-pub(crate) fn resolve(product_file: &FsPath, schemas_dir: &FsPath, reference: &str) -> PathBuf {
-    let rel = FsPath::new(reference);
-    if rel.is_absolute() {
-        rel.to_path_buf()
-    } else if let Ok(rest) = rel.strip_prefix("schemas") {
-        schemas_dir.join(rest)
-    } else {
-        product_file.parent().unwrap_or(FsPath::new(".")).join(rel)
-    }
 }

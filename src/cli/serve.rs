@@ -61,7 +61,7 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(auth.prefetch());
-    let api = Arc::new(Api::new(catalog, sink.database().clone(), auth, Some(metrics), &settings.schemas.dir, &settings.api));
+    let api = Arc::new(Api::new(catalog, sink.database().clone(), auth, Some(metrics), &settings.api));
     let mut listeners = Vec::new();
     match settings.api.ops_addr {
         None => listeners.push((settings.api.addr, api.clone().router(Ops::OnApiPort))),
