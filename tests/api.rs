@@ -1395,7 +1395,7 @@ fn validate_answers_what_check_would() {
     let post = |path: &str, t: &str, body: &[u8]| try_http(&server.addr, "POST", path, &h(t), Some(body)).unwrap();
     assert_eq!(post("/payments-data-product/validate", &loans_only, valid.as_bytes()).status, 403);
     assert_eq!(post("/payments-data-product/validate", &token, b"").status, 400);
-    assert_eq!(post("/payments-data-product/validate?contract=nope", &token, valid.as_bytes()).status, 400);
+    assert_eq!(post("/payments-data-product/validate?contract=nope", &token, valid.as_bytes()).status, 404);
     assert_eq!(post("/payments-data-product/validate?now=yesterday", &token, valid.as_bytes()).status, 400);
     let huge = vec![b' '; 2 * 1024 * 1024];
     assert_eq!(post("/payments-data-product/validate", &token, &huge).status, 400);

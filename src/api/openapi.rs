@@ -231,7 +231,8 @@ fn base(catalog: &Catalog, aliases: &[Alias]) -> Value {
                 } },
             "responses": guarded(responses(&[
                 ("200", ok("The check report and one verdict per record.", "ValidationReport")),
-                ("400", problem("Empty or unreadable body, too many records, an unknown contract or a bad `now`.")),
+                ("400", problem("Empty or unreadable body, too many records, or a bad `now`.")),
+                ("404", problem("Unknown data product, or no contract of that name (`contract`).")),
             ])) } }),
     );
     let _ = paths.insert(

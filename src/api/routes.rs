@@ -234,9 +234,9 @@ async fn post_validate(
     let r = async {
         // Validation stores nothing: it is a read of the product.
         let p = s.guard(&c, target(&product, Permission::Read, "/{product}/validate", None)).await?;
-        let contract = p.contract(q.get("contract").map(String::as_str)).ok_or_else(|| {
-            Problem::bad_request(vec![FieldError { field: "contract".into(), message: format!("{} has no such contract", p.name()) }])
-        })?;
+        let contract = p
+            .contract(q.get("contract").map(String::as_str))
+            .ok_or_else(|| Problem::not_found(format!("{} has no such contract", p.name())))?;
         super::validate::validate(contract, &q, &headers, body).await
     }
     .await;
