@@ -24,9 +24,14 @@ fn path_param(name: &str, description: &str) -> Value {
 /// The errors every authenticated product route can answer.
 fn guarded(mut responses: Map<String, Value>) -> Value {
     let _ = responses.insert("401".into(), problem("Missing, malformed, expired or forged credentials."));
-    let _ = responses.insert("403".into(), problem("The user's roles do not grant the permission (GET: read; otherwise: write)."));
+    let _ = responses
+        .insert("403".into(), problem("The user's roles do not grant the permission (reads, search included: read; changes: write)."));
     let _ = responses.insert("404".into(), problem("Unknown data product, record or route."));
-    let _ = responses.insert("503".into(), problem("MongoDB is unavailable (or the access audit cannot be written)."));
+    let _ = responses.insert("408".into(), problem("The request, body included, did not arrive within api.request_timeout_ms."));
+    let _ = responses
+        .insert("429".into(), problem("Too many requests without valid credentials from this address (api.anonymous_per_second)."));
+    let _ = responses
+        .insert("503".into(), problem("MongoDB is unavailable (or the access audit cannot be written), or api.max_connections are open."));
     Value::Object(responses)
 }
 
@@ -61,10 +66,35 @@ fn search_op(summary: &str, product: &str) -> Value {
 /// The document, with the aliases the products declare.
 pub fn document(catalog: &Catalog, aliases: &[Alias], fields: &HashMap<String, Fields>) -> Value {
     let mut doc = base(catalog, aliases);
+    doc["components"]["schemas"]["ValidationReport"] = validation_report();
     for (name, schema) in search_schemas(catalog, fields) {
         doc["components"]["schemas"][name] = schema;
     }
     doc
+}
+
+/// The answer of `POST /{product}/validate`: the `check --format json` report plus `results`.
+fn validation_report() -> Value {
+    json!({
+        "type": "object", "required": ["product", "contract", "version", "records", "valid", "invalid", "undecodable", "violations", "completeness", "freshness", "results"],
+        "properties": {
+            "product": { "type": "string" }, "contract": { "type": "string" }, "version": { "type": "string" }, "schema": { "type": "string" },
+            "inputs": { "type": "array", "items": { "type": "string" } },
+            "records": { "type": "integer" }, "valid": { "type": "integer" }, "invalid": { "type": "integer" }, "undecodable": { "type": "integer" },
+            "violations": { "type": "array", "description": "Violations grouped by path and keyword, most frequent first.", "items": { "type": "object", "properties": {
+                "path": { "type": "string" }, "keyword": { "type": "string" }, "count": { "type": "integer" }, "example": { "type": "string" },
+                "lines": { "type": "array", "items": { "type": "object" } } } } },
+            "completeness": { "type": "object", "description": "present, applicable, percent, complete_records, sla, meets_sla" },
+            "freshness": { "type": "object", "description": "measured, without_event_time, p50/p99/max seconds, sla, over_sla" },
+            "results": { "type": "array", "items": { "type": "object", "required": ["line", "valid", "violations", "completeness"], "properties": {
+                "line": { "type": "integer" }, "valid": { "type": "boolean" }, "record_id": { "type": "string", "nullable": true },
+                "stage": { "type": "string", "nullable": true, "enum": ["decode", "validate", null] },
+                "violations": { "type": "array", "items": { "type": "object", "properties": {
+                    "path": { "type": "string" }, "keyword": { "type": "string" }, "message": { "type": "string" } } } },
+                "completeness": { "type": "object", "properties": { "present": { "type": "integer" }, "applicable": { "type": "integer" } } },
+                "freshness_seconds": { "type": "number", "nullable": true } } } },
+        },
+    })
 }
 
 fn search_schemas(catalog: &Catalog, fields: &HashMap<String, Fields>) -> Vec<(String, Value)> {
@@ -138,7 +168,10 @@ fn base(catalog: &Catalog, aliases: &[Alias]) -> Value {
             "200": { "description": "OK", "content": { content_type: { "schema": { "type": "string" } } } } } } })
     };
     let _ = paths.insert("/healthz".into(), public("Liveness probe.", "text/plain"));
-    let _ = paths.insert("/metrics".into(), public("Prometheus metrics (text exposition format).", "text/plain"));
+    let _ = paths.insert(
+        "/metrics".into(),
+        public("Prometheus metrics (text exposition format). Public on the API port unless api.ops_addr moves it (with this document) to a separate address.", "text/plain"),
+    );
     let _ = paths.insert(
         "/openapi.json".into(),
         json!({ "get": { "summary": "This document.", "tags": ["operations"], "security": [], "responses": {
@@ -149,7 +182,9 @@ fn base(catalog: &Catalog, aliases: &[Alias]) -> Value {
         json!({ "get": { "summary": "The data products the caller may read.", "tags": ["products"], "responses": {
             "200": ok("Readable data products.", "ProductList"),
             "401": problem("Missing, malformed, expired or forged credentials."),
-            "503": problem("MongoDB is unavailable."),
+            "408": problem("The request did not arrive within api.request_timeout_ms."),
+            "429": problem("Too many requests without valid credentials from this address."),
+            "503": problem("MongoDB is unavailable, or api.max_connections are open."),
         } } }),
     );
     let _ = paths.insert(
@@ -176,9 +211,30 @@ fn base(catalog: &Catalog, aliases: &[Alias]) -> Value {
     for name in &names {
         let _ = paths.insert(
             format!("/{name}/search"),
-            json!({ "post": search_op(&format!("Search the latest versions of {name} records with a typed filter (/{{product}}/search; needs write: it is a POST)."), name) }),
+            json!({ "post": search_op(&format!("Search the latest versions of {name} records with a typed filter (/{{product}}/search; needs read: a search changes nothing)."), name) }),
         );
     }
+    let _ = paths.insert(
+        "/{product}/validate".into(),
+        json!({ "parameters": [product], "post": {
+            "summary": "Validate records on demand, as `meshguard check` would: valid, violations with paths, completeness, freshness (the seed's validateDataContract; needs read, stores nothing).",
+            "tags": ["quality"],
+            "parameters": [
+                { "name": "contract", "in": "query", "required": false, "description": "Contract of the product (default: its first).", "schema": { "type": "string" } },
+                { "name": "now", "in": "query", "required": false, "description": "Measure freshness as of this RFC 3339 instant (default: now).", "schema": { "type": "string", "format": "date-time" } },
+            ],
+            "requestBody": { "required": true, "description": format!("One record (application/json), an NDJSON batch (application/x-ndjson) or an Avro object container file (avro/binary); at most {} bytes and {} records.", super::validate::MAX_VALIDATE_BYTES, super::validate::MAX_VALIDATE_RECORDS),
+                "content": {
+                    "application/json": { "schema": {} },
+                    "application/x-ndjson": { "schema": { "type": "string" } },
+                    "avro/binary": { "schema": { "type": "string", "format": "binary" } },
+                } },
+            "responses": guarded(responses(&[
+                ("200", ok("The check report and one verdict per record.", "ValidationReport")),
+                ("400", problem("Empty or unreadable body, too many records, or a bad `now`.")),
+                ("404", problem("Unknown data product, or no contract of that name (`contract`).")),
+            ])) } }),
+    );
     let _ = paths.insert(
         "/{product}/alerts".into(),
         json!({ "parameters": [product], "get": { "summary": "Firing alerts and the most recent alert documents (needs read).", "tags": ["quality"],
@@ -221,7 +277,7 @@ fn base(catalog: &Catalog, aliases: &[Alias]) -> Value {
         "info": {
             "title": "meshguard data product API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": format!("Data products: {}. Every product route is authenticated (Bearer JWT HS256 or X-Api-Key), authorized by the product's spec.access (GET: read, otherwise write; admin implies both) and audited. Errors are RFC 9457 problem documents.", names.join(", ")),
+            "description": format!("Data products: {}. Every product route is authenticated (Bearer JWT HS256, RS256 or ES256, or X-Api-Key), authorized by the product's spec.access (reads, search included, need read; methods that change state need write; admin implies both) and audited. Errors are RFC 9457 problem documents.", names.join(", ")),
         },
         "servers": [{ "url": "/" }],
         "security": [{ "bearerAuth": [] }, { "apiKey": [] }],
@@ -229,14 +285,14 @@ fn base(catalog: &Catalog, aliases: &[Alias]) -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {
-                "bearerAuth": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "HS256; claims sub (user id), iss, aud, exp; optional roles (list of strings)." },
+                "bearerAuth": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "HS256 (shared secret), RS256 or ES256 (identity provider key from a PEM file or JWKS, by kid); claims sub (user id), iss, aud, exp, optional nbf and roles (list of strings); a crit header is refused." },
                 "apiKey": { "type": "apiKey", "in": "header", "name": "X-Api-Key" },
             },
             "schemas": {
                 "Problem": {
                     "type": "object", "required": ["type", "title", "status", "detail"],
                     "properties": {
-                        "type": { "type": "string", "format": "uri", "description": "https://meshguard.dev/problems/{invalid-request|unauthenticated|forbidden|not-found|method-not-allowed|contract-violation|unavailable}" },
+                        "type": { "type": "string", "format": "uri", "description": "https://meshguard.dev/problems/{invalid-request|unauthenticated|forbidden|not-found|method-not-allowed|request-timeout|rate-limited|contract-violation|unavailable|overloaded}" },
                         "title": { "type": "string" },
                         "status": { "type": "integer" },
                         "detail": { "type": "string" },
@@ -277,10 +333,14 @@ fn base(catalog: &Catalog, aliases: &[Alias]) -> Value {
                 },
                 "Lineage": {
                     "type": "object", "required": ["product", "record_id", "upstream", "downstream"],
+                    "description": "This product's lineage of the record only.",
                     "properties": {
                         "product": { "type": "string" }, "record_id": { "type": "string" },
-                        "upstream": { "type": "array", "description": "data_lineage documents whose destination.document_id is the record (this product).", "items": { "type": "object" } },
-                        "downstream": { "type": "array", "description": "data_lineage documents whose source.record_id is the record.", "items": { "type": "object" } },
+                        "upstream": { "type": "array", "description": "kind source: the product's spec.sources; kind declared: spec.lineage.upstream; kind event: each version of the record (kafka topic, partition, offset, timestamp, contract, contract_version, outcome, lineage_id), in topic/partition/offset order.",
+                            "items": { "type": "object", "required": ["kind"], "properties": { "kind": { "type": "string", "enum": ["source", "declared", "event"] } } } },
+                        "downstream": { "type": "array", "description": "kind store: the record store with the valid versions; kind dead_letter: the dead-letter topic with the rejected versions; kind declared: spec.lineage.downstream.",
+                            "items": { "type": "object", "required": ["kind"], "properties": { "kind": { "type": "string", "enum": ["store", "dead_letter", "declared"] },
+                                "versions": { "type": "array", "items": { "type": "string" } } } } },
                     },
                 },
                 "SearchResponse": {

@@ -65,6 +65,16 @@ impl Problem {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", detail)
     }
 
+    /// 408: the request (its body included) did not arrive within the request timeout.
+    pub fn request_timeout(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request-timeout", "The request took too long", detail)
+    }
+
+    /// 429: too many requests without valid credentials from one address.
+    pub fn too_many_requests(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests", detail)
+    }
+
     /// 500: a stored record no longer satisfies its contract.
     pub fn contract_violation(detail: impl Into<String>, violations: serde_json::Value) -> Self {
         Self {
@@ -102,6 +112,12 @@ impl IntoResponse for Problem {
         let mut r = (self.status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"))], body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             let _ = r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"meshguard\""));
+        }
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            let _ = r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            let _ = r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         r
     }

@@ -8,7 +8,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -64,10 +63,9 @@ impl FieldType {
 /// Top-level fields of a contract, by name.
 pub type Fields = BTreeMap<String, FieldType>;
 
-/// Reads the top-level fields of a schema file: JSON Schema `properties` or Avro record `fields`.
-pub fn fields_of(schema_file: &Path) -> Fields {
-    let Ok(text) = std::fs::read_to_string(schema_file) else { return Fields::new() };
-    let Ok(schema) = serde_json::from_str::<Value>(&text) else { return Fields::new() };
+/// The top-level fields of a schema document as the catalog loaded it: JSON Schema
+/// `properties` or Avro record `fields`.
+pub fn fields_of(schema: &Value) -> Fields {
     let mut out = Fields::new();
     if let Some(props) = schema.get("properties").and_then(Value::as_object) {
         for (name, s) in props {

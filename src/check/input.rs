@@ -62,7 +62,7 @@ const AVRO_MAGIC: &[u8; 4] = b"Obj\x01";
 
 /// Streams every record of `input` to `sink(line_or_record_number, item)`. `reader_schema` is
 /// used for Avro container files when the contract is Avro.
-pub fn read_records(input: &Input, reader_schema: Option<&apache_avro::Schema>, mut sink: impl FnMut(u64, Item)) -> Result<(), InputError> {
+pub fn read_records(input: &Input, reader_schema: Option<&apache_avro::Schema>, sink: impl FnMut(u64, Item)) -> Result<(), InputError> {
     let err = |message: String| InputError { input: input.name(), message };
     let (reader, size): (Box<dyn Read>, Option<u64>) = match input {
         Input::Stdin => (Box::new(std::io::stdin().lock()), None),
@@ -75,6 +75,19 @@ pub fn read_records(input: &Input, reader_schema: Option<&apache_avro::Schema>, 
             (Box::new(file), Some(meta.len()))
         }
     };
+    read_from(reader, size, reader_schema, err, sink)
+}
+
+/// Like [`read_records`], from any reader (an HTTP body for `POST /{product}/validate`), so
+/// both split lines, skip blank ones and read Avro container files the same way. `size`
+/// (when known) sizes a progress bar on a terminal.
+pub fn read_from(
+    reader: impl Read,
+    size: Option<u64>,
+    reader_schema: Option<&apache_avro::Schema>,
+    err: impl Fn(String) -> InputError,
+    mut sink: impl FnMut(u64, Item),
+) -> Result<(), InputError> {
     let progress = match size {
         Some(len) if len > PROGRESS_THRESHOLD && std::io::stderr().is_terminal() => {
             let bar = ProgressBar::new(len);

@@ -14,7 +14,7 @@ use crate::contract::SchemaEngine;
 use crate::contract::Violation;
 use crate::contract::tape::Tape;
 use crate::contract::unique::{Seen, UniqueTracker};
-use crate::verdict::{Evaluation, Rejection, Stage, evaluate_lean_versioned, evaluate_record};
+use crate::verdict::{Rejection, Stage, evaluate_lean_versioned, evaluate_record};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -132,8 +132,8 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
                     eval
                 }
                 Item::Avro(value) => evaluate_record(contract, value, now),
-                Item::AvroError(message) => rejected(contract, Stage::Decode, "avro_datum", "decode", message),
-                Item::AvroMismatch(message) => rejected(contract, Stage::Validate, "contract_violation", "avro", message),
+                Item::AvroError(message) => crate::check::rejected(contract, Stage::Decode, "avro_datum", "decode", message),
+                Item::AvroMismatch(message) => crate::check::rejected(contract, Stage::Validate, "contract_violation", "avro", message),
             };
             report.add(&crate::check::report_at(&name, line), &eval);
         });
@@ -156,16 +156,4 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
         },
     }
     if report.invalid == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
-}
-
-fn rejected(contract: &crate::contract::Contract, stage: Stage, class: &'static str, keyword: &str, message: String) -> Evaluation {
-    Evaluation {
-        rejection: Some(Rejection { stage, class, violations: vec![Violation::new("", keyword, message)] }),
-        record: None,
-        record_id: None,
-        completeness: crate::measure::Completeness { present: 0, applicable: u32::try_from(contract.required.len()).unwrap_or(u32::MAX) },
-        event_time: None,
-        freshness: None,
-        warnings: Vec::new(),
-    }
 }

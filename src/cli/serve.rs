@@ -9,6 +9,8 @@ use tracing::{info, warn};
 use super::{ConfigArg, fail};
 use crate::api::Api;
 use crate::api::auth::Authenticator;
+use crate::api::routes::Ops;
+use crate::api::server::Limits;
 use crate::sink::mongo::MongoSink;
 
 /// Arguments of `serve`.
@@ -40,8 +42,8 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
         auth.insecure_dev(args.dev_role.clone())
     } else if !auth.is_configured() {
         return fail(
-            "no credentials configured: set auth.jwt_hs256_secret (MESHGUARD__AUTH__JWT_HS256_SECRET) and/or auth.api_keys, \
-             or pass --insecure-dev for local development",
+            "no credentials configured: set auth.jwt_hs256_secret (MESHGUARD__AUTH__JWT_HS256_SECRET), auth.jwt_public_key_file, \
+             auth.jwks_url and/or auth.api_keys, or pass --insecure-dev for local development",
         );
     } else {
         auth
@@ -58,9 +60,18 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let api = Arc::new(Api::new(catalog, sink.database().clone(), auth, Some(metrics), &settings.schemas.dir));
-    info!(addr = %settings.api.addr, aliases = api.aliases().len(), "data product API listening");
-    match runtime.block_on(crate::api::serve(api, settings.api.addr, shutdown_signal())) {
+    runtime.block_on(auth.prefetch());
+    let api = Arc::new(Api::new(catalog, sink.database().clone(), auth, Some(metrics), &settings.api));
+    let mut listeners = Vec::new();
+    match settings.api.ops_addr {
+        None => listeners.push((settings.api.addr, api.clone().router(Ops::OnApiPort))),
+        Some(ops) => {
+            listeners.push((settings.api.addr, api.clone().router(Ops::Separate)));
+            listeners.push((ops, api.clone().ops_router()));
+        }
+    }
+    info!(addr = %settings.api.addr, ops_addr = ?settings.api.ops_addr, aliases = api.aliases().len(), "data product API listening");
+    match runtime.block_on(crate::api::serve(listeners, Limits::from(&settings.api), shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("meshguard: {e}");

@@ -40,12 +40,13 @@ pub struct Settings {
     /// The operational endpoint of `run` (`/metrics`, `/healthz`, `/readyz`).
     pub http: AddrSettings,
     /// The data product API of `serve`.
-    pub api: AddrSettings,
+    pub api: ApiSettings,
     /// How `serve` authenticates callers.
     pub auth: AuthSettings,
 }
 
-/// Credentials the API accepts. Secrets are never logged (`Debug` redacts them).
+/// Credentials the API accepts. Secrets are never logged (`Debug` redacts them); public keys
+/// and the JWKS URL are not secrets.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
@@ -57,6 +58,16 @@ pub struct AuthSettings {
     pub audience: String,
     /// `user_id:sha256hex` entries; the hex is the SHA-256 of the key.
     pub api_keys: Vec<String>,
+    /// PEM file of the identity provider's public key (RSA: RS256 tokens; EC P-256: ES256);
+    /// empty: none.
+    pub jwt_public_key_file: String,
+    /// The identity provider's JWKS endpoint (RS256 / ES256 keys by `kid`); empty: none.
+    pub jwks_url: String,
+    /// How long one JWKS fetch may take.
+    pub jwks_timeout_ms: u64,
+    /// Least time between two JWKS fetches, so tokens with made-up `kid`s cannot turn into a
+    /// flood of fetches.
+    pub jwks_min_refresh_ms: u64,
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -66,6 +77,10 @@ impl std::fmt::Debug for AuthSettings {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("api_keys", &format_args!("<{} redacted>", self.api_keys.len()))
+            .field("jwt_public_key_file", &self.jwt_public_key_file)
+            .field("jwks_url", &self.jwks_url)
+            .field("jwks_timeout_ms", &self.jwks_timeout_ms)
+            .field("jwks_min_refresh_ms", &self.jwks_min_refresh_ms)
             .finish()
     }
 }
@@ -302,6 +317,36 @@ pub struct AddrSettings {
     pub addr: SocketAddr,
 }
 
+/// The data product API of `serve`: where it listens and the limits that keep one client (or a
+/// crowd of them) from holding its connections, its memory or the access audit hostage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// `host:port` of the API.
+    pub addr: SocketAddr,
+    /// Where `/metrics` and `/openapi.json` are served. Absent: on `addr`, public like `/healthz`
+    /// (a documented choice: they name routes and roles, never records or secrets); set: only
+    /// there, so the API port shows neither.
+    #[serde(default)]
+    pub ops_addr: Option<SocketAddr>,
+    /// Connections open at once; a connection over the cap is answered 503 and closed.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers; it is also the idle timeout of a
+    /// kept-alive connection between requests.
+    pub header_read_timeout_ms: u64,
+    /// How long a request may take from its headers to its response, body upload included
+    /// (a client that stops sending its body gets 408).
+    pub request_timeout_ms: u64,
+    /// How long `serve` waits for open connections after SIGTERM before it closes them.
+    pub shutdown_timeout_ms: u64,
+    /// Requests per second each client address may make without valid credentials (their
+    /// refusals are audited; beyond this they get 429 and are counted, so a flood cannot fill
+    /// the audit).
+    pub anonymous_per_second: f64,
+    /// Burst allowance of the same limit.
+    pub anonymous_burst: u32,
+}
+
 /// A configuration that could not be read or does not make sense.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -383,6 +428,22 @@ impl Settings {
         }
         if self.delivery.batch_max_records == 0 {
             return Err(ConfigError::Value { key: "delivery.batch_max_records", reason: "must be at least 1".into() });
+        }
+        if self.api.max_connections == 0 {
+            return Err(ConfigError::Value { key: "api.max_connections", reason: "must be at least 1".into() });
+        }
+        for (key, ms) in
+            [("api.header_read_timeout_ms", self.api.header_read_timeout_ms), ("api.request_timeout_ms", self.api.request_timeout_ms)]
+        {
+            if ms == 0 {
+                return Err(ConfigError::Value { key, reason: "must be at least 1".into() });
+            }
+        }
+        if !(self.api.anonymous_per_second.is_finite() && self.api.anonymous_per_second >= 0.0) {
+            return Err(ConfigError::Value { key: "api.anonymous_per_second", reason: "must be a number >= 0".into() });
+        }
+        if self.api.ops_addr == Some(self.api.addr) {
+            return Err(ConfigError::Value { key: "api.ops_addr", reason: "must differ from api.addr".into() });
         }
         for (key, topic) in
             [("topics.dlq", &self.topics.dlq), ("topics.alerts", &self.topics.alerts), ("topics.lineage", &self.topics.lineage)]

@@ -183,6 +183,12 @@ pub struct Product {
     pub contracts: Vec<Arc<Contract>>,
     /// The declaration as JSON, for the `data_products` collection and the API.
     pub raw: Value,
+    /// Each contract's schema document as loaded (JSON Schema as written; Avro in its JSON
+    /// form), in the order of `contracts`: the API derives its search fields and documents from
+    /// these instead of reading the files again.
+    pub schemas: Vec<Value>,
+    /// The GraphQL schema text of `spec.apis.graphql.schema`, as read by the lint.
+    pub graphql_sdl: Option<String>,
 }
 
 impl Product {
@@ -266,14 +272,17 @@ impl Catalog {
                 }
             }
             let mysql_tables: Vec<String> = decl.spec.sources.mysql.as_ref().map(|m| m.tables.clone()).unwrap_or_default();
+            let mut graphql_sdl = None;
             if let Some(gql) = &decl.spec.apis.graphql {
                 let path = files.resolve(&file, &gql.schema);
-                if let Err(e) = files.read(&path) {
-                    here(&gql.schema, format!("spec.apis.graphql.schema: {}: {e}", path.display()));
+                match files.read(&path) {
+                    Ok(text) => graphql_sdl = Some(text),
+                    Err(e) => here(&gql.schema, format!("spec.apis.graphql.schema: {}: {e}", path.display())),
                 }
             }
 
             let mut contracts = Vec::new();
+            let mut schemas = Vec::new();
             let mut seen = Vec::<&str>::new();
             for spec in &decl.spec.contracts {
                 if seen.contains(&spec.name.as_str()) {
@@ -312,7 +321,7 @@ impl Catalog {
                         continue;
                     }
                 };
-                let mut contract = match compile(files, &file, &decl, spec, rules, &mut avro_cache) {
+                let (mut contract, schema) = match compile(files, &file, &decl, spec, rules, &mut avro_cache) {
                     Ok(c) => c,
                     Err(message) => {
                         here(&spec.schema, format!("contract {:?}: {message}", spec.name));
@@ -346,7 +355,7 @@ impl Catalog {
                         }
                     };
                     match compile(files, &file, &decl, &vspec, rules, &mut avro_cache) {
-                        Ok(mut c) if c.is_avro() == contract.is_avro() => {
+                        Ok((mut c, _)) if c.is_avro() == contract.is_avro() => {
                             c.mode = v.mode;
                             contract.versions.push(Arc::new(c));
                         }
@@ -368,6 +377,7 @@ impl Catalog {
                 }
                 if versions_ok {
                     contracts.push(Arc::new(contract));
+                    schemas.push(schema);
                 }
             }
 
@@ -396,7 +406,7 @@ impl Catalog {
                 }
             }
             let raw = serde_yaml::from_str::<Value>(&text).unwrap_or(Value::Null);
-            products.push(Product { decl, file, contracts, raw });
+            products.push(Product { decl, file, contracts, raw, schemas, graphql_sdl });
         }
         if problems.is_empty() { Ok(Self { products, bindings }) } else { Err(LoadErrors(problems)) }
     }
@@ -429,10 +439,10 @@ fn compile(
     spec: &ContractSpec,
     rules: RuleSet,
     avro_cache: &mut HashMap<PathBuf, &'static apache_avro::Schema>,
-) -> Result<Contract, String> {
+) -> Result<(Contract, Value), String> {
     let path = files.resolve(declaring, &spec.schema);
     let is_avro = path.extension().and_then(|e| e.to_str()) == Some("avsc");
-    let (engine, required, properties) = if is_avro {
+    let (engine, required, properties, document) = if is_avro {
         let schema = load_avro(files, &path, avro_cache)?;
         let avro = spec.avro.clone().unwrap_or_default();
         let mut writers = Vec::new();
@@ -453,7 +463,8 @@ fn compile(
             apache_avro::Schema::Record(r) => r.fields.iter().map(|f| f.name.clone()).collect(),
             _ => return Err(format!("{}: an Avro contract must be a record schema", path.display())),
         };
-        (SchemaEngine::Avro(AvroContract { schema, decoder }), AvroContract::required_fields(schema), properties)
+        let document = serde_json::to_value(schema).map_err(|e| format!("{}: {e}", path.display()))?;
+        (SchemaEngine::Avro(AvroContract { schema, decoder }), AvroContract::required_fields(schema), properties, document)
     } else {
         if spec.avro.is_some() {
             return Err("`avro` settings given for a JSON Schema contract".into());
@@ -464,7 +475,8 @@ fn compile(
             .map_err(|e| format!("{}: not a valid draft-07 schema: {e}", path.display()))?;
         let properties: Vec<String> =
             schema.get("properties").and_then(Value::as_object).map(|o| o.keys().cloned().collect()).unwrap_or_default();
-        (SchemaEngine::Json(compiled), RequiredFields::from_json_schema(&schema), properties)
+        let required = RequiredFields::from_json_schema(&schema);
+        (SchemaEngine::Json(compiled), required, properties, schema)
     };
     let key_field = match &spec.key_field {
         Some(k) if properties.contains(k) => Some(k.clone()),
@@ -505,7 +517,7 @@ fn compile(
             }
         }
     }
-    Ok(Contract {
+    let contract = Contract {
         product: decl.metadata.name.clone(),
         domain: decl.metadata.domain.clone(),
         name: spec.name.clone(),
@@ -522,7 +534,8 @@ fn compile(
         versions: Vec::new(),
         unique: spec.unique.clone(),
         volume: spec.volume,
-    })
+    };
+    Ok((contract, document))
 }
 
 /// The seed's reconciliation, for a product that declares none: the MySQL table named after the

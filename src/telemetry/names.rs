@@ -88,9 +88,14 @@ pub fn keyword_label(keyword: &str) -> &'static str {
     ];
     KNOWN.iter().find(|k| **k == keyword).copied().unwrap_or("other")
 }
+
 /// API requests by route template, method and status.
 pub const API_REQUESTS_TOTAL: &str = "meshguard_api_requests_total";
 /// API request latency by route template.
 pub const API_REQUEST_SECONDS: &str = "meshguard_api_request_seconds";
 /// Denied API accesses (401 and 403) by product and role.
 pub const ACCESS_DENIALS_TOTAL: &str = "meshguard_access_denials_total";
+/// Requests without valid credentials refused with 429 (over the per-address limit).
+pub const API_RATE_LIMITED_TOTAL: &str = "meshguard_api_rate_limited_total";
+/// Connections refused because `api.max_connections` were open.
+pub const API_CONNECTIONS_REFUSED_TOTAL: &str = "meshguard_api_connections_refused_total";
