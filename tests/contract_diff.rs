@@ -735,8 +735,7 @@ fn lint_against_a_git_ref_fails_on_a_breaking_change_only() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("no contract schema changed"), "{out}");
 
-    // A compatible change (a new optional field in a closed... here open content model: the
-    // loan schema gains a description only).
+    // A compatible change: the loan schema's only difference is a description.
     let loan = root.join("schemas/loan-schema.json");
     let text = std::fs::read_to_string(&loan).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(&loan, text.replace("\"Unique loan identifier\"", "\"The loan's identifier\"")).unwrap_or_else(|e| panic!("{e}"));
