@@ -1480,3 +1480,63 @@ fn lineage_tells_the_truth() {
     assert_eq!(lin["downstream"], json!(downstream));
     assert_eq!((lin["product"].as_str(), lin["record_id"].as_str()), (Some(PAYMENTS), Some(id)));
 }
+
+/// GraphQL generated from the contract: a record by id, the REST search, lineage, introspection;
+/// REST's access rules and audit; a query nested too deep is refused with a clear error.
+#[test]
+fn graphql_answers_with_the_rest_rules() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let db = fresh_db("api_graphql");
+    let products: Vec<String> = access_matrix().into_iter().map(|(p, _)| p).collect();
+    let sink = rt.block_on(MongoSink::connect(&mongodb_uri(), &db, &products)).unwrap();
+    let roles: Vec<String> = ["payments-team", "loans-team", "fraud-team"].iter().map(|r| (*r).to_owned()).collect();
+    let payments = rt.block_on(seed(&sink, &roles));
+    let server = start(&db, &[], &secret_env());
+    let gql = |user: Option<&str>, query: &str, variables: Value| {
+        let headers: Vec<(String, String)> =
+            user.map(|u| vec![("Authorization".to_owned(), format!("Bearer {}", token_for(u)))]).unwrap_or_default();
+        let body = json!({"query": query, "variables": variables}).to_string();
+        try_http(&server.addr, "POST", "/payments-data-product/graphql", &headers, Some(body.as_bytes())).unwrap()
+    };
+    let reader = Some("u-fraud-team");
+    let p1 = &payments[1];
+    let r = gql(reader, "query($id: ID!) { record(id: $id) { payment_id amount status currency _meta } }", json!({"id": p1.id}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["data"]["record"]["amount"], 999, "{v}");
+    assert_eq!(v["data"]["record"]["status"], "COMPLETED", "{v}");
+    assert_eq!(v["data"]["record"]["_meta"]["offset"], 500, "{v}");
+    let none = gql(reader, "{ record(id: \"no-such-record\") { payment_id } }", json!({})).json();
+    assert_eq!(none["data"]["record"], Value::Null, "{none}");
+
+    let filter = json!({"field": "currency", "op": "eq", "value": "GBP"});
+    let v = gql(reader, "query($f: JSON) { search(filter: $f, limit: 500) { count results { payment_id } } }", json!({"f": filter})).json();
+    let mut got: Vec<String> =
+        v["data"]["search"]["results"].as_array().unwrap().iter().map(|r| r["payment_id"].as_str().unwrap().to_owned()).collect();
+    got.sort();
+    let mut want: Vec<String> = payments.iter().filter(|p| p.currency == "GBP").map(|p| p.id.clone()).collect();
+    want.sort();
+    assert_eq!(got, want, "{v}");
+    let bad = gql(reader, "query($f: JSON) { search(filter: $f) { count } }", json!({"f": {"$where": "1"}})).json();
+    assert_eq!(bad["errors"][0]["extensions"]["status"], 400, "the REST language and its errors: {bad}");
+    assert_eq!(bad["errors"][0]["extensions"]["errors"][0]["field"], "filter.$where", "{bad}");
+
+    let lin = gql(reader, "query($id: ID!) { lineage(id: $id) }", json!({"id": payments[2].id})).json();
+    assert_eq!(lin["data"]["lineage"]["product"], PAYMENTS, "{lin}");
+
+    let intro = gql(reader, "{ __type(name: \"PaymentsDataProduct\") { fields { name } } }", json!({})).json();
+    let names: Vec<&str> = intro["data"]["__type"]["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    for f in ["payment_id", "amount", "currency", "status", "_meta"] {
+        assert!(names.contains(&f), "{names:?}");
+    }
+    let deep = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } }";
+    let d = gql(reader, deep, json!({})).json();
+    assert!(d["errors"][0]["message"].as_str().unwrap_or_default().contains("nested too deep"), "{d}");
+
+    assert_eq!(gql(Some("u-loans-team"), "{ record(id: \"x\") { payment_id } }", json!({})).status, 403);
+    assert_eq!(gql(None, "{ record(id: \"x\") { payment_id } }", json!({})).status, 401);
+    let docs = audit_docs(&rt, &db);
+    let graphql: Vec<&bson::Document> = docs.iter().filter(|d| d.get_str("route").ok() == Some("/{product}/graphql")).collect();
+    assert_eq!(graphql.len(), 9, "every GraphQL request is audited: {graphql:?}");
+    assert_eq!(graphql.iter().filter(|d| d.get_i32("status").ok() == Some(403)).count(), 1);
+}

@@ -14,6 +14,7 @@
 //! - [`aliases`]: the REST endpoints products declare, matched on the decoded path.
 //! - [`store`]: the MongoDB reads (records, search, alerts, quality windows); [`lineage`]: where
 //!   a record came from and went, for its product only.
+//! - [`graphql`]: the GraphQL schema generated from each contract, and its resolvers.
 //! - [`validate`]: validation on demand, with `meshguard check`'s own reading and verdicts.
 //! - [`search`]: the typed search language, never MongoDB operators; [`problem`]: RFC 9457
 //!   errors; [`openapi`]: the OpenAPI 3.0.3 document.
@@ -25,6 +26,7 @@
 pub mod aliases;
 pub mod audit;
 pub mod auth;
+pub mod graphql;
 pub mod guard;
 pub mod limit;
 pub mod lineage;
@@ -70,8 +72,10 @@ pub struct Api {
     metrics: Option<PrometheusHandle>,
     /// Searchable top-level fields per product (its first contract's).
     fields: HashMap<String, Fields>,
-    /// The GraphQL schema text per product that declares one.
+    /// The GraphQL schema text per product that declares one (served for tools).
     graphql: HashMap<String, String>,
+    /// The executable GraphQL schema per product, generated from its contract.
+    graphql_schemas: HashMap<String, async_graphql::dynamic::Schema>,
     /// The REST endpoints the products declare.
     aliases: Vec<Alias>,
     /// The OpenAPI document, built once.
@@ -103,6 +107,16 @@ impl Api {
                 }
             }
         }
+        let mut graphql_schemas = HashMap::new();
+        for p in &catalog.products {
+            match fields.get(p.name()).map(|f| graphql::schema(p, f)) {
+                Some(Ok(schema)) => {
+                    let _ = graphql_schemas.insert(p.name().to_owned(), schema);
+                }
+                Some(Err(e)) => warn!(product = p.name(), error = %e.0, "no GraphQL schema could be generated"),
+                None => {}
+            }
+        }
         let openapi = openapi::document(&catalog, &aliases, &fields);
         describe_counter!(API_REQUESTS_TOTAL, Unit::Count, "API requests by route template, method and status.");
         describe_histogram!(API_REQUEST_SECONDS, Unit::Seconds, "API request latency by route template.");
@@ -116,6 +130,7 @@ impl Api {
             metrics,
             fields,
             graphql,
+            graphql_schemas,
             aliases,
             openapi,
             limiter: AnonymousLimiter::new(settings.anonymous_per_second, settings.anonymous_burst),

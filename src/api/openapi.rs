@@ -247,8 +247,16 @@ fn base(catalog: &Catalog, aliases: &[Alias]) -> Value {
     );
     let _ = paths.insert(
         "/{product}/graphql".into(),
-        json!({ "parameters": [product], "get": { "summary": "The product's GraphQL schema (SDL), when it declares one (needs read).", "tags": ["products"],
-            "responses": guarded(responses(&[("200", { json!({ "description": "GraphQL SDL.", "content": { "application/graphql": { "schema": { "type": "string" } } } }) })])) } }),
+        json!({ "parameters": [product],
+            "get": { "summary": "The product's declared GraphQL schema text (SDL), for tools (needs read).", "tags": ["products"],
+                "responses": guarded(responses(&[("200", json!({ "description": "GraphQL SDL.", "content": { "application/graphql": { "schema": { "type": "string" } } } }))])) },
+            "post": { "summary": "Execute a GraphQL query against the schema generated from the product's contract: record(id), search(filter, sort, limit, cursor), lineage(id); depth and complexity limited; introspection on (needs read).", "tags": ["products"],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["query"], "properties": {
+                    "query": { "type": "string" }, "variables": { "type": "object", "nullable": true }, "operationName": { "type": "string", "nullable": true } } } } } },
+                "responses": guarded(responses(&[
+                    ("200", json!({ "description": "A GraphQL response (data and/or errors).", "content": { "application/json": { "schema": { "type": "object" } } } })),
+                    ("400", problem("The body is not a GraphQL request or is larger than 64 KiB.")),
+                ])) } }),
     );
     for a in aliases {
         let param = a.param.clone().unwrap_or_else(|| "id".into());

@@ -44,7 +44,7 @@ impl Api {
             .route("/{product}/search", post(post_search).layer(DefaultBodyLimit::max(search::MAX_BODY_BYTES)))
             .route("/{product}/validate", post(post_validate).layer(DefaultBodyLimit::max(super::validate::MAX_VALIDATE_BYTES)))
             .route("/{product}/alerts", get(get_alerts))
-            .route("/{product}/graphql", get(get_graphql))
+            .route("/{product}/graphql", get(get_graphql).post(post_graphql).layer(DefaultBodyLimit::max(search::MAX_BODY_BYTES)))
             .fallback(fallback)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(middleware::from_fn_with_state(self.clone(), audit::gate))
@@ -278,6 +278,36 @@ async fn get_graphql(State(s): State<Arc<Api>>, Extension(c): Extension<Caller>,
             None => Problem::not_found(format!("{} declares no GraphQL schema", p.name())).into_response(),
         },
     }
+}
+
+async fn post_graphql(
+    State(s): State<Arc<Api>>,
+    Extension(c): Extension<Caller>,
+    Path(product): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let r = async {
+        // Queries only (no mutation exists): a read of the product.
+        let p = s.guard(&c, target(&product, Permission::Read, "/{product}/graphql", None)).await?;
+        let schema = s.graphql_schemas.get(p.name()).ok_or_else(|| Problem::not_found(format!("{} has no GraphQL schema", p.name())))?;
+        let body = body.map_err(|e| {
+            Problem::bad_request(vec![FieldError {
+                field: "body".into(),
+                message: format!("unreadable or larger than {} bytes: {e}", search::MAX_BODY_BYTES),
+            }])
+        })?;
+        let request: async_graphql::Request = serde_json::from_slice(&body).map_err(|e| {
+            Problem::bad_request(vec![FieldError {
+                field: "body".into(),
+                message: format!("not a GraphQL request ({{\"query\": …}}): {e}"),
+            }])
+        })?;
+        let target = super::graphql::Target { api: s.clone(), product: p.name().to_owned() };
+        let response = schema.execute(request.data(target)).await;
+        serde_json::to_value(&response).map_err(|_| Problem::unavailable("the GraphQL response cannot be rendered"))
+    }
+    .await;
+    respond(r)
 }
 
 async fn method_not_allowed(method: Method) -> Response {
