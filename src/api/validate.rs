@@ -17,7 +17,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::problem::{FieldError, Problem};
 use crate::check::input::Item;
-use crate::check::{InputError, Report, evaluate_item, read_from, report_at};
+use crate::check::{Checker, InputError, read_from, report_at};
 use crate::contract::{Contract, SchemaEngine};
 
 /// Largest body, in bytes.
@@ -73,9 +73,11 @@ pub async fn validate(
         .map_err(|_| Problem::unavailable("the validation did not complete"))?
 }
 
-fn judge(contract: &Contract, body: &[u8], shape: Shape, now: OffsetDateTime) -> Result<Value, Problem> {
-    let mut report = Report::new(contract);
-    report.inputs.push(INPUT.into());
+fn judge(base: &Contract, body: &[u8], shape: Shape, now: OffsetDateTime) -> Result<Value, Problem> {
+    let mut checker =
+        Checker::new(base, None).map_err(|r| field("contract", r.violations.first().map(|v| v.message.clone()).unwrap_or_default()))?;
+    let contract = checker.contract();
+    checker.report.inputs.push(INPUT.into());
     let mut results = Vec::new();
     let mut too_many = false;
     let mut add = |line: u64, item: Item| {
@@ -83,8 +85,7 @@ fn judge(contract: &Contract, body: &[u8], shape: Shape, now: OffsetDateTime) ->
             too_many = true;
             return;
         }
-        let eval = evaluate_item(contract, item, now);
-        report.add(&report_at(INPUT, line), &eval);
+        let eval = checker.add(&report_at(INPUT, line), item, now);
         let rejection = eval.rejection.as_ref();
         results.push(json!({
             "line": line,
@@ -119,7 +120,7 @@ fn judge(contract: &Contract, body: &[u8], shape: Shape, now: OffsetDateTime) ->
     if results.is_empty() {
         return Err(field("body", "holds no record"));
     }
-    report.finish(contract);
+    let report = checker.finish();
     let mut out = serde_json::to_value(&report).map_err(|_| Problem::unavailable("the report cannot be rendered"))?;
     out["results"] = Value::Array(results);
     Ok(out)

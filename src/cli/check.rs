@@ -9,12 +9,8 @@ use time::format_description::well_known::Rfc3339;
 
 use super::{ConfigArg, fail};
 use crate::check::input::Item;
-use crate::check::{Input, Report, ShadowSummary, read_records, render_text};
+use crate::check::{Checker, Input, read_records, render_text};
 use crate::contract::SchemaEngine;
-use crate::contract::Violation;
-use crate::contract::tape::Tape;
-use crate::contract::unique::{Seen, UniqueTracker};
-use crate::verdict::{Rejection, Stage, evaluate_lean_versioned, evaluate_record};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,60 +78,28 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
         ));
     };
     let header = args.contract_version.as_ref().map(|v| v.as_bytes().to_vec());
-    let base = contract;
-    let contract = match crate::verdict::select_version(base, header.as_deref()) {
+    let mut checker = match Checker::new(contract, header.as_deref()) {
         Ok(c) => c,
         Err(r) => return fail(r.violations.first().map(|v| v.message.clone()).unwrap_or_default()),
     };
+    let contract = checker.contract();
     let reader_schema = match &contract.engine {
         SchemaEngine::Avro(a) => Some(a.schema),
         SchemaEngine::Json(_) => None,
     };
-    let mut report = Report::new(contract);
-    report.shadow = base.shadows().map(ShadowSummary::new).collect();
-    // Files have no partitions or arrival times: every record is on one partition, at `now`.
-    let mut unique = contract.unique.as_ref().map(|u| (UniqueTracker::new(u), u.dead_letter, u.fields.join(", ")));
-    if unique.is_some() {
-        report.duplicates = Some(0);
-    }
     for file in &args.files {
         let input = Input::from_arg(file);
         let name = input.name();
-        report.inputs.push(name.clone());
+        checker.report.inputs.push(name.clone());
         let mut avro_contract_given_lines = false;
         let result = read_records(&input, reader_schema, |line, item| {
-            let eval = match item {
-                Item::Line(bytes) => {
-                    if contract.is_avro() && bytes.first() == Some(&b'{') {
-                        avro_contract_given_lines = true;
-                    }
-                    // The stream's path: validated on a tape, no record kept; shadow versions too.
-                    let mut tape = Tape::new();
-                    let tracker = unique.as_ref().map(|u| &u.0);
-                    let (v, key) = evaluate_lean_versioned(base, &bytes, header.as_deref(), now, &mut tape, |record, _| {
-                        tracker.and_then(|t| t.key_of(record))
-                    });
-                    report.add_shadows(&crate::check::report_at(&name, line), v.evaluation.is_valid(), &v.shadows);
-                    let mut eval = v.evaluation;
-                    if let (Some((tracker, dead_letter, fields)), Some(key)) = (unique.as_mut(), key)
-                        && tracker.observe(0, key, now) == Seen::Duplicate
-                    {
-                        report.duplicate_at(&crate::check::report_at(&name, line));
-                        if *dead_letter {
-                            eval.rejection = Some(Rejection {
-                                stage: Stage::Validate,
-                                class: "duplicate",
-                                violations: vec![Violation::new("", "unique", format!("the key ({fields}) repeats an earlier record's"))],
-                            });
-                        }
-                    }
-                    eval
-                }
-                Item::Avro(value) => evaluate_record(contract, value, now),
-                Item::AvroError(message) => crate::check::rejected(contract, Stage::Decode, "avro_datum", "decode", message),
-                Item::AvroMismatch(message) => crate::check::rejected(contract, Stage::Validate, "contract_violation", "avro", message),
-            };
-            report.add(&crate::check::report_at(&name, line), &eval);
+            if let Item::Line(bytes) = &item
+                && contract.is_avro()
+                && bytes.first() == Some(&b'{')
+            {
+                avro_contract_given_lines = true;
+            }
+            let _ = checker.add(&crate::check::report_at(&name, line), item, now);
         });
         if let Err(e) = result {
             return fail(e);
@@ -147,7 +111,7 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
             );
         }
     }
-    report.finish(contract);
+    let report = checker.finish();
     match args.format {
         Format::Text => print!("{}", render_text(&report)),
         Format::Json => match serde_json::to_string_pretty(&report) {
