@@ -1508,6 +1508,11 @@ fn graphql_answers_with_the_rest_rules() {
         try_http(&server.addr, "POST", "/payments-data-product/graphql", &headers, Some(body.as_bytes())).unwrap()
     };
     let reader = Some("u-fraud-team");
+    // A body without `query` is the client's error (the OpenAPI document requires it), not a
+    // 200 carrying a parse error.
+    let auth = vec![("Authorization".to_owned(), format!("Bearer {}", token_for("u-fraud-team")))];
+    let missing = try_http(&server.addr, "POST", "/payments-data-product/graphql", &auth, Some(b"{}")).unwrap();
+    assert_eq!(missing.status, 400, "{}", missing.text());
     let p1 = &payments[1];
     let r = gql(reader, "query($id: ID!) { record(id: $id) { payment_id amount status currency _meta } }", json!({"id": p1.id}));
     assert_eq!(r.status, 200, "{}", r.text());
@@ -1546,6 +1551,6 @@ fn graphql_answers_with_the_rest_rules() {
     assert_eq!(gql(None, "{ record(id: \"x\") { payment_id } }", json!({})).status, 401);
     let docs = audit_docs(&rt, &db);
     let graphql: Vec<&bson::Document> = docs.iter().filter(|d| d.get_str("route").ok() == Some("/{product}/graphql")).collect();
-    assert_eq!(graphql.len(), 9, "every GraphQL request is audited: {graphql:?}");
+    assert_eq!(graphql.len(), 10, "every GraphQL request is audited (the refused empty body too): {graphql:?}");
     assert_eq!(graphql.iter().filter(|d| d.get_i32("status").ok() == Some(403)).count(), 1);
 }

@@ -296,12 +296,19 @@ async fn post_graphql(
                 message: format!("unreadable or larger than {} bytes: {e}", search::MAX_BODY_BYTES),
             }])
         })?;
-        let request: async_graphql::Request = serde_json::from_slice(&body).map_err(|e| {
-            Problem::bad_request(vec![FieldError {
-                field: "body".into(),
-                message: format!("not a GraphQL request ({{\"query\": …}}): {e}"),
-            }])
-        })?;
+        let not_graphql = |message: String| Problem::bad_request(vec![FieldError { field: "body".into(), message }]);
+        let raw: Value =
+            serde_json::from_slice(&body).map_err(|e| not_graphql(format!("not a GraphQL request ({{\"query\": …}}): {e}")))?;
+        // async-graphql takes a missing `query` for an empty one (and answers 200 with a parse
+        // error); the OpenAPI document requires it, so its absence is the client's 400.
+        if !raw.get("query").is_some_and(Value::is_string) {
+            return Err(Problem::bad_request(vec![FieldError {
+                field: "query".into(),
+                message: "is required: the GraphQL query text".into(),
+            }]));
+        }
+        let request: async_graphql::Request =
+            serde_json::from_value(raw).map_err(|e| not_graphql(format!("not a GraphQL request ({{\"query\": …}}): {e}")))?;
         let target = super::graphql::Target { api: s.clone(), product: p.name().to_owned() };
         let response = schema.execute(request.data(target)).await;
         serde_json::to_value(&response).map_err(|_| Problem::unavailable("the GraphQL response cannot be rendered"))
