@@ -65,6 +65,16 @@ fn describe() {
     describe_counter!(EVENTS_TOTAL, Unit::Count, "Input events processed, by outcome (valid, invalid).");
     describe_counter!(DEAD_LETTERS_TOTAL, Unit::Count, "Events written to the dead-letter topic, by failing stage.");
     describe_counter!(VIOLATIONS_TOTAL, Unit::Count, "Contract violations found, by schema keyword.");
+    describe_counter!(
+        RULE_VIOLATIONS_TOTAL,
+        Unit::Count,
+        "Business rules (CEL) that failed, by product, contract, version, rule and severity."
+    );
+    describe_counter!(
+        SHADOW_REJECTIONS_TOTAL,
+        Unit::Count,
+        "Records a shadow contract version would have rejected, by product, contract and version."
+    );
     describe_histogram!(FRESHNESS_SECONDS, Unit::Seconds, "Age of each event at validation (now - event time).");
     describe_counter!(REQUIRED_PRESENT_TOTAL, Unit::Count, "Required fields present in processed events (completeness numerator).");
     describe_counter!(REQUIRED_EXPECTED_TOTAL, Unit::Count, "Required fields applicable to processed events (completeness denominator).");
