@@ -58,8 +58,11 @@ done
 
 status=0
 echo "== with a token (admin on every product)"
-"$st" run "http://127.0.0.1:$port/openapi.json" -H "Authorization: Bearer $token" --checks all "$@" || status=$?
+# filter_too_much is a health check of the generator, not of the API: POST /validate's
+# bodies (any JSON, NDJSON text, Avro bytes) with its date-time query made Hypothesis discard
+# too many candidates in one CI run out of three; every check on the responses still applies.
+"$st" run "http://127.0.0.1:$port/openapi.json" -H "Authorization: Bearer $token" --checks all --suppress-health-check=filter_too_much "$@" || status=$?
 echo "== without credentials"
-"$st" run "http://127.0.0.1:$port/openapi.json" --checks all "$@" || status=$?
+"$st" run "http://127.0.0.1:$port/openapi.json" --checks all --suppress-health-check=filter_too_much "$@" || status=$?
 echo "server log: ${TMPDIR:-/tmp}/meshguard-serve-$port.log"
 exit $status
