@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use rust_decimal::Decimal;
 use rust_decimal::prelude::FromPrimitive;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::window::ClosedWindow;
@@ -15,7 +15,7 @@ use crate::contract::Contract;
 use crate::product::sla::Percent;
 
 /// What a rule measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// 99th percentile event age against the contract's freshness SLA.
@@ -54,7 +54,7 @@ impl Metric {
 }
 
 /// Firing or resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertState {
     /// The episode started.
@@ -64,14 +64,14 @@ pub enum AlertState {
 }
 
 /// An alert, as published to `datamesh.quality.alerts` and stored in `data_quality_alerts`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Alert {
     /// One id per episode: the firing and the resolved message share it.
     pub id: String,
     /// Firing or resolved.
     pub state: AlertState,
     /// `warning` or `critical`.
-    pub severity: &'static str,
+    pub severity: String,
     /// Data product.
     pub product: String,
     /// Contract.
@@ -181,8 +181,10 @@ fn judge(w: &ClosedWindow, c: &Contract, s: &RuleSettings) -> Vec<Judgement> {
     out
 }
 
-#[derive(Debug, Default)]
-struct Track {
+/// One rule's state for one topic: breaching and good windows in a row, and the episode
+/// firing. Kept durably by the owner of group-wide windows, restored by the next one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Track {
     breaches: u32,
     oks: u32,
     firing: Option<Alert>,
@@ -225,7 +227,7 @@ impl Alerter {
                     let alert = Alert {
                         id: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, key.as_bytes()).to_string(),
                         state: AlertState::Firing,
-                        severity: j.metric.severity(),
+                        severity: j.metric.severity().to_owned(),
                         product: w.product.clone(),
                         contract: w.contract.clone(),
                         contract_version: w.contract_version.clone(),
@@ -258,6 +260,22 @@ impl Alerter {
             }
         }
         out
+    }
+
+    /// The state of every rule of `topic`, to keep durably.
+    pub fn export(&self, topic: &str) -> Vec<(Metric, Track)> {
+        let mut out: Vec<(Metric, Track)> =
+            self.tracks.iter().filter(|((t, _), _)| t == topic).map(|((_, m), tr)| (*m, tr.clone())).collect();
+        out.sort_by_key(|(m, _)| m.as_str());
+        out
+    }
+
+    /// Restores the state of `topic`'s rules (a new owner of its windows).
+    pub fn restore(&mut self, topic: &str, tracks: Vec<(Metric, Track)>) {
+        self.tracks.retain(|(t, _), _| t != topic);
+        for (m, tr) in tracks {
+            let _ = self.tracks.insert((topic.to_owned(), m), tr);
+        }
     }
 
     /// Alerts currently firing.

@@ -96,12 +96,21 @@ pub struct ClosedWindow {
     pub accuracy_samples: Vec<String>,
     /// A few record ids older than the freshness SLA.
     pub stale_samples: Vec<String>,
+    /// Group-wide windows: records that reached the group after their own window had closed
+    /// (counted here, in the next window to close, rather than lost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub late: Option<u64>,
 }
 
 impl ClosedWindow {
-    /// Deterministic id: the same window of the same topic by the same instance.
-    pub fn id(&self, instance: &str) -> String {
-        format!("{}:{}:{}:{}:{}", self.product, self.contract, self.topic, self.window_start.unix_timestamp(), instance)
+    /// Deterministic id: the same window of the same topic (by the same instance, for windows
+    /// of one instance; group-wide windows have no instance).
+    pub fn id(&self, instance: Option<&str>) -> String {
+        let base = format!("{}:{}:{}:{}", self.product, self.contract, self.topic, self.window_start.unix_timestamp());
+        match instance {
+            Some(i) => format!("{base}:{i}"),
+            None => base,
+        }
     }
 }
 
@@ -302,6 +311,7 @@ impl Windows {
                 invalid_samples: w.invalid_samples,
                 accuracy_samples: w.accuracy_samples,
                 stale_samples: w.stale_samples,
+                late: None,
             });
         }
         self.start = align(now, self.size).max(end);

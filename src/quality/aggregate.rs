@@ -1,0 +1,371 @@
+//! Group-wide windows: the partials of every instance merged per (product, contract, topic)
+//! by the one instance that owns the binding's partition of the partials topic.
+//!
+//! - **Replays.** At-least-once, a batch read again after a crash or rebalance sends partials
+//!   for offsets already counted. Commits happen at batch ends, and a batch's partials are sent
+//!   in offset order, so a replay starts at a partial boundary: a partial whose first offset is
+//!   at or below what was counted for its partition replaces the open windows' entries from that
+//!   offset on; one whose offsets were all counted in a closed window is dropped. Exactly-once,
+//!   partials of aborted batches are never read (read_committed) and nothing is replayed.
+//! - **Watermark.** A window closes when every partition of its topic has progressed past its
+//!   end (the newest record timestamp in the partials), or `lateness` after its end. A partial of
+//!   a closed window (that is not a replay) is counted as `late` in the next window to close.
+//! - **Silence** is judged on the newest record of any partition of the topic, whoever read it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::partial::{Counts, Partial, window_of};
+use super::window::ClosedWindow;
+use crate::contract::Contract;
+
+/// One partition's offsets counted in an open window.
+#[derive(Debug, Clone)]
+struct Entry {
+    partition: i32,
+    first: i64,
+    last: i64,
+    counts: Counts,
+    /// The partials-topic offset it came in, so the aggregator never commits past it.
+    at: i64,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    entries: Vec<Entry>,
+    /// Reconciliation verdicts (not tied to offsets).
+    decided: Counts,
+    decided_at: Option<i64>,
+}
+
+/// What survives the owner: the last window closed and the offsets counted in closed windows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Progress {
+    /// Start of the last window closed, ms.
+    pub last_closed_ms: Option<i64>,
+    /// Per source partition, the last offset counted in a closed window.
+    pub covered: BTreeMap<i32, i64>,
+}
+
+#[derive(Debug)]
+struct Binding {
+    contract: Arc<Contract>,
+    topic: String,
+    partitions: usize,
+    progress: Progress,
+    open: BTreeMap<i64, Open>,
+    /// Per partition, the newest record timestamp seen.
+    newest: HashMap<i32, i64>,
+    /// Records of closed windows that arrived late, to report with the next window.
+    late: u64,
+    /// Since when this instance owns the binding (silence before the first event).
+    owned_since_ms: i64,
+}
+
+/// What [`Aggregator::add`] did with a partial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// Counted in an open window.
+    Counted,
+    /// Replaced entries of a replayed stretch of offsets.
+    Replaced,
+    /// Every offset was already counted in a closed window.
+    Replay,
+    /// Its window had closed: counted as late.
+    Late,
+    /// Not a binding this aggregator knows.
+    Unknown,
+}
+
+/// Settings of the aggregation.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Window size.
+    pub window: Duration,
+    /// How long after its end a window waits for partitions that have not progressed past it.
+    pub lateness: Duration,
+    /// No event for this long is silence.
+    pub silence_after: Duration,
+}
+
+/// The group-wide windows of the bindings one instance owns.
+#[derive(Debug)]
+pub struct Aggregator {
+    timing: Timing,
+    bindings: BTreeMap<String, Binding>,
+    track_lineage: bool,
+}
+
+fn ms(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn at(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+impl Aggregator {
+    /// An aggregator owning nothing yet.
+    pub fn new(timing: Timing, track_lineage: bool) -> Self {
+        Self { timing, bindings: BTreeMap::new(), track_lineage }
+    }
+
+    fn size_ms(&self) -> u64 {
+        u64::try_from(self.timing.window.as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Takes ownership of a binding (its key is `product/contract/topic`), with the progress
+    /// its previous owner left and the topic's partition count.
+    pub fn own(&mut self, key: &str, contract: Arc<Contract>, topic: &str, partitions: usize, progress: Progress, now: OffsetDateTime) {
+        let _ = self.bindings.insert(
+            key.to_owned(),
+            Binding {
+                contract,
+                topic: topic.to_owned(),
+                partitions,
+                progress,
+                open: BTreeMap::new(),
+                newest: HashMap::new(),
+                late: 0,
+                owned_since_ms: ms(now),
+            },
+        );
+    }
+
+    /// Gives up a binding (its partition of the partials topic went to another instance).
+    pub fn disown(&mut self, key: &str) {
+        let _ = self.bindings.remove(key);
+    }
+
+    /// Whether this aggregator owns `key`.
+    pub fn owns(&self, key: &str) -> bool {
+        self.bindings.contains_key(key)
+    }
+
+    /// Updates a topic's partition count (it grew).
+    pub fn set_partitions(&mut self, topic: &str, partitions: usize) {
+        for b in self.bindings.values_mut().filter(|b| b.topic == topic) {
+            b.partitions = partitions;
+        }
+    }
+
+    /// Merges one partial, read at offset `at` of the partials topic.
+    pub fn add(&mut self, p: Partial, at: i64) -> Added {
+        let size = self.size_ms();
+        let Some(b) = self.bindings.get_mut(&p.key()) else { return Added::Unknown };
+        let window = window_of(p.window_start_ms, size);
+        let closed = b.progress.last_closed_ms.is_some_and(|c| window <= c);
+        let Some(partition) = p.partition else {
+            // A reconciliation verdict, counted in the window it was decided in.
+            if closed {
+                b.late += p.counts.checked;
+                return Added::Late;
+            }
+            let w = b.open.entry(window).or_default();
+            w.decided.merge(&p.counts);
+            w.decided_at = Some(w.decided_at.map_or(at, |a| a.min(at)));
+            return Added::Counted;
+        };
+        if p.counts.volume > 0 {
+            let newest = b.newest.entry(partition).or_insert(i64::MIN);
+            *newest = (*newest).max(p.progress_ms);
+        }
+        if b.progress.covered.get(&partition).is_some_and(|c| p.last_offset <= *c) {
+            return Added::Replay;
+        }
+        if closed {
+            b.late += p.counts.volume;
+            return Added::Late;
+        }
+        // A replay from `first_offset`: what was counted from there on is counted again now.
+        let mut replaced = false;
+        for w in b.open.values_mut() {
+            let before = w.entries.len();
+            w.entries.retain(|e| !(e.partition == partition && e.first >= p.first_offset));
+            replaced |= w.entries.len() != before;
+        }
+        let entry = Entry { partition, first: p.first_offset, last: p.last_offset, counts: p.counts, at };
+        b.open.entry(window).or_default().entries.push(entry);
+        if replaced { Added::Replaced } else { Added::Counted }
+    }
+
+    /// The lowest partials-topic offset still needed by an open window of the bindings in
+    /// `keys`: the aggregator may commit up to it (a restart reads the open windows again).
+    pub fn needed_from<'k>(&self, keys: impl IntoIterator<Item = &'k String>) -> Option<i64> {
+        keys.into_iter()
+            .filter_map(|k| self.bindings.get(k))
+            .flat_map(|b| b.open.values())
+            .flat_map(|w| w.entries.iter().map(|e| e.at).chain(w.decided_at))
+            .min()
+    }
+
+    /// Closes every window that is due at `now`: past its end on every partition of its topic,
+    /// or `lateness` past its end. Windows without any partial close too (silence is judged on
+    /// them). Returns the closed windows with the binding key and its progress to keep.
+    pub fn close_due(&mut self, now: OffsetDateTime) -> Vec<(String, ClosedWindow, Progress)> {
+        let size = self.size_ms();
+        let size_i = i64::try_from(size).unwrap_or(i64::MAX);
+        let lateness = i64::try_from(self.timing.lateness.as_millis()).unwrap_or(i64::MAX);
+        let silence_ms = i64::try_from(self.timing.silence_after.as_millis()).unwrap_or(i64::MAX);
+        let now_ms = ms(now);
+        let mut out = Vec::new();
+        for (key, b) in &mut self.bindings {
+            loop {
+                let next = match (b.progress.last_closed_ms, b.open.keys().next()) {
+                    (Some(c), _) => c + size_i,
+                    (None, Some(first)) => *first,
+                    (None, None) => window_of(b.owned_since_ms, size),
+                };
+                let end = next.saturating_add(size_i);
+                if end > now_ms {
+                    break;
+                }
+                let progressed = b.partitions > 0
+                    && b.newest.len() >= b.partitions
+                    && (0..b.partitions).all(|p| i32::try_from(p).ok().and_then(|p| b.newest.get(&p)).is_some_and(|t| *t >= end));
+                if !progressed && now_ms < end.saturating_add(lateness) {
+                    break;
+                }
+                let w = b.open.remove(&next).unwrap_or_default();
+                let mut counts = Counts::default();
+                for e in &w.entries {
+                    counts.merge(&e.counts);
+                    let c = b.progress.covered.entry(e.partition).or_insert(e.last);
+                    *c = (*c).max(e.last);
+                }
+                counts.merge(&w.decided);
+                b.progress.last_closed_ms = Some(next);
+                let newest_event = b.newest.values().copied().max().unwrap_or(b.owned_since_ms).max(b.owned_since_ms);
+                let silence = now_ms - newest_event;
+                let late = std::mem::take(&mut b.late);
+                let closed = closed_window(&b.contract, &b.topic, (at(next), at(end)), &counts, self.track_lineage, late, {
+                    (silence > silence_ms).then(|| silence as f64 / 1000.0)
+                });
+                out.push((key.clone(), closed, b.progress.clone()));
+            }
+        }
+        out
+    }
+}
+
+fn closed_window(
+    c: &Contract,
+    topic: &str,
+    (start, end): (OffsetDateTime, OffsetDateTime),
+    w: &Counts,
+    track_lineage: bool,
+    late: u64,
+    silent_seconds: Option<f64>,
+) -> ClosedWindow {
+    let ratio = |part: u64, whole: u64| (whole > 0).then(|| part as f64 / whole as f64);
+    ClosedWindow {
+        product: c.product.clone(),
+        contract: c.name.clone(),
+        contract_version: c.version.clone(),
+        topic: topic.to_owned(),
+        window_start: start,
+        window_end: end,
+        volume: w.volume,
+        invalid: w.invalid,
+        validity: ratio(w.volume - w.invalid.min(w.volume), w.volume),
+        violations: w.violations.clone(),
+        completeness: ratio(w.present, w.expected),
+        required_present: w.present,
+        required_expected: w.expected,
+        freshness_p50: w.freshness_quantile(0.5),
+        freshness_p99: w.freshness_quantile(0.99),
+        freshness_max: w.freshness.as_ref().and_then(|s| s.max()),
+        accuracy_checked: w.checked,
+        accuracy_matched: w.matched,
+        accuracy_mismatched: w.mismatched,
+        accuracy_missing: w.missing,
+        accuracy: ratio(w.matched, w.checked),
+        lineage_coverage: if track_lineage { ratio(w.lineage.min(w.volume), w.volume) } else { None },
+        silent_seconds,
+        invalid_samples: w.invalid_samples.clone(),
+        accuracy_samples: w.accuracy_samples.clone(),
+        stale_samples: w.stale_samples.clone(),
+        late: Some(late),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::product::{Catalog, Files};
+
+    fn contract() -> Arc<Contract> {
+        let catalog = Catalog::load(&Files::Embedded).unwrap_or_else(|e| panic!("{e}"));
+        catalog.product("payments-data-product").and_then(|p| p.contract(None)).cloned().unwrap_or_else(|| panic!("contract"))
+    }
+
+    fn partial(c: &Contract, window: i64, partition: i32, first: i64, last: i64, ts: i64) -> Partial {
+        Partial {
+            product: c.product.clone(),
+            contract: c.name.clone(),
+            contract_version: c.version.clone(),
+            topic: "t".into(),
+            window_start_ms: window,
+            window_ms: 10_000,
+            partition: Some(partition),
+            first_offset: first,
+            last_offset: last,
+            progress_ms: ts,
+            instance: "i".into(),
+            counts: Counts { volume: u64::try_from(last - first + 1).unwrap_or_default(), ..Counts::default() },
+        }
+    }
+
+    fn aggregator(c: &Arc<Contract>) -> (Aggregator, String) {
+        let timing = Timing { window: Duration::from_secs(10), lateness: Duration::from_secs(5), silence_after: Duration::from_secs(60) };
+        let mut a = Aggregator::new(timing, false);
+        let key = super::super::partial::binding_key(&c.product, &c.name, "t");
+        a.own(&key, c.clone(), "t", 2, Progress::default(), at(0));
+        (a, key)
+    }
+
+    #[test]
+    fn replays_replace_and_windows_wait_for_every_partition() {
+        let c = contract();
+        let (mut a, key) = aggregator(&c);
+        assert_eq!(a.add(partial(&c, 0, 0, 0, 99, 9_000), 0), Added::Counted);
+        assert_eq!(a.add(partial(&c, 0, 0, 100, 199, 9_500), 1), Added::Counted);
+        // Crash after offset 99 was committed: 100.. read again in one larger batch.
+        assert_eq!(a.add(partial(&c, 0, 0, 100, 249, 9_900), 2), Added::Replaced);
+        // Partition 1 has not progressed past 10 s: the window waits (lateness 5 s).
+        assert!(a.close_due(at(11_000)).is_empty());
+        assert_eq!(a.add(partial(&c, 10_000, 1, 0, 9, 10_500), 3), Added::Counted);
+        // Partition 0 is still at 9.9 s.
+        assert!(a.close_due(at(11_000)).is_empty());
+        assert_eq!(a.add(partial(&c, 10_000, 0, 250, 259, 10_200), 4), Added::Counted);
+        let closed = a.close_due(at(11_000));
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].1.volume, 250);
+        assert_eq!(closed[0].2.covered.get(&0), Some(&249));
+        // Offsets all counted in a closed window: a replay, not late.
+        assert_eq!(a.add(partial(&c, 0, 0, 150, 249, 9_900), 5), Added::Replay);
+        // New offsets for a closed window (another partition's): late, reported with the next window.
+        assert_eq!(a.add(partial(&c, 0, 1, 10, 12, 9_990), 6), Added::Late);
+        assert_eq!(a.needed_from([&key]), Some(3));
+        let next = a.close_due(at(26_000));
+        assert_eq!(next.len(), 1);
+        assert_eq!((next[0].1.volume, next[0].1.late), (20, Some(3)));
+        assert_eq!(a.needed_from([&key]), None);
+    }
+
+    #[test]
+    fn a_silent_topic_closes_its_windows_after_the_lateness_bound() {
+        let c = contract();
+        let (mut a, _) = aggregator(&c);
+        assert!(a.close_due(at(14_000)).is_empty());
+        let closed = a.close_due(at(15_000));
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].1.volume, 0);
+        assert_eq!(closed[0].1.silent_seconds, None);
+        assert_eq!(a.needed_from([&"x".to_owned()]), None);
+    }
+}
