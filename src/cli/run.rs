@@ -58,6 +58,8 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         let _ = http_stop_rx.await;
     }));
 
+    let catalog = Arc::new(catalog);
+    let owner_catalog = catalog.clone();
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let stream = {
         let (settings, health, stop) = (settings.clone(), health.clone(), stop.clone());
@@ -72,6 +74,24 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     let stream = match stream {
         Ok(s) => s,
         Err(e) => return fail(format!("cannot start the stream thread: {e}")),
+    };
+    // Group-wide quality: this instance may own some bindings' windows (by partition of the
+    // partials topic); the owner runs beside the stream and stops with it.
+    let owner = if settings.quality.scope == crate::config::QualityScope::Group {
+        let (settings, health, stop, catalog) = (settings.clone(), health.clone(), stop.clone(), owner_catalog.clone());
+        let handle = runtime.handle().clone();
+        let spawned = std::thread::Builder::new().name("quality-owner".into()).spawn(move || {
+            let env = crate::stream::Env { clock: Arc::new(SystemClock), health, stop, runtime: handle };
+            if let Err(e) = crate::stream::owner::run(&settings, &catalog, env) {
+                error!(error = %e.message, "group-wide quality owner stopped");
+            }
+        });
+        match spawned {
+            Ok(t) => Some(t),
+            Err(e) => return fail(format!("cannot start the quality owner thread: {e}")),
+        }
+    } else {
+        None
     };
     info!(addr = %settings.http.addr, "metrics, /healthz and /readyz listening");
 
@@ -100,6 +120,9 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         std::process::exit(1);
     }
     let result = stream.join();
+    if let Some(owner) = owner {
+        let _ = owner.join();
+    }
     runtime.block_on(async {
         let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
     });
@@ -123,7 +146,11 @@ async fn ensure_side_topics(settings: &Settings, partitions: i32) -> Result<(), 
 
 async fn create_missing(admin: &AdminClient<DefaultClientContext>, settings: &Settings, partitions: i32) -> Result<(), String> {
     // Only these topics' metadata, not the whole cluster's.
-    let names = [&settings.topics.dlq, &settings.topics.alerts, &settings.topics.lineage];
+    let group = settings.quality.scope == crate::config::QualityScope::Group;
+    let mut names = vec![&settings.topics.dlq, &settings.topics.alerts, &settings.topics.lineage];
+    if group {
+        names.extend([&settings.topics.partials, &settings.topics.quality_state]);
+    }
     let mut brokers = 0;
     let mut absent = Vec::new();
     for name in names {
@@ -137,7 +164,14 @@ async fn create_missing(admin: &AdminClient<DefaultClientContext>, settings: &Se
         }
     }
     let replication = if brokers >= 3 { 3 } else { 1 };
-    let missing: Vec<NewTopic<'_>> = absent.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(replication))).collect();
+    // The state topic keeps the last state of each binding: compacted.
+    let missing: Vec<NewTopic<'_>> = absent
+        .iter()
+        .map(|n| {
+            let topic = NewTopic::new(n, partitions, TopicReplication::Fixed(replication));
+            if **n == settings.topics.quality_state { topic.set("cleanup.policy", "compact") } else { topic }
+        })
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }

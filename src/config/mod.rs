@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 mod kafka;
 pub use self::kafka::{KafkaClient, Properties};
@@ -238,6 +238,11 @@ pub struct TopicSettings {
     pub alerts: String,
     /// OpenLineage run events.
     pub lineage: String,
+    /// Partial windows of every instance (`quality.scope = "group"`), keyed by binding.
+    pub partials: String,
+    /// The group-wide windows' durable state (compacted): per binding, the last window closed,
+    /// the offsets counted and the alert rules' state.
+    pub quality_state: String,
 }
 
 /// MySQL / MariaDB connection.
@@ -287,6 +292,22 @@ pub struct QualitySettings {
     pub alert_fire_after: u32,
     /// Good windows before resolving.
     pub alert_resolve_after: u32,
+    /// Whose data a window holds: one instance's partitions, or the whole group's.
+    pub scope: QualityScope,
+    /// Group-wide windows: how long after its end a window waits for partitions that have not
+    /// progressed past it, in milliseconds.
+    pub lateness_ms: u64,
+}
+
+/// Whose data a quality window holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QualityScope {
+    /// Each instance windows the partitions it owns (the windows' ids name it).
+    Instance,
+    /// Every instance sends partial windows to `topics.partials`; the owner of each binding's
+    /// partition merges them into one window for the group (see docs/design.md).
+    Group,
 }
 
 /// MongoDB connection.

@@ -246,6 +246,44 @@ impl SideProducer {
         }
     }
 
+    /// Queues one small record to a chosen partition (`None`: the partitioner's); waits while
+    /// the local queue is full.
+    pub fn send_to(&self, topic: &str, partition: Option<i32>, key: &[u8], payload: Option<&[u8]>) -> Result<(), SinkError> {
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => {
+                    let _ = self.sent.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The number of partitions of `topic`.
+    pub fn partitions(&self, topic: &str) -> Result<i32, Error> {
+        let metadata = self
+            .producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| Error::transient(System::Kafka, format_args!("cannot read the metadata of {topic}: {e}")))?;
+        match metadata.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()) {
+            Some(n) if n > 0 => Ok(i32::try_from(n).unwrap_or(i32::MAX)),
+            _ => Err(Error::transient(System::Kafka, format_args!("topic {topic} has no partitions (does it exist?)"))),
+        }
+    }
+
     /// Ends a batch: waits for every acknowledgement (at-least-once) or commits the transaction
     /// with `offsets` (exactly-once).
     pub fn finish(&self, offsets: Option<(&TopicPartitionList, &ConsumerGroupMetadata)>) -> Result<(), SinkError> {

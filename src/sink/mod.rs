@@ -39,6 +39,8 @@ pub struct Sinks {
     /// producer and aborts whatever transaction it left open.
     transactional_id: Option<String>,
     mongo: Option<MongoSink>,
+    /// Partitions of the partials topic (group-wide quality), read once at start.
+    partials_partitions: i32,
     settings: Settings,
     runtime: tokio::runtime::Handle,
 }
@@ -59,8 +61,24 @@ impl Sinks {
             id => id.to_owned(),
         });
         let side = side_producer(settings, transactional_id.as_deref(), stop)?;
-        let mongo = if settings.mongodb.enabled { Some(connect_mongo(settings, catalog, &runtime, stop)?) } else { None };
-        Ok(Self { side, replace_side: false, transactional_id, mongo, settings: settings.clone(), runtime })
+        let partials_partitions =
+            if settings.quality.scope == crate::config::QualityScope::Group { partials_partitions(&side, settings, stop)? } else { 1 };
+        let mongo = if settings.mongodb.enabled { Some(connect_mongo(settings, Some(catalog), &runtime, stop)?) } else { None };
+        Ok(Self { side, replace_side: false, transactional_id, mongo, partials_partitions, settings: settings.clone(), runtime })
+    }
+
+    /// The sinks of the owner of group-wide windows: a producer that is not transactional (its
+    /// outputs have deterministic ids, see docs/design.md) and the document store.
+    pub fn connect_reporter(settings: &Settings, runtime: tokio::runtime::Handle, stop: &AtomicBool) -> Result<Self, Error> {
+        let side = side_producer(settings, None, stop)?;
+        let mongo = if settings.mongodb.enabled { Some(connect_mongo(settings, None, &runtime, stop)?) } else { None };
+        Ok(Self { side, replace_side: false, transactional_id: None, mongo, partials_partitions: 1, settings: settings.clone(), runtime })
+    }
+
+    /// Sends one binding's durable state (group-wide quality) to the compacted state topic.
+    pub fn send_state(&self, key: &str, state: &serde_json::Value) -> Result<(), Error> {
+        let payload = serde_json::to_vec(state).unwrap_or_default();
+        self.side.send_to(&self.settings.topics.quality_state, None, key.as_bytes(), Some(&payload)).map_err(|e| self.kafka(e))
     }
 
     /// Whether the document store is on (lineage documents and record versions are written).
@@ -112,9 +130,16 @@ impl Sinks {
             .map_err(|e| self.kafka(e))
     }
 
-    /// Sends the alerts and OpenLineage run events of `reports` within the current batch.
+    /// Sends the partials, alerts and OpenLineage run events of `reports` within the current
+    /// batch (its transaction, in exactly-once mode).
     pub fn send_reports(&self, reports: &Reports<'_>) -> Result<(), Error> {
         let topics = &self.settings.topics;
+        for p in reports.partials {
+            let key = p.key();
+            let partition = crate::quality::partial::partition_of(&key, self.partials_partitions);
+            let payload = serde_json::to_vec(p).unwrap_or_default();
+            self.side.send_to(&topics.partials, Some(partition), key.as_bytes(), Some(&payload)).map_err(|e| self.kafka(e))?;
+        }
         for alert in reports.alerts {
             let payload = serde_json::to_vec(alert).unwrap_or_default();
             self.side
@@ -173,6 +198,22 @@ impl Sinks {
     }
 }
 
+/// The partials topic's partition count, waiting (up to 30 s) for a topic just created by
+/// another instance to appear in the metadata.
+fn partials_partitions(side: &SideProducer, settings: &Settings, stop: &AtomicBool) -> Result<i32, Error> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match side.partitions(&settings.topics.partials) {
+            Ok(n) => return Ok(n),
+            Err(e) if Instant::now() < deadline && !stop.load(Ordering::Relaxed) => {
+                warn!(error = %e.message, "waiting for the partials topic");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Creates the side-topic producer, retrying while Kafka cannot initialise transactions yet (a
 /// broker restarting, or a predecessor with the same `transactional.id` whose open transaction
 /// the coordinator is still aborting).
@@ -191,13 +232,18 @@ fn side_producer(settings: &Settings, transactional_id: Option<&str>, stop: &Ato
     }
 }
 
-fn connect_mongo(settings: &Settings, catalog: &Catalog, runtime: &tokio::runtime::Handle, stop: &AtomicBool) -> Result<MongoSink, Error> {
-    let products: Vec<String> = catalog.products.iter().map(|p| p.name().to_owned()).collect();
+fn connect_mongo(
+    settings: &Settings,
+    catalog: Option<&Catalog>,
+    runtime: &tokio::runtime::Handle,
+    stop: &AtomicBool,
+) -> Result<MongoSink, Error> {
+    let products: Vec<String> = catalog.map(|c| c.products.iter().map(|p| p.name().to_owned()).collect()).unwrap_or_default();
     let mut backoff = Duration::from_millis(500);
     loop {
         match runtime.block_on(MongoSink::connect(&settings.mongodb.uri, &settings.mongodb.database, &products)) {
             Ok(m) => {
-                for p in &catalog.products {
+                for p in catalog.iter().flat_map(|c| &c.products) {
                     if let Err(e) = runtime.block_on(m.put(mongo::DATA_PRODUCTS, p.name(), &p.raw)) {
                         warn!(error = %e, product = p.name(), "cannot store the data product declaration");
                     }

@@ -316,8 +316,11 @@ pub struct Reports<'a> {
     pub events: &'a [serde_json::Value],
     /// The OpenLineage job name: the lineage topic's key.
     pub job: &'a str,
-    /// This instance, recorded in (and part of the id of) its window documents.
-    pub instance: &'a str,
+    /// This instance, recorded in (and part of the id of) its window documents; `None` for
+    /// group-wide windows, which no instance owns.
+    pub instance: Option<&'a str>,
+    /// The partials of this batch (group-wide quality), for the partials topic.
+    pub partials: &'a [crate::quality::partial::Partial],
 }
 
 /// The MongoDB sink: one client (a connection pool), one database.
@@ -549,8 +552,10 @@ impl MongoSink {
             .iter()
             .map(|w| {
                 let mut doc = serde_json::to_value(w).unwrap_or_default();
-                if let Some(o) = doc.as_object_mut() {
-                    let _ = o.insert("instance".into(), serde_json::Value::String(reports.instance.to_owned()));
+                if let Some(o) = doc.as_object_mut()
+                    && let Some(instance) = reports.instance
+                {
+                    let _ = o.insert("instance".into(), serde_json::Value::String(instance.to_owned()));
                 }
                 (w.id(reports.instance), doc)
             })

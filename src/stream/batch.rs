@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use metrics::{counter, histogram};
 use rdkafka::TopicPartitionList;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, Message};
 use time::OffsetDateTime;
 use tracing::warn;
 
@@ -18,6 +18,7 @@ use super::evaluate::{Bindings, Plan, Verdict, for_each_verdict};
 use super::outputs::Outputs;
 use crate::error::{Error, Retry};
 use crate::measure::Clock;
+use crate::quality::partial::{Binding, Builder};
 use crate::reconcile::Claim;
 use crate::reconcile::worker::Worker;
 use crate::sink::Sinks;
@@ -81,12 +82,27 @@ impl<'b> Flow<'b> {
         // are measured at processing time without reading the clock per record.
         let now = self.clock.now();
         let sinks = &self.sinks;
+        // Group-wide quality: the batch's partial windows travel with it (in its transaction).
+        let mut partials = self.out.group.then(|| Builder::new(self.out.window_ms, &self.out.instance));
+        let now_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
         for_each_verdict(batch, self.bound, now, self.plan, |m, verdict| {
             next.advance(m);
             let Some(Verdict { bound: b, mut eval, claim }) = verdict else { return Ok(()) };
             done.claims.extend(claim);
             if let Some(r) = &eval.rejection {
                 sinks.dead_letter(m, &b.contract, r)?;
+            }
+            if let Some(builder) = partials.as_mut() {
+                let c = &b.contract;
+                let binding = Binding {
+                    product: &c.product,
+                    contract: &c.name,
+                    version: &c.version,
+                    topic: &b.topic,
+                    sla: c.quality.freshness.0.as_secs_f64(),
+                };
+                let ts = m.timestamp().to_millis().unwrap_or(now_ms);
+                builder.record(binding, m.partition(), m.offset(), ts, &eval, store);
             }
             if store {
                 documents.add(m, &b.contract, &mut eval, sinks.dlq_topic(), now);
@@ -95,6 +111,9 @@ impl<'b> Flow<'b> {
             done.evaluated.push((b.topic.as_str(), now, eval));
             Ok::<(), Error>(())
         })?;
+        if let Some(mut builder) = partials {
+            self.out.partials(builder.take());
+        }
         let reports = self.out.reports();
         self.sinks.send_reports(&reports)?;
         self.sinks.write_documents(&documents, &reports)?;
@@ -140,8 +159,9 @@ impl<'b> Flow<'b> {
     /// closes the windows that ended.
     pub(super) fn advance_windows(&mut self) {
         if let Some(r) = &self.reconciler {
+            let now = self.clock.now();
             for d in r.decided() {
-                self.out.windows.accuracy(&d);
+                self.out.decided(&d, now);
             }
         }
         self.out.close_due_windows(self.clock.now());
@@ -229,10 +249,14 @@ fn apply(done: &Done<'_>, bound: &Bindings, out: &mut Outputs) {
                 }
             }
         }
-        out.windows.observe_run(topic, run.iter().map(|(_, _, e)| e), now);
+        if !out.group {
+            out.windows.observe_run(topic, run.iter().map(|(_, _, e)| e), now);
+        }
     }
     for (topic, n) in &done.lineage {
-        out.windows.lineage_written(topic, *n);
+        if !out.group {
+            out.windows.lineage_written(topic, *n);
+        }
     }
     for (topic, t) in tallies {
         if let Some(b) = bound.get(topic) {

@@ -17,6 +17,7 @@
 mod batch;
 mod evaluate;
 mod outputs;
+pub mod owner;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

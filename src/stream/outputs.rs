@@ -16,8 +16,10 @@ use crate::contract::Contract;
 use crate::error::redact_uri;
 use crate::lineage::openlineage::{self, Assertion, EventType, Output, Run, TopicQuality};
 use crate::product::Catalog;
-use crate::quality::alert::{Alert, Alerter, RuleSettings};
+use crate::quality::alert::{Alert, Alerter, Metric, RuleSettings, Track};
+use crate::quality::partial::{Binding, Builder, Partial};
 use crate::quality::window::{ClosedWindow, Windows};
+use crate::reconcile::Decided;
 use crate::sink::mongo::{MongoSink, Reports};
 use crate::telemetry::names::{ACCURACY_RATIO, ALERTS_TOTAL, COMPLETENESS_RATIO, LINEAGE_COVERAGE_RATIO};
 
@@ -28,7 +30,7 @@ pub(super) struct Outputs {
     alerter: Alerter,
     contracts: HashMap<String, Arc<Contract>>,
     owners: HashMap<String, String>,
-    instance: String,
+    pub(super) instance: String,
     run: Run,
     namespace: String,
     outputs: Vec<Output>,
@@ -36,6 +38,14 @@ pub(super) struct Outputs {
     pending_windows: Vec<ClosedWindow>,
     pending_alerts: Vec<Alert>,
     pending_events: Vec<Value>,
+    /// Group-wide quality: reconciliation verdicts waiting to go out as partials.
+    decided: Builder,
+    pending_partials: Vec<Partial>,
+    /// How many of `pending_partials` are reconciliation verdicts (the rest are the batch's).
+    decided_len: usize,
+    /// Whether windows are group-wide (built by the owner of each binding from partials).
+    pub(super) group: bool,
+    pub(super) window_ms: u64,
 }
 
 impl Outputs {
@@ -84,7 +94,53 @@ impl Outputs {
             pending_windows: Vec::new(),
             pending_alerts: Vec::new(),
             pending_events: Vec::new(),
+            decided: Builder::new(settings.quality.window_ms, instance),
+            pending_partials: Vec::new(),
+            decided_len: 0,
+            group: settings.quality.scope == crate::config::QualityScope::Group,
+            window_ms: settings.quality.window_ms,
         }
+    }
+
+    /// A reconciliation verdict decided at `now`: counted in this instance's window, or sent as
+    /// a partial with the next batch (group-wide windows).
+    pub(super) fn decided(&mut self, d: &Decided, now: OffsetDateTime) {
+        if !self.group {
+            self.windows.accuracy(d);
+            return;
+        }
+        let Some(c) = self.contracts.get(&d.claim.topic) else { return };
+        let b = Binding {
+            product: &c.product,
+            contract: &c.name,
+            version: &c.version,
+            topic: &d.claim.topic,
+            sla: c.quality.freshness.0.as_secs_f64(),
+        };
+        let now_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        self.decided.decided(b, now_ms, d);
+    }
+
+    /// Sets the partials that go out with the batch being processed: the reconciliation
+    /// verdicts' (kept until a batch carrying them is acknowledged), then the batch's own
+    /// (replaced when a failed batch is processed again, so nothing is sent twice).
+    pub(super) fn partials(&mut self, mut batch: Vec<Partial>) {
+        self.pending_partials.truncate(self.decided_len);
+        if !self.decided.is_empty() {
+            self.pending_partials.extend(self.decided.take());
+            self.decided_len = self.pending_partials.len();
+        }
+        self.pending_partials.append(&mut batch);
+    }
+
+    /// The durable state of `topic`'s alert rules.
+    pub(super) fn alert_state(&self, topic: &str) -> Vec<(Metric, Track)> {
+        self.alerter.export(topic)
+    }
+
+    /// Restores `topic`'s alert rules.
+    pub(super) fn restore_alerts(&mut self, topic: &str, tracks: Vec<(Metric, Track)>) {
+        self.alerter.restore(topic, tracks);
     }
 
     /// The topics this instance owns partitions of changed.
@@ -94,10 +150,16 @@ impl Outputs {
 
     /// Closes the windows that ended, judging each against the alert rules.
     pub(super) fn close_due_windows(&mut self, now: OffsetDateTime) {
-        if !self.windows.due(now) {
+        if self.group || !self.windows.due(now) {
             return;
         }
         let closed = self.windows.close(now);
+        self.report(closed, now);
+    }
+
+    /// Judges closed windows against the alert rules, sets the ratio gauges, and queues their
+    /// documents, alerts and an OpenLineage RUNNING event.
+    pub(super) fn report(&mut self, closed: Vec<ClosedWindow>, now: OffsetDateTime) {
         let mut quality = Vec::with_capacity(closed.len());
         for w in closed {
             let Some(contract) = self.contracts.get(&w.topic).cloned() else { continue };
@@ -194,7 +256,11 @@ impl Outputs {
 
     /// Whether anything waits for a batch.
     pub(super) fn has_pending(&self) -> bool {
-        !(self.pending_windows.is_empty() && self.pending_alerts.is_empty() && self.pending_events.is_empty())
+        !(self.pending_windows.is_empty()
+            && self.pending_alerts.is_empty()
+            && self.pending_events.is_empty()
+            && self.pending_partials.is_empty()
+            && self.decided.is_empty())
     }
 
     /// What waits to be written with the next batch.
@@ -204,7 +270,8 @@ impl Outputs {
             alerts: &self.pending_alerts,
             events: &self.pending_events,
             job: &self.run.job_name,
-            instance: &self.instance,
+            instance: (!self.group).then_some(self.instance.as_str()),
+            partials: &self.pending_partials,
         }
     }
 
@@ -213,5 +280,7 @@ impl Outputs {
         self.pending_windows.clear();
         self.pending_alerts.clear();
         self.pending_events.clear();
+        self.pending_partials.clear();
+        self.decided_len = 0;
     }
 }

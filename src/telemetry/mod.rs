@@ -97,6 +97,11 @@ fn describe() {
     describe_gauge!(ACCURACY_RATIO, "Reconciled records matching the source / checked, in the last closed window.");
     describe_gauge!(LINEAGE_COVERAGE_RATIO, "Records with a lineage document / records processed, in the last closed window.");
     describe_counter!(ALERTS_TOTAL, Unit::Count, "Quality alerts by metric and state (firing, resolved).");
+    describe_counter!(
+        PARTIALS_TOTAL,
+        Unit::Count,
+        "Partial windows merged by the owner of group-wide windows, by outcome (counted, replaced, replay, late, unknown, unreadable)."
+    );
     describe_histogram!(RECONCILE_BATCH_RECORDS, Unit::Count, "Records checked per reconciliation run (one query per table and chunk).");
     describe_histogram!(RECONCILE_SECONDS, Unit::Seconds, "Duration of one reconciliation run against the source database.");
     describe_gauge!(RECONCILE_BACKLOG, Unit::Count, "Records waiting for reconciliation (unverified or within the grace period).");

@@ -32,6 +32,8 @@ pub const ACCURACY_RATIO: &str = "meshguard_accuracy_ratio";
 pub const LINEAGE_COVERAGE_RATIO: &str = "meshguard_lineage_coverage_ratio";
 /// Alerts by metric and state.
 pub const ALERTS_TOTAL: &str = "meshguard_alerts_total";
+/// Partial windows read by the owner of group-wide windows, by outcome.
+pub const PARTIALS_TOTAL: &str = "meshguard_quality_partials_total";
 /// Records per reconciliation run.
 pub const RECONCILE_BATCH_RECORDS: &str = "meshguard_reconcile_batch_records";
 /// Duration of a reconciliation run.

@@ -1,0 +1,261 @@
+//! The owner of group-wide windows (`quality.scope = "group"`): a second consumer group
+//! (`<kafka.group_id>.quality`) over the partials topic. Kafka's partition assignment decides
+//! which instance owns a binding: the one assigned its partition of the partials topic (every
+//! instance sends a binding's partials to the same partition, [`partition_of`]). No election of
+//! our own.
+//!
+//! The owner merges partials ([`Aggregator`]), closes windows by watermark or lateness, judges
+//! them against the alert rules and writes what the stream wrote per instance before: window
+//! documents (ids without an instance), alerts (topic and collection), OpenLineage RUNNING
+//! events. Then it keeps each binding's state in the compacted state topic (the last window
+//! closed, the offsets counted, the alert rules' state) and commits the partials it no longer
+//! needs. A new owner (after a crash, a rebalance or a scale) reads the state, reads again the
+//! partials of the windows still open, and carries on: window and alert ids are deterministic, so
+//! what the old owner wrote twice is the same document (MongoDB keeps one; the alerts topic may
+//! carry the same id twice).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::Env;
+use super::outputs::Outputs;
+use crate::config::{KafkaClient, Settings};
+use crate::contract::Contract;
+use crate::error::{Error, System};
+use crate::product::Catalog;
+use crate::quality::aggregate::{Added, Aggregator, Progress, Timing};
+use crate::quality::alert::{Metric, Track};
+use crate::quality::partial::{Partial, binding_key, partition_of};
+use crate::sink::Sinks;
+use crate::sink::mongo::Documents;
+
+/// What the state topic keeps per binding.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    progress: Progress,
+    alerts: Vec<(Metric, Track)>,
+}
+
+/// Runs the owner until `env.stop` is set. Any failure (a window's outputs not written, a
+/// server unavailable) starts it over from the committed partials after a pause, never skipping
+/// a window; the stream beside it goes on meanwhile.
+pub fn run(settings: &Settings, catalog: &Catalog, env: Env) -> Result<(), Error> {
+    let mut pause = Duration::from_millis(500);
+    while !env.stop.load(Ordering::Relaxed) {
+        match run_once(settings, catalog, &env) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                warn!(error = %e.message, retry_in_ms = pause.as_millis() as u64, "group-wide quality owner failed; starting over from the committed partials");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn consumer(settings: &Settings, group: &str) -> Result<BaseConsumer, Error> {
+    let mut config = rdkafka::ClientConfig::from_iter(settings.kafka_properties(KafkaClient::Consumer));
+    let _ = config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("partition.assignment.strategy", "roundrobin")
+        .set("statistics.interval.ms", "0");
+    config.create().map_err(|e| Error::refused(System::Kafka, format_args!("cannot create the quality owner's consumer: {e}")))
+}
+
+fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<usize, Error> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| Error::transient(System::Kafka, format_args!("cannot read the metadata of {topic}: {e}")))?;
+    Ok(metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len()))
+}
+
+/// Reads the compacted state topic to its end: the last state of every binding.
+fn read_states(settings: &Settings) -> Result<HashMap<String, State>, Error> {
+    let topic = &settings.topics.quality_state;
+    let reader = consumer(settings, &format!("{}.quality-state", settings.kafka.group_id))?;
+    let n = partitions(&reader, topic)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for p in 0..i32::try_from(n).unwrap_or(0) {
+        let (low, high) = reader
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .map_err(|e| Error::transient(System::Kafka, format_args!("cannot read the offsets of {topic}: {e}")))?;
+        if high > low {
+            let _ = tpl.add_partition_offset(topic, p, Offset::Offset(low));
+            let _ = ends.insert(p, high);
+        }
+    }
+    let mut states = HashMap::new();
+    if ends.is_empty() {
+        return Ok(states);
+    }
+    reader.assign(&tpl).map_err(|e| Error::transient(System::Kafka, format_args!("cannot read {topic}: {e}")))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut done: HashSet<i32> = HashSet::new();
+    while done.len() < ends.len() {
+        if Instant::now() > deadline {
+            return Err(Error::transient(System::Kafka, format_args!("{topic} not read to its end within 30 s")));
+        }
+        let Some(m) = reader.poll(Duration::from_millis(200)) else { continue };
+        let m = m.map_err(|e| Error::transient(System::Kafka, format_args!("reading {topic}: {e}")))?;
+        if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+            match m.payload().map(serde_json::from_slice::<State>) {
+                Some(Ok(s)) => {
+                    let _ = states.insert(key.to_owned(), s);
+                }
+                None => {
+                    let _ = states.remove(key);
+                }
+                Some(Err(e)) => warn!(error = %e, key, "unreadable quality state; that binding starts afresh"),
+            }
+        }
+        if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
+            let _ = done.insert(m.partition());
+        }
+    }
+    Ok(states)
+}
+
+fn run_once(settings: &Settings, catalog: &Catalog, env: &Env) -> Result<(), Error> {
+    let topic = settings.topics.partials.clone();
+    let consumer = consumer(settings, &format!("{}.quality", settings.kafka.group_id))?;
+    consumer.subscribe(&[&topic]).map_err(|e| Error::transient(System::Kafka, format_args!("cannot subscribe to {topic}: {e}")))?;
+    let partials_partitions = match partitions(&consumer, &topic)? {
+        0 => return Err(Error::transient(System::Kafka, format_args!("the partials topic {topic} does not exist yet"))),
+        n => i32::try_from(n).unwrap_or(i32::MAX),
+    };
+    let bindings: BTreeMap<String, (Arc<Contract>, String)> = catalog
+        .bindings()
+        .map(|b| (binding_key(&b.contract.product, &b.contract.name, &b.topic), (b.contract.clone(), b.topic.clone())))
+        .collect();
+    let sinks = Sinks::connect_reporter(settings, env.runtime.clone(), &env.stop)?;
+    let track_lineage = sinks.has_store();
+    let mut out = Outputs::new(settings, catalog, "group", env.clock.now(), track_lineage);
+    out.group = true;
+    let timing = Timing {
+        window: Duration::from_millis(settings.quality.window_ms),
+        lateness: Duration::from_millis(settings.quality.lateness_ms),
+        silence_after: Duration::from_millis(settings.quality.silence_after_ms),
+    };
+    let mut agg = Aggregator::new(timing, track_lineage);
+    let mut owned: HashSet<i32> = HashSet::new();
+    let mut keys_of: HashMap<i32, Vec<String>> = HashMap::new();
+    for key in bindings.keys() {
+        keys_of.entry(partition_of(key, partials_partitions)).or_default().push(key.clone());
+    }
+    // Next offset to read of each owned partials partition.
+    let mut position: HashMap<i32, i64> = HashMap::new();
+    let mut source_partitions: HashMap<String, usize> = HashMap::new();
+    info!(topic = %topic, partitions = partials_partitions, "group-wide quality owner started");
+    while !env.stop.load(Ordering::Relaxed) {
+        let polled = consumer.poll(Duration::from_millis(100));
+        // Ownership: the partials partitions assigned now.
+        let assigned: HashSet<i32> = consumer
+            .assignment()
+            .map(|tpl| tpl.elements().iter().filter(|e| e.topic() == topic).map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        if assigned != owned {
+            let now = env.clock.now();
+            for p in owned.difference(&assigned) {
+                for key in keys_of.get(p).into_iter().flatten() {
+                    agg.disown(key);
+                }
+                let _ = position.remove(p);
+            }
+            let gained: Vec<i32> = assigned.difference(&owned).copied().collect();
+            if !gained.is_empty() {
+                let mut states = read_states(settings)?;
+                for p in &gained {
+                    for key in keys_of.get(p).into_iter().flatten() {
+                        let Some((contract, source)) = bindings.get(key) else { continue };
+                        let n = match source_partitions.get(source) {
+                            Some(n) => *n,
+                            None => {
+                                let n = partitions(&consumer, source)?;
+                                let _ = source_partitions.insert(source.clone(), n);
+                                n
+                            }
+                        };
+                        let state = states.remove(key).unwrap_or_default();
+                        out.restore_alerts(source, state.alerts);
+                        agg.own(key, contract.clone(), source, n, state.progress, now);
+                    }
+                }
+                info!(gained = ?gained, owned = ?assigned, "owning group-wide windows");
+            }
+            owned = assigned;
+        }
+        if let Some(m) = polled {
+            let m = m.map_err(|e| Error::transient(System::Kafka, format_args!("reading {topic}: {e}")))?;
+            let _ = position.insert(m.partition(), m.offset() + 1);
+            match m.payload().map(serde_json::from_slice::<Partial>) {
+                Some(Ok(p)) => {
+                    let added = agg.add(p, m.offset());
+                    if matches!(added, Added::Replay | Added::Late | Added::Replaced) {
+                        tracing::debug!(?added, partition = m.partition(), offset = m.offset(), "partial");
+                    }
+                    metrics::counter!(crate::telemetry::names::PARTIALS_TOTAL, "outcome" => outcome(added)).increment(1);
+                }
+                _ => {
+                    warn!(partition = m.partition(), offset = m.offset(), "unreadable partial skipped");
+                    metrics::counter!(crate::telemetry::names::PARTIALS_TOTAL, "outcome" => "unreadable").increment(1);
+                }
+            }
+        }
+        let now = env.clock.now();
+        let closed = agg.close_due(now);
+        if closed.is_empty() {
+            continue;
+        }
+        let mut states = Vec::with_capacity(closed.len());
+        let mut windows = Vec::with_capacity(closed.len());
+        for (key, w, progress) in closed {
+            states.push((key, w.topic.clone(), progress));
+            windows.push(w);
+        }
+        out.report(windows, now);
+        sinks.begin()?;
+        let reports = out.reports();
+        sinks.send_reports(&reports)?;
+        sinks.write_documents(&Documents::default(), &reports)?;
+        for (key, source, progress) in states {
+            let state = State { progress, alerts: out.alert_state(&source) };
+            sinks.send_state(&key, &serde_json::to_value(&state).unwrap_or_default())?;
+        }
+        sinks.finish(None)?;
+        out.clear_pending();
+        // Commit what no open window needs any more.
+        let mut tpl = TopicPartitionList::new();
+        for p in &owned {
+            let Some(next) = position.get(p) else { continue };
+            let needed = agg.needed_from(keys_of.get(p).into_iter().flatten()).unwrap_or(*next);
+            let _ = tpl.add_partition_offset(&topic, *p, Offset::Offset(needed.min(*next)));
+        }
+        if tpl.count() > 0
+            && let Err(e) = consumer.commit(&tpl, CommitMode::Sync)
+        {
+            warn!(error = %e, "cannot commit the partials read; a new owner reads them again");
+        }
+    }
+    Ok(())
+}
+
+fn outcome(a: Added) -> &'static str {
+    match a {
+        Added::Counted => "counted",
+        Added::Replaced => "replaced",
+        Added::Replay => "replay",
+        Added::Late => "late",
+        Added::Unknown => "unknown",
+    }
+}
