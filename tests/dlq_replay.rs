@@ -22,8 +22,11 @@ fn payment(amount: &str, currency: &str) -> String {
     )
 }
 
-/// Produces `(key, payload, headers)` to `topic` and waits for every acknowledgement.
-async fn produce(kafka: &str, topic: &str, records: &[(&str, &str, &[(&str, &str)])]) {
+/// A record to produce: key, payload, headers.
+type Record<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+/// Produces each record to `topic` and waits for every acknowledgement.
+async fn produce(kafka: &str, topic: &str, records: &[Record<'_>]) {
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", kafka).create().unwrap_or_else(|e| panic!("producer: {e}"));
     for (key, payload, headers) in records {
         let mut h = OwnedHeaders::new();
