@@ -107,12 +107,32 @@ pub fn replay(settings: &Settings, catalog: &Catalog, filter: &Filter, dry_run: 
 
 /// The headers of `m`, or `None` when one cannot be read: rdkafka panics on a header name that
 /// is not UTF-8 (a hostile producer can send one, and the stream keeps it in the dead letter).
+/// The panic is caught, and not printed: it is the dead letter's reason (`malformed_headers`).
 fn header_pairs(m: &BorrowedMessage<'_>) -> Option<Vec<HeaderPair>> {
     let Some(headers) = m.headers() else { return Some(Vec::new()) };
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect::<Vec<_>>()
-    }))
-    .ok()
+    quietly(|| headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect::<Vec<_>>())
+}
+
+thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+
+/// Runs `f`, catching a panic without printing it (on this thread only: the hook installed
+/// once passes every other panic to the previous hook).
+fn quietly<R>(f: impl FnOnce() -> R) -> Option<R> {
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    result.ok()
 }
 
 fn owned(pairs: &[HeaderPair]) -> OwnedHeaders {
@@ -210,4 +230,16 @@ fn create_receipts_topic(settings: &Settings, topic: &str) -> Result<(), Error> 
     }
     tracing::info!(topic, "created the dlq replay receipts topic");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quietly;
+
+    #[test]
+    fn a_panic_while_reading_headers_is_a_value() {
+        assert_eq!(quietly(|| 7), Some(7));
+        let failed: Option<u8> = quietly(|| panic!("header name is not UTF-8"));
+        assert_eq!(failed, None);
+    }
 }
