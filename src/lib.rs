@@ -25,6 +25,7 @@
 //! - [`api`]: `meshguard serve`, the data product REST API.
 //! - [`generate`]: the event generator behind `meshguard produce`.
 //! - [`check`]: the offline `meshguard check` report.
+//! - [`replay`]: `meshguard dlq replay`, dead letters re-checked and re-published once.
 //! - [`cli`]: the command line.
 
 pub mod api;
@@ -40,6 +41,7 @@ pub mod measure;
 pub mod product;
 pub mod quality;
 pub mod reconcile;
+pub mod replay;
 pub mod sink;
 pub mod source;
 pub mod stream;

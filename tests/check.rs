@@ -224,3 +224,38 @@ fn lint_names_each_problem_with_file_and_line() {
     assert!(cards_line.contains("card-transaction-v9.avsc"), "{cards_line}");
     assert!(err.contains("2 problems found"), "{err}");
 }
+
+#[test]
+fn lint_warns_when_a_source_database_is_not_the_settings_database() {
+    let tmp = copy_config();
+    let config = tmp.path().join("config");
+    // The settings lint reads by default: DIR/meshguard.toml.
+    std::fs::write(config.join("meshguard.toml"), "[mysql]\nurl = \"mysql://reader@db.internal:3306/ledger\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(binary())
+        .args(["lint", "--config"])
+        .arg(&config)
+        .env_remove("MESHGUARD__MYSQL__URL")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "a warning, not an error: {err}");
+    let payments = std::fs::read_to_string(config.join("products/payments.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let line = payments.lines().position(|l| l.contains("database: banking")).map(|i| i + 1).unwrap_or_else(|| panic!("no database"));
+    let warning = err.lines().find(|l| l.contains("payments.yaml")).unwrap_or_else(|| panic!("no warning for payments: {err}"));
+    assert!(
+        warning.contains(&format!("payments.yaml:{line}: warning: spec.sources.mysql.database is \"banking\""))
+            && warning.contains("\"ledger\""),
+        "{warning}"
+    );
+    assert_eq!(err.lines().filter(|l| l.contains("warning: spec.sources.mysql.database")).count(), 3, "{err}");
+    // Settings that name the declared database: no warning.
+    let out = Command::new(binary())
+        .args(["lint", "--config"])
+        .arg(&config)
+        .env("MESHGUARD__MYSQL__URL", "mysql://root@127.0.0.1:3306/banking")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "{}", String::from_utf8_lossy(&out.stderr));
+}

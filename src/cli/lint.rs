@@ -7,16 +7,18 @@ use clap::Args;
 
 use super::contract::ModeArg;
 use super::fail;
+use crate::config::Settings;
 use crate::contract::diff::{self, LoadedSchema, Mode};
 use crate::product::model::DataProduct;
-use crate::product::{Catalog, Files};
+use crate::product::{Catalog, Files, Problem};
 
 /// Arguments of `lint`.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     meshguard lint\n  \
     meshguard lint --against main                 # and fail on a breaking schema change since main\n  \
-    meshguard lint --against HEAD~1 --mode full")]
+    meshguard lint --against HEAD~1 --mode full\n  \
+    MESHGUARD__MYSQL__URL=mysql://reader@db:3306/banking meshguard lint   # sources checked against these settings")]
 pub struct LintArgs {
     /// Configuration directory: data products are read from DIR/products, schemas from the
     /// `schemas` directory beside DIR (DIR/../schemas).
@@ -31,6 +33,11 @@ pub struct LintArgs {
     /// Compatibility that `--against` requires.
     #[arg(long, value_enum, default_value = "backward", requires = "against")]
     pub mode: ModeArg,
+    /// Settings (TOML) the products are checked against (today: `spec.sources.mysql.database`
+    /// against the database of `mysql.url`, a warning when they differ). Default: DIR/meshguard.toml
+    /// when it exists, else the embedded defaults; MESHGUARD__SECTION__KEY variables override both.
+    #[arg(long, value_name = "FILE")]
+    pub settings: Option<PathBuf>,
 }
 
 pub(super) fn run(args: LintArgs) -> ExitCode {
@@ -55,6 +62,17 @@ pub(super) fn run(args: LintArgs) -> ExitCode {
         }
         Ok(catalog) => catalog,
     };
+    let settings_file = args.settings.clone().or_else(|| Some(args.config.join("meshguard.toml")).filter(|f| f.is_file()));
+    let settings = match Settings::load(settings_file.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let texts: Vec<(PathBuf, String)> =
+        catalog.products.iter().map(|p| (p.file.clone(), std::fs::read_to_string(&p.file).unwrap_or_default())).collect();
+    let warnings = source_warnings(&catalog, &texts, &settings.mysql.url);
+    for w in &warnings {
+        eprintln!("{w}");
+    }
     let contracts: usize = catalog.products.iter().map(|p| p.contracts.len()).sum();
     println!("ok: {} data products, {} contracts, {} topics bound", catalog.products.len(), contracts, catalog.topics().len());
     for b in catalog.bindings() {
@@ -69,6 +87,52 @@ pub(super) fn run(args: LintArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The database a MySQL URL names (`mysql://user:password@host:port/DATABASE?options`), if any.
+fn url_database(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    // The authority ends at the first `/` after the last `@` (a password may hold a `/`).
+    let host = rest.rfind('@').map_or(rest, |at| &rest[at + 1..]);
+    let (_, path) = host.split_once('/')?;
+    let db = path.split(['?', '#']).next().unwrap_or_default();
+    (!db.is_empty()).then_some(db)
+}
+
+/// The line of `spec.sources.mysql.database` in a product file's text, 1-based.
+fn sources_database_line(text: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let sources = lines.iter().position(|l| l.trim_start().starts_with("sources:"))?;
+    let mysql = sources + lines[sources..].iter().position(|l| l.trim_start().starts_with("mysql:"))?;
+    let database = mysql + lines[mysql..].iter().position(|l| l.trim_start().starts_with("database:"))?;
+    Some(database + 1)
+}
+
+/// A warning (never an error: the settings may be another environment's) for each product whose
+/// `spec.sources.mysql.database` differs from the database `mysql_url` connects to: the
+/// reconciliation looks its tables up in the connection's database, not the declared one.
+/// `texts` holds each product file's text, for the line.
+fn source_warnings(catalog: &Catalog, texts: &[(PathBuf, String)], mysql_url: &str) -> Vec<Problem> {
+    let Some(connected) = url_database(mysql_url) else { return Vec::new() };
+    catalog
+        .products
+        .iter()
+        .filter_map(|p| {
+            let declared = &p.decl.spec.sources.mysql.as_ref()?.database;
+            if declared == connected {
+                return None;
+            }
+            let line = texts.iter().find(|(f, _)| *f == p.file).and_then(|(_, t)| sources_database_line(t));
+            Some(Problem {
+                file: p.file.clone(),
+                line,
+                message: format!(
+                    "warning: spec.sources.mysql.database is {declared:?} but mysql.url (settings) connects to database {connected:?}; \
+                     accuracy is reconciled against {connected:?}"
+                ),
+            })
+        })
+        .collect()
 }
 
 /// Runs `git` in `dir`; its stdout, or why not.
@@ -150,4 +214,32 @@ fn against(catalog: &Catalog, files: &Files, reference: &str, mode: Mode) -> Res
         println!("  no contract schema changed");
     }
     Ok(breaking)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_of_a_mysql_url() {
+        assert_eq!(url_database("mysql://root@127.0.0.1:3306/banking"), Some("banking"));
+        assert_eq!(url_database("mysql://u:p/w@db:3306/ledger?ssl-mode=required"), Some("ledger"));
+        assert_eq!(url_database("mysql://root@127.0.0.1:3306"), None);
+        assert_eq!(url_database("mysql://root@127.0.0.1:3306/"), None);
+    }
+
+    #[test]
+    fn a_source_database_other_than_the_settings_is_a_warning_with_its_line() -> Result<(), String> {
+        let catalog = Catalog::load(&Files::Embedded).map_err(|e| e.to_string())?;
+        let texts: Vec<(PathBuf, String)> =
+            catalog.products.iter().map(|p| (p.file.clone(), "spec:\n  sources:\n    mysql:\n      database: banking\n".into())).collect();
+        assert!(source_warnings(&catalog, &texts, "mysql://root@127.0.0.1:3306/banking").is_empty());
+        assert!(source_warnings(&catalog, &texts, "mysql://root@127.0.0.1:3306").is_empty());
+        let warnings = source_warnings(&catalog, &texts, "mysql://root@127.0.0.1:3306/ledger");
+        assert_eq!(warnings.len(), catalog.products.len());
+        let shown = warnings[0].to_string();
+        assert!(shown.contains(":4: warning: spec.sources.mysql.database is \"banking\""), "{shown}");
+        assert!(shown.contains("\"ledger\""), "{shown}");
+        Ok(())
+    }
 }

@@ -3,6 +3,7 @@
 
 mod check;
 mod contract;
+mod dlq;
 mod lint;
 mod produce;
 mod run;
@@ -28,7 +29,8 @@ use clap::{Parser, Subcommand};
     meshguard lint --against main                    # fail on breaking schema changes since main\n  \
     meshguard contract diff schemas/payment-schema.json samples/payment-schema-v2-breaking.json\n  \
     meshguard contract export --format odcs loans-data-product > loans.odcs.yaml\n  \
-    meshguard contract import odcs loans.odcs.yaml --config /tmp/imported/config\n\n\
+    meshguard contract import odcs loans.odcs.yaml --config /tmp/imported/config\n  \
+    meshguard dlq replay --dry-run                   # which dead letters the contract now accepts\n\n\
     Configuration: embedded defaults, then --config FILE, then MESHGUARD__SECTION__KEY variables.")]
 pub struct Cli {
     /// What to do.
@@ -75,6 +77,9 @@ pub enum Command {
     /// readers; `contract export --format odcs PRODUCT [CONTRACT]` writes an ODCS document;
     /// `contract import odcs FILE` turns one into a data product that `lint` accepts.
     Contract(contract::ContractArgs),
+    /// The dead-letter topic: `dlq replay` re-checks dead letters against the contract in force
+    /// and re-publishes those that pass to their source topic, once.
+    Dlq(dlq::DlqArgs),
 }
 
 /// Runs the parsed command line.
@@ -87,6 +92,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Token(args) => token::run(args),
         Command::Contract(args) => contract::run(args),
+        Command::Dlq(args) => dlq::run(args),
     }
 }
 

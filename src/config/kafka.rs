@@ -19,6 +19,10 @@ pub enum KafkaClient<'a> {
     Admin,
     /// `meshguard produce`'s producer.
     Generator,
+    /// `meshguard dlq replay`'s reader of the dead-letter and receipt topics: partitions are
+    /// assigned by hand and read up to their end offsets at start, so it joins no group and
+    /// commits nothing; read_committed, so an aborted replay's receipts are never seen.
+    DlqReader,
 }
 
 /// A client's properties, in the order they are applied (a later key wins).
@@ -76,10 +80,10 @@ impl Settings {
                 set("compression.type", "lz4");
                 set("message.timeout.ms", "30000");
             }
-            KafkaClient::Check | KafkaClient::Admin => {}
+            KafkaClient::Check | KafkaClient::Admin | KafkaClient::DlqReader => {}
         }
         let overrides = match client {
-            KafkaClient::Consumer | KafkaClient::Check => &k.consumer,
+            KafkaClient::Consumer | KafkaClient::Check | KafkaClient::DlqReader => &k.consumer,
             KafkaClient::SideProducer(_) | KafkaClient::Admin | KafkaClient::Generator => &k.producer,
         };
         for (key, value) in overrides {
@@ -99,6 +103,17 @@ impl Settings {
             }
             // Asking for a missing topic's metadata must not create it with the broker's defaults.
             KafkaClient::Admin => set("allow.auto.create.topics", "false"),
+            KafkaClient::DlqReader => {
+                // After the overrides: an operator's consumer group.id or auto-commit must not
+                // make the replay commit offsets anywhere. librdkafka refuses `assign` without a
+                // group.id; this group is never joined and never committed to.
+                set("group.id", &format!("{}.dlq-replay", self.kafka.group_id));
+                set("enable.auto.commit", "false");
+                set("enable.auto.offset.store", "false");
+                set("isolation.level", "read_committed");
+                set("enable.partition.eof", "true");
+                set("allow.auto.create.topics", "false");
+            }
             _ => {}
         }
         p
@@ -158,6 +173,13 @@ mod tests {
         assert_eq!(value(&check, "fetch.max.bytes"), Some("2097152"));
         assert_eq!(value(&check, "allow.auto.create.topics"), Some("false"));
         assert_eq!(value(&s.kafka_properties(KafkaClient::Admin), "group.id"), None);
+        // The replay's reader commits nothing, whatever the consumer overrides say.
+        let _ = s.kafka.consumer.insert("enable.auto.commit".into(), "true".into());
+        let reader = s.kafka_properties(KafkaClient::DlqReader);
+        assert_eq!(value(&reader, "enable.auto.commit"), Some("false"));
+        assert_eq!(value(&reader, "group.id"), Some("meshguard.dlq-replay"));
+        assert_eq!(value(&reader, "isolation.level"), Some("read_committed"));
+        assert_eq!(value(&reader, "fetch.max.bytes"), Some("2097152"));
         Ok(())
     }
 }

@@ -243,6 +243,17 @@ pub struct TopicSettings {
     /// The group-wide windows' durable state (compacted): per binding, the last window closed,
     /// the offsets counted and the alert rules' state.
     pub quality_state: String,
+    /// Receipts of `meshguard dlq replay`: one record per dead letter replayed (compacted,
+    /// keyed by the dead letter's position). Empty: `<dlq>.replays`.
+    #[serde(default)]
+    pub dlq_replays: String,
+}
+
+impl TopicSettings {
+    /// The replay receipts topic: `dlq_replays`, or `<dlq>.replays` when that is empty.
+    pub fn dlq_replays(&self) -> String {
+        if self.dlq_replays.is_empty() { format!("{}.replays", self.dlq) } else { self.dlq_replays.clone() }
+    }
 }
 
 /// MySQL / MariaDB connection.
@@ -469,6 +480,11 @@ impl Settings {
         for (key, topic) in
             [("topics.dlq", &self.topics.dlq), ("topics.alerts", &self.topics.alerts), ("topics.lineage", &self.topics.lineage)]
         {
+            if !is_valid_topic_name(topic) {
+                return Err(ConfigError::Value { key, reason: format!("{topic:?} is not a valid Kafka topic name") });
+            }
+        }
+        for (key, topic) in [("topics.dlq_replays", &self.topics.dlq_replays())] {
             if !is_valid_topic_name(topic) {
                 return Err(ConfigError::Value { key, reason: format!("{topic:?} is not a valid Kafka topic name") });
             }
