@@ -147,3 +147,45 @@ async fn killing_the_owner_while_an_alert_fires_keeps_one_episode_and_exact_volu
     assert_one_document_per_window(&windows);
     drop(services);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claims_waiting_for_their_rows_survive_a_kill_9() {
+    let s = Scenario::payments(&["pay-claims"], 3).await;
+    let topic = s.topics.concat();
+    let mut env = group_env(&s.names, "c");
+    env.retain(|(k, _)| k != "MESHGUARD__RECONCILE__GRACE_MS");
+    env.push(("MESHGUARD__RECONCILE__GRACE_MS".into(), "120000".into()));
+    env.push(("MESHGUARD__TOPICS__CLAIMS".into(), format!("{}.claims.c", s.names.alerts)));
+    // Events whose source rows are not written yet: their claims wait for the grace period.
+    let sent = s.produce(150, 0.0, 51).await;
+    let mut first = start(&s, &env);
+    first.wait_ready(Duration::from_secs(60));
+    // Every offset committed: a restart reads none of these events again, so only the durable
+    // claims can bring their accuracy verdicts back.
+    s.wait_committed(150, Duration::from_secs(60));
+    first.signal(9);
+    let _ = first.wait(Duration::from_secs(10));
+    drop(first);
+    let second = start(&s, &env);
+    second.wait_ready(Duration::from_secs(60));
+    write_source_rows(sent.len(), 51).await;
+    let windows = windows_until(&s.names.database, &topic, Duration::from_secs(120), |w| sum(w, "accuracy_checked") >= 150).await;
+    assert_eq!(sum(&windows, "accuracy_matched"), 150, "every claim restored and matched");
+    assert_eq!(sum(&windows, "accuracy_missing") + sum(&windows, "accuracy_mismatched"), 0);
+    assert_eq!(sum(&windows, "accuracy_checked"), 150, "none decided twice");
+    drop(second);
+}
+
+/// Writes the source rows of `count` generated events (the same seed) to MariaDB.
+async fn write_source_rows(count: usize, seed: u64) {
+    let catalog = meshguard::product::Catalog::load(&meshguard::product::Files::Disk {
+        products: repo().join("config/products"),
+        schemas: repo().join("schemas"),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let contract = catalog.product("payments-data-product").and_then(|p| p.contract(None)).cloned().unwrap_or_else(|| panic!("contract"));
+    let mut generator = meshguard::generate::Generator::for_contract(&contract, seed, 0.0, 0.0).unwrap_or_else(|| panic!("generator"));
+    let rows: Vec<_> = (0..count).filter_map(|_| generator.next_event(time::OffsetDateTime::now_utc()).source).collect();
+    let writer = meshguard::generate::mysql::SourceWriter::connect(&mysql(), &contract).await.unwrap_or_else(|e| panic!("{e}"));
+    writer.write(&rows).await.unwrap_or_else(|e| panic!("{e}"));
+}

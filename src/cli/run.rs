@@ -149,7 +149,7 @@ async fn create_missing(admin: &AdminClient<DefaultClientContext>, settings: &Se
     let group = settings.quality.scope == crate::config::QualityScope::Group;
     let mut names = vec![&settings.topics.dlq, &settings.topics.alerts, &settings.topics.lineage];
     if group {
-        names.extend([&settings.topics.partials, &settings.topics.quality_state]);
+        names.extend([&settings.topics.partials, &settings.topics.quality_state, &settings.topics.claims]);
     }
     let mut brokers = 0;
     let mut absent = Vec::new();
@@ -164,12 +164,16 @@ async fn create_missing(admin: &AdminClient<DefaultClientContext>, settings: &Se
         }
     }
     let replication = if brokers >= 3 { 3 } else { 1 };
-    // The state topic keeps the last state of each binding: compacted.
+    // The state and claims topics keep the last value of each key: compacted.
     let missing: Vec<NewTopic<'_>> = absent
         .iter()
         .map(|n| {
             let topic = NewTopic::new(n, partitions, TopicReplication::Fixed(replication));
-            if **n == settings.topics.quality_state { topic.set("cleanup.policy", "compact") } else { topic }
+            if **n == settings.topics.quality_state || **n == settings.topics.claims {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
         })
         .collect();
     if missing.is_empty() {

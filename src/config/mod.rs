@@ -243,6 +243,9 @@ pub struct TopicSettings {
     /// The group-wide windows' durable state (compacted): per binding, the last window closed,
     /// the offsets counted and the alert rules' state.
     pub quality_state: String,
+    /// Pending reconciliation claims (group-wide quality; compacted, key `topic/partition/offset`,
+    /// a tombstone once decided).
+    pub claims: String,
     /// Receipts of `meshguard dlq replay`: one record per dead letter replayed (compacted,
     /// keyed by the dead letter's position). Empty: `<dlq>.replays`.
     #[serde(default)]

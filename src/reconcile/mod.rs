@@ -64,9 +64,69 @@ pub struct Claim {
     pub next_check: OffsetDateTime,
     /// Lookups that found no row.
     pub absent: u32,
+    /// The record's source partition and offset (`-1` when unknown): the claim's identity, so
+    /// a record read again is not claimed twice, and a pending claim can be kept durably.
+    pub partition: i32,
+    /// See `partition`.
+    pub offset: i64,
+}
+
+/// A pending claim as kept durably (group-wide quality: the compacted claims topic, keyed by
+/// [`Claim::position`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StoredClaim {
+    /// Source topic.
+    pub topic: String,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// Record id = the source table's key.
+    pub key: String,
+    /// The event's amount, exact (a decimal string).
+    pub amount: Decimal,
+    /// The event's currency.
+    pub currency: Option<String>,
+    /// When it was first seen, ms since the epoch: the grace period goes on from there.
+    pub first_seen_ms: i64,
 }
 
 impl Claim {
+    /// `topic/partition/offset`: the claim's identity.
+    pub fn position(&self) -> String {
+        format!("{}/{}/{}", self.topic, self.partition, self.offset)
+    }
+
+    /// The claim as kept durably.
+    pub fn to_stored(&self) -> StoredClaim {
+        StoredClaim {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+            key: self.key.clone(),
+            amount: self.amount,
+            currency: self.currency.clone(),
+            first_seen_ms: i64::try_from(self.first_seen.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// A claim kept durably, held to `contract` again; looked up at once.
+    pub fn from_stored(s: StoredClaim, contract: Arc<Contract>, now: OffsetDateTime) -> Self {
+        let first_seen = OffsetDateTime::from_unix_timestamp_nanos(i128::from(s.first_seen_ms) * 1_000_000).unwrap_or(now);
+        Self {
+            contract,
+            topic: s.topic,
+            key: s.key,
+            amount: s.amount,
+            currency: s.currency,
+            first_seen,
+            next_check: now,
+            absent: 0,
+            partition: s.partition,
+            offset: s.offset,
+        }
+    }
+
     /// Schedules the next lookup after one that found no row at `now`.
     fn postpone(&mut self, now: OffsetDateTime, grace: Duration) {
         self.absent = self.absent.saturating_add(1);
@@ -127,6 +187,8 @@ pub fn claim<'a>(
         first_seen: now,
         next_check: now,
         absent: 0,
+        partition: -1,
+        offset: -1,
     })
 }
 
@@ -153,17 +215,42 @@ pub struct Reconciler {
     chunk: usize,
     /// Consecutive failed lookups (for logs and backoff).
     pub failures: u64,
+    /// Positions of the pending claims that have one: a record read again (a replay, or a
+    /// claim restored from the durable store beside its replay) is claimed once.
+    positions: std::collections::HashSet<(String, i32, i64)>,
 }
 
 impl Reconciler {
     /// A reconciler with the given grace period and query chunk size.
     pub fn new(grace: Duration, chunk: usize) -> Self {
-        Self { pending: Vec::new(), grace, chunk: chunk.max(1), failures: 0 }
+        Self { pending: Vec::new(), grace, chunk: chunk.max(1), failures: 0, positions: Default::default() }
     }
 
-    /// Adds claims.
-    pub fn submit(&mut self, claims: impl IntoIterator<Item = Claim>) {
-        self.pending.extend(claims);
+    /// Adds claims; a claim whose position is already pending is ignored. Returns how many
+    /// were added.
+    pub fn submit(&mut self, claims: impl IntoIterator<Item = Claim>) -> usize {
+        let before = self.pending.len();
+        for c in claims {
+            if c.offset < 0 || self.positions.insert((c.topic.clone(), c.partition, c.offset)) {
+                self.pending.push(c);
+            }
+        }
+        self.pending.len() - before
+    }
+
+    /// Drops the pending claims of `partitions` (their new owner restores them); returns how
+    /// many were dropped.
+    pub fn forget(&mut self, partitions: &[(String, i32)]) -> usize {
+        let before = self.pending.len();
+        let positions = &mut self.positions;
+        self.pending.retain(|c| {
+            let gone = c.offset >= 0 && partitions.iter().any(|(t, p)| *t == c.topic && *p == c.partition);
+            if gone {
+                let _ = positions.remove(&(c.topic.clone(), c.partition, c.offset));
+            }
+            !gone
+        });
+        before - self.pending.len()
     }
 
     /// Claims not decided yet (the backlog).
@@ -231,6 +318,9 @@ impl Reconciler {
                     self.pending.extend(chunk);
                 }
             }
+        }
+        for d in &decided {
+            let _ = self.positions.remove(&(d.claim.topic.clone(), d.claim.partition, d.claim.offset));
         }
         (decided, error)
     }

@@ -58,10 +58,19 @@ pub struct WorkerSettings {
     pub interval: Duration,
 }
 
+/// What the stream asks of the task.
+#[derive(Debug)]
+enum Command {
+    /// Decide these claims.
+    Claims(Vec<Claim>),
+    /// Drop the pending claims of these partitions (revoked: their new owner restores them).
+    Forget(Vec<(String, i32)>),
+}
+
 /// The stream's handle on the reconciliation task.
 #[derive(Debug)]
 pub struct Worker {
-    claims: UnboundedSender<Vec<Claim>>,
+    claims: UnboundedSender<Command>,
     decided: Receiver<Vec<Decided>>,
     backlog: Arc<Backlog>,
     max_backlog: usize,
@@ -111,8 +120,16 @@ impl Worker {
             }
         }
         self.backlog.add(claims.len());
-        if self.claims.send(claims).is_err() {
+        if self.claims.send(Command::Claims(claims)).is_err() {
             warn!("the reconciliation task has stopped; claims are not checked");
+        }
+    }
+
+    /// Drops the pending claims of revoked partitions (group-wide quality keeps them durably,
+    /// and their new owner restores them).
+    pub fn forget(&self, partitions: Vec<(String, i32)>) {
+        if !partitions.is_empty() && self.claims.send(Command::Forget(partitions)).is_err() {
+            warn!("the reconciliation task has stopped");
         }
     }
 
@@ -128,11 +145,28 @@ impl Drop for Worker {
     }
 }
 
+/// Applies one command; returns the number of claims added.
+fn apply(reconciler: &mut Reconciler, command: Command, backlog: &Backlog) -> usize {
+    match command {
+        Command::Claims(c) => {
+            let n = c.len();
+            let added = reconciler.submit(c);
+            // Claims already pending (a replay) leave the backlog.
+            backlog.remove(n - added);
+            added
+        }
+        Command::Forget(partitions) => {
+            backlog.remove(reconciler.forget(&partitions));
+            0
+        }
+    }
+}
+
 async fn work<D: SourceDb>(
     db: D,
     settings: WorkerSettings,
     clock: Arc<dyn Clock>,
-    mut claims: UnboundedReceiver<Vec<Claim>>,
+    mut claims: UnboundedReceiver<Command>,
     decided: Sender<Vec<Decided>>,
     backlog: Arc<Backlog>,
 ) {
@@ -146,11 +180,11 @@ async fn work<D: SourceDb>(
         // Gather claims until the next pass is due (or, with nothing pending, until claims come).
         if reconciler.backlog() == 0 {
             match claims.recv().await {
-                Some(c) => {
-                    fresh += c.len();
-                    reconciler.submit(c);
-                }
+                Some(c) => fresh += apply(&mut reconciler, c, &backlog),
                 None => return,
+            }
+            if reconciler.backlog() == 0 {
+                continue;
             }
         }
         // A full round of queries is worth sending at once (under load the database is the
@@ -161,17 +195,14 @@ async fn work<D: SourceDb>(
         while fresh < full_round || reconciler.failures > 0 {
             tokio::select! {
                 c = claims.recv() => match c {
-                    Some(c) => {
-                        fresh += c.len();
-                        reconciler.submit(c);
-                    }
+                    Some(c) => fresh += apply(&mut reconciler, c, &backlog),
                     None => return,
                 },
                 () = tokio::time::sleep_until(due) => break,
             }
         }
         while let Ok(c) = claims.try_recv() {
-            reconciler.submit(c);
+            let _ = apply(&mut reconciler, c, &backlog);
         }
         fresh = 0;
         last = Instant::now();

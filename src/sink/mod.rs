@@ -75,6 +75,12 @@ impl Sinks {
         Ok(Self { side, replace_side: false, transactional_id: None, mongo, partials_partitions: 1, settings: settings.clone(), runtime })
     }
 
+    /// Keeps a pending reconciliation claim durably (group-wide quality), in the current batch.
+    pub fn send_claim(&self, claim: &crate::reconcile::Claim) -> Result<(), Error> {
+        let payload = serde_json::to_vec(&claim.to_stored()).unwrap_or_default();
+        self.side.send_to(&self.settings.topics.claims, None, claim.position().as_bytes(), Some(&payload)).map_err(|e| self.kafka(e))
+    }
+
     /// Sends one binding's durable state (group-wide quality) to the compacted state topic.
     pub fn send_state(&self, key: &str, state: &serde_json::Value) -> Result<(), Error> {
         let payload = serde_json::to_vec(state).unwrap_or_default();
@@ -139,6 +145,9 @@ impl Sinks {
             let partition = crate::quality::partial::partition_of(&key, self.partials_partitions);
             let payload = serde_json::to_vec(p).unwrap_or_default();
             self.side.send_to(&topics.partials, Some(partition), key.as_bytes(), Some(&payload)).map_err(|e| self.kafka(e))?;
+        }
+        for position in reports.claims_decided {
+            self.side.send_to(&topics.claims, None, position.as_bytes(), None).map_err(|e| self.kafka(e))?;
         }
         for alert in reports.alerts {
             let payload = serde_json::to_vec(alert).unwrap_or_default();

@@ -321,6 +321,8 @@ pub struct Reports<'a> {
     pub instance: Option<&'a str>,
     /// The partials of this batch (group-wide quality), for the partials topic.
     pub partials: &'a [crate::quality::partial::Partial],
+    /// Positions of the claims decided (group-wide quality): tombstones for the claims topic.
+    pub claims_decided: &'a [String],
 }
 
 /// The MongoDB sink: one client (a connection pool), one database.

@@ -172,6 +172,11 @@ impl KafkaSource {
         kept
     }
 
+    /// The partitions this instance owns.
+    pub fn owned_partitions(&self) -> HashSet<(String, i32)> {
+        self.consumer.assignment().map(|a| a.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect()).unwrap_or_default()
+    }
+
     /// The topics this instance owns partitions of.
     pub fn owned_topics(&self) -> HashSet<String> {
         self.consumer.assignment().map(|a| a.elements().iter().map(|e| e.topic().to_owned()).collect()).unwrap_or_default()

@@ -14,6 +14,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use time::OffsetDateTime;
 use tracing::warn;
 
+use super::claims::ClaimStore;
 use super::evaluate::{Bindings, Plan, Verdict, for_each_verdict};
 use super::outputs::Outputs;
 use crate::error::{Error, Retry};
@@ -65,6 +66,8 @@ pub(super) struct Flow<'b> {
     pub(super) out: Outputs,
     /// Whether batches are transactions.
     pub(super) exactly_once: bool,
+    /// Pending claims kept durably (group-wide quality with reconciliation).
+    pub(super) claims: Option<ClaimStore>,
 }
 
 impl<'b> Flow<'b> {
@@ -85,10 +88,18 @@ impl<'b> Flow<'b> {
         // Group-wide quality: the batch's partial windows travel with it (in its transaction).
         let mut partials = self.out.group.then(|| Builder::new(self.out.window_ms, &self.out.instance));
         let now_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        let durable_claims = self.claims.is_some();
         for_each_verdict(batch, self.bound, now, self.plan, |m, verdict| {
             next.advance(m);
             let Some(Verdict { bound: b, mut eval, claim }) = verdict else { return Ok(()) };
-            done.claims.extend(claim);
+            if let Some(mut c) = claim {
+                c.partition = m.partition();
+                c.offset = m.offset();
+                if durable_claims {
+                    sinks.send_claim(&c)?;
+                }
+                done.claims.push(c);
+            }
             if let Some(r) = &eval.rejection {
                 sinks.dead_letter(m, &b.contract, r)?;
             }
@@ -165,6 +176,17 @@ impl<'b> Flow<'b> {
             }
         }
         self.out.close_due_windows(self.clock.now());
+    }
+
+    /// The assignment changed: windows learn the topics owned; durable claims of lost
+    /// partitions are dropped and those of gained ones restored.
+    pub(super) fn rebalanced(&mut self) -> Result<(), Error> {
+        let now = self.clock.now();
+        self.out.owned(self.source.owned_topics(), now);
+        if let (Some(store), Some(worker)) = (self.claims.as_mut(), self.reconciler.as_ref()) {
+            store.rebalanced(self.source.owned_partitions(), self.bound, worker, now)?;
+        }
+        Ok(())
     }
 
     /// After a failed batch: the sinks abort or replace what the error condemns, the batch is

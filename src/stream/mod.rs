@@ -15,6 +15,7 @@
 //! event) travel with the next batch and are retried with it.
 
 mod batch;
+mod claims;
 mod evaluate;
 mod outputs;
 pub mod owner;
@@ -74,7 +75,9 @@ pub fn run(settings: &Settings, catalog: &Catalog, env: Env) -> Result<(), Error
     let exactly_once = settings.delivery.exactly_once;
     info!(topics = topics.len(), exactly_once, group = %settings.kafka.group_id, instance = %instance, "stream started");
     env.health.live.store(true, Ordering::Relaxed);
-    let mut flow = Flow { bound: &bound, source: &source, sinks, reconciler, plan, clock: env.clock.clone(), out, exactly_once };
+    let claims =
+        (settings.quality.scope == crate::config::QualityScope::Group && reconciler.is_some()).then(|| claims::ClaimStore::new(settings));
+    let mut flow = Flow { bound: &bound, source: &source, sinks, reconciler, plan, clock: env.clock.clone(), out, exactly_once, claims };
     flow.out.lineage_event(EventType::Start, env.clock.now(), None);
     let result = run_loop(&mut flow, Limits::of(settings), &env.stop);
     env.health.ready.store(false, Ordering::Relaxed);
@@ -131,8 +134,17 @@ fn run_loop<'b>(flow: &mut Flow<'b>, limits: Limits, stop: &AtomicBool) -> Resul
         }
         let epoch = flow.source.epoch();
         if epoch != owned_epoch {
+            if let Err(e) = flow.rebalanced() {
+                // Restoring durable claims failed (the claims topic unreadable): try again
+                // before this batch is processed, so no gained partition runs without its claims.
+                warn!(error = %e.message, retry_in_ms = backoff.current().as_millis() as u64, "cannot restore pending claims yet");
+                let first = Firsts::of(&batch);
+                drop(batch);
+                flow.source.rewind(&first);
+                backoff.wait();
+                continue;
+            }
             owned_epoch = epoch;
-            flow.out.owned(flow.source.owned_topics(), flow.clock.now());
         }
         // Verdicts count in the window open when they are reached.
         flow.advance_windows();

@@ -43,6 +43,8 @@ pub(super) struct Outputs {
     pending_partials: Vec<Partial>,
     /// How many of `pending_partials` are reconciliation verdicts (the rest are the batch's).
     decided_len: usize,
+    /// Positions of decided claims whose tombstones wait for the next batch.
+    decided_positions: Vec<String>,
     /// Whether windows are group-wide (built by the owner of each binding from partials).
     pub(super) group: bool,
     pub(super) window_ms: u64,
@@ -97,6 +99,7 @@ impl Outputs {
             decided: Builder::new(settings.quality.window_ms, instance),
             pending_partials: Vec::new(),
             decided_len: 0,
+            decided_positions: Vec::new(),
             group: settings.quality.scope == crate::config::QualityScope::Group,
             window_ms: settings.quality.window_ms,
         }
@@ -119,6 +122,9 @@ impl Outputs {
         };
         let now_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
         self.decided.decided(b, now_ms, d);
+        if d.claim.offset >= 0 {
+            self.decided_positions.push(d.claim.position());
+        }
     }
 
     /// Sets the partials that go out with the batch being processed: the reconciliation
@@ -272,6 +278,7 @@ impl Outputs {
             job: &self.run.job_name,
             instance: (!self.group).then_some(self.instance.as_str()),
             partials: &self.pending_partials,
+            claims_decided: &self.decided_positions,
         }
     }
 
@@ -282,5 +289,6 @@ impl Outputs {
         self.pending_events.clear();
         self.pending_partials.clear();
         self.decided_len = 0;
+        self.decided_positions.clear();
     }
 }

@@ -79,10 +79,9 @@ fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<usize, Error> {
     Ok(metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len()))
 }
 
-/// Reads the compacted state topic to its end: the last state of every binding.
-fn read_states(settings: &Settings) -> Result<HashMap<String, State>, Error> {
-    let topic = &settings.topics.quality_state;
-    let reader = consumer(settings, &format!("{}.quality-state", settings.kafka.group_id))?;
+/// Reads a compacted topic to its end: the last value of every key (a tombstone removes it).
+pub(super) fn read_compacted(settings: &Settings, topic: &str) -> Result<HashMap<String, Vec<u8>>, Error> {
+    let reader = consumer(settings, &format!("{}.compacted-reader", settings.kafka.group_id))?;
     let n = partitions(&reader, topic)?;
     let mut tpl = TopicPartitionList::new();
     let mut ends = HashMap::new();
@@ -95,9 +94,9 @@ fn read_states(settings: &Settings) -> Result<HashMap<String, State>, Error> {
             let _ = ends.insert(p, high);
         }
     }
-    let mut states = HashMap::new();
+    let mut values = HashMap::new();
     if ends.is_empty() {
-        return Ok(states);
+        return Ok(values);
     }
     reader.assign(&tpl).map_err(|e| Error::transient(System::Kafka, format_args!("cannot read {topic}: {e}")))?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -106,21 +105,46 @@ fn read_states(settings: &Settings) -> Result<HashMap<String, State>, Error> {
         if Instant::now() > deadline {
             return Err(Error::transient(System::Kafka, format_args!("{topic} not read to its end within 30 s")));
         }
-        let Some(m) = reader.poll(Duration::from_millis(200)) else { continue };
-        let m = m.map_err(|e| Error::transient(System::Kafka, format_args!("reading {topic}: {e}")))?;
-        if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
-            match m.payload().map(serde_json::from_slice::<State>) {
-                Some(Ok(s)) => {
-                    let _ = states.insert(key.to_owned(), s);
+        if let Some(m) = reader.poll(Duration::from_millis(100)) {
+            let m = m.map_err(|e| Error::transient(System::Kafka, format_args!("reading {topic}: {e}")))?;
+            if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                match m.payload() {
+                    Some(p) => {
+                        let _ = values.insert(key.to_owned(), p.to_vec());
+                    }
+                    None => {
+                        let _ = values.remove(key);
+                    }
                 }
-                None => {
-                    let _ = states.remove(key);
-                }
-                Some(Err(e)) => warn!(error = %e, key, "unreadable quality state; that binding starts afresh"),
+            }
+            if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
+                let _ = done.insert(m.partition());
             }
         }
-        if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
-            let _ = done.insert(m.partition());
+        // Transaction markers take offsets but are never delivered: the consumer's position
+        // tells when a partition is read past its high mark.
+        if let Ok(positions) = reader.position() {
+            for e in positions.elements() {
+                if let Offset::Offset(o) = e.offset()
+                    && ends.get(&e.partition()).is_some_and(|end| o >= *end)
+                {
+                    let _ = done.insert(e.partition());
+                }
+            }
+        }
+    }
+    Ok(values)
+}
+
+/// The last state of every binding.
+fn read_states(settings: &Settings) -> Result<HashMap<String, State>, Error> {
+    let mut states = HashMap::new();
+    for (key, value) in read_compacted(settings, &settings.topics.quality_state)? {
+        match serde_json::from_slice::<State>(&value) {
+            Ok(s) => {
+                let _ = states.insert(key, s);
+            }
+            Err(e) => warn!(error = %e, key, "unreadable quality state; that binding starts afresh"),
         }
     }
     Ok(states)
