@@ -8,7 +8,10 @@
 //! the MongoDB-wire server stopped for a while. Then it counts with a plain Kafka client
 //! (read_committed) and direct MongoDB queries: every input accounted for exactly once in
 //! lineage, in the record store (valid) or the dead-letter topic (invalid); side topics without
-//! duplicates (exactly-once); the service's RSS under the bound. One summary line per mode.
+//! duplicates (exactly-once); the service's RSS under the bound. Quality is group-wide
+//! (`quality.scope = "group"`): the windows' volumes (plus `late`) sum to the inputs exactly, and
+//! each (topic, metric)'s alerts alternate firing → resolved under one id per episode. One
+//! summary line per mode.
 
 mod common;
 
@@ -166,6 +169,8 @@ struct Counts {
     misrouted: usize,
     side_duplicates: usize,
     rss_over: bool,
+    /// Group windows whose volumes differ from the inputs (0 or 1), plus alert episodes out of order.
+    quality_errors: usize,
 }
 
 #[allow(clippy::too_many_lines)]
@@ -187,10 +192,19 @@ async fn run_mode(exactly_once: bool, seed: u64) -> Counts {
     let txn_primary = unique("txn-primary");
     let txn_second = unique("txn-second");
     let eos = if exactly_once { "true" } else { "false" };
+    // Group-wide quality, so that window volumes and alert episodes are checked across the kills.
+    let (partials, state, claims) =
+        (format!("{}.partials", names.alerts), format!("{}.state", names.alerts), format!("{}.claims", names.alerts));
     let base = [
         ("MESHGUARD__DELIVERY__EXACTLY_ONCE", eos),
         ("MESHGUARD__DELIVERY__BATCH_MAX_RECORDS", "200"),
         ("MESHGUARD__RECONCILE__MAX_BACKLOG", "5000"),
+        ("MESHGUARD__QUALITY__SCOPE", "group"),
+        ("MESHGUARD__QUALITY__WINDOW_MS", "2000"),
+        ("MESHGUARD__QUALITY__LATENESS_MS", "3000"),
+        ("MESHGUARD__TOPICS__PARTIALS", partials.as_str()),
+        ("MESHGUARD__TOPICS__QUALITY_STATE", state.as_str()),
+        ("MESHGUARD__TOPICS__CLAIMS", claims.as_str()),
     ];
     let mut env_p = base.to_vec();
     env_p.push(("MESHGUARD__DELIVERY__TRANSACTIONAL_ID", txn_primary.as_str()));
@@ -301,7 +315,19 @@ async fn run_mode(exactly_once: bool, seed: u64) -> Counts {
         assert!(Instant::now() < deadline, "group {} committed {committed} of {total} records within 600 s", names.group);
         std::thread::sleep(Duration::from_millis(250));
     }
-    log("every input committed; counting");
+    log("every input committed; waiting for the group's windows to hold every input");
+    // Group windows: sum(volume) + sum(late) over the topic's windows must reach the inputs
+    // (and not pass them); windows close a few seconds after their end.
+    let window_deadline = Instant::now() + Duration::from_secs(120);
+    let window_volume = loop {
+        let windows = mongo_docs(&names.database, "quality_metrics", doc! { "topic": &topic }).await;
+        let v = (sum(&windows, "volume") + sum(&windows, "late")) as i64;
+        if v >= total || Instant::now() > window_deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    log("counting");
 
     // Counting: plain Kafka reader (read_committed) and direct MongoDB queries.
     let lineage = mongo_positions(&names.database, "data_lineage", "source.topic", "source.partition", "source.offset").await;
@@ -318,6 +344,7 @@ async fn run_mode(exactly_once: bool, seed: u64) -> Counts {
     for (_, pos) in &dlq_records {
         *dlq.entry(pos.clone().unwrap_or_default()).or_default() += 1;
     }
+    let alert_errors = alert_episode_errors(&read_topic(&kafka, &names.alerts));
     let mut side_duplicates = 0;
     let mut side_records = 0;
     for t in [&names.alerts, &names.lineage] {
@@ -367,7 +394,7 @@ async fn run_mode(exactly_once: bool, seed: u64) -> Counts {
     let max_outage_mb = max_outage_kb / 1024;
     let line = format!(
         "fault-harness mode={mode} inputs={total} valid={} invalid={invalid} lineage={} record_store={} dlq_records={} \
-         lost={lost} duplicated={duplicated} misrouted={misrouted} dlq_redelivered={dlq_redelivered} side_records={side_records} side_duplicates={side_duplicates} \
+         lost={lost} duplicated={duplicated} misrouted={misrouted} window_volume={window_volume} alert_episode_errors={alert_errors} dlq_redelivered={dlq_redelivered} side_records={side_records} side_duplicates={side_duplicates} \
          kills={kills} kills_mid_stream={mid_stream} supervisor_restarts={restarts} broker_restarts=1 mariadb_outage_s={o} mongodb_outage_s={o} second_instance=joined+left \
          max_rss_mb={max_mb} max_rss_outage_mb={max_outage_mb} rss_bound_mb={rss_bound_mb} seconds={:.0}",
         total as usize - invalid,
@@ -377,7 +404,45 @@ async fn run_mode(exactly_once: bool, seed: u64) -> Counts {
         started.elapsed().as_secs_f64(),
         o = outage.as_secs(),
     );
-    Counts { line, lost, duplicated, misrouted, side_duplicates, rss_over: max_mb > rss_bound_mb }
+    Counts {
+        line,
+        lost,
+        duplicated,
+        misrouted,
+        side_duplicates,
+        rss_over: max_mb > rss_bound_mb,
+        quality_errors: usize::from(window_volume != total) + alert_errors,
+    }
+}
+
+/// Alert episodes that do not alternate: per (topic, metric), after dropping repeats of the same
+/// (id, state) (an owner killed after writing may send an alert again), states must go firing →
+/// resolved → firing …, each resolution under the id of the episode it ends.
+fn alert_episode_errors(records: &[(Vec<u8>, Option<Position>)]) -> usize {
+    let mut last: HashMap<(String, String), (String, String)> = HashMap::new();
+    let mut errors = 0;
+    for (bytes, _) in records {
+        let Ok(a) = serde_json::from_slice::<serde_json::Value>(bytes) else { continue };
+        let key = (a["topic"].as_str().unwrap_or_default().to_owned(), a["metric"].as_str().unwrap_or_default().to_owned());
+        let now = (a["id"].as_str().unwrap_or_default().to_owned(), a["state"].as_str().unwrap_or_default().to_owned());
+        match last.get(&key) {
+            Some(prev) if *prev == now => continue,
+            Some((id, state)) => {
+                let ok = match now.1.as_str() {
+                    "resolved" => state == "firing" && *id == now.0,
+                    _ => state == "resolved",
+                };
+                if !ok {
+                    eprintln!("[fault-harness] alert episode out of order on {key:?}: {state} {id} then {} {}", now.1, now.0);
+                    errors += 1;
+                }
+            }
+            None if now.1 == "resolved" => errors += 1,
+            None => {}
+        }
+        let _ = last.insert(key, now);
+    }
+    errors
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -400,13 +465,19 @@ async fn fault_harness() {
         };
         let c = run_mode(exactly_once, seed + i as u64).await;
         println!("{}", c.line);
-        if c.lost > 0 || c.duplicated > 0 || c.misrouted > 0 || (exactly_once && c.side_duplicates > 0) || c.rss_over {
+        if c.lost > 0
+            || c.duplicated > 0
+            || c.misrouted > 0
+            || (exactly_once && c.side_duplicates > 0)
+            || c.rss_over
+            || c.quality_errors > 0
+        {
             failures.push(c.line.clone());
         }
     }
     assert!(
         failures.is_empty(),
-        "lost, duplicated or misrouted records, side-topic duplicates in exactly-once mode, or RSS over the bound:\n{}",
+        "lost, duplicated or misrouted records, side-topic duplicates in exactly-once mode, window volumes that differ from the inputs, alert episodes out of order, or RSS over the bound:\n{}",
         failures.join("\n")
     );
 }
