@@ -189,9 +189,11 @@ pub struct ShadowVerdict {
 
 /// One record's evaluation against a contract with several versions.
 #[derive(Debug, Clone)]
-pub struct VersionedEvaluation {
+pub struct VersionedEvaluation<'c> {
     /// The version the record was held to (for the dead-letter header and lineage).
     pub applied_version: String,
+    /// That version's compiled contract (what the stream's dead letters and lineage name).
+    pub applied: &'c Contract,
     /// The verdict of that version (or the unknown-version rejection).
     pub evaluation: Evaluation,
     /// Every shadow version's verdict.
@@ -220,7 +222,12 @@ pub fn select_version<'c>(contract: &'c Contract, header: Option<&[u8]>) -> Resu
 
 /// Like [`evaluate`], choosing the version from `version_header` (the value of
 /// [`VERSION_HEADER`], if the record has one) and checking every shadow version too.
-pub fn evaluate_versioned(contract: &Contract, payload: &[u8], version_header: Option<&[u8]>, now: OffsetDateTime) -> VersionedEvaluation {
+pub fn evaluate_versioned<'c>(
+    contract: &'c Contract,
+    payload: &[u8],
+    version_header: Option<&[u8]>,
+    now: OffsetDateTime,
+) -> VersionedEvaluation<'c> {
     let (applied, evaluation) = match select_version(contract, version_header) {
         Ok(v) => (v, evaluate(v, payload, now)),
         Err(rejection) => {
@@ -230,31 +237,31 @@ pub fn evaluate_versioned(contract: &Contract, payload: &[u8], version_header: O
             (newest, eval)
         }
     };
-    VersionedEvaluation { applied_version: applied.version.clone(), evaluation, shadows: shadows(contract, payload, now) }
+    VersionedEvaluation { applied_version: applied.version.clone(), applied, evaluation, shadows: shadows(contract, payload, now) }
 }
 
 /// Like [`evaluate_lean`] (the stream's path), choosing the version from `version_header` and
 /// checking every shadow version too. `valid` is called only for a record the applied version
 /// accepts.
-pub fn evaluate_lean_versioned<'i, T>(
-    contract: &Contract,
+pub fn evaluate_lean_versioned<'c, 'i, T>(
+    contract: &'c Contract,
     payload: &'i [u8],
     version_header: Option<&[u8]>,
     now: OffsetDateTime,
     tape: &mut Tape<'i>,
     valid: impl FnOnce(AnyRecord<'_>, Option<&str>) -> Option<T>,
-) -> (VersionedEvaluation, Option<T>) {
+) -> (VersionedEvaluation<'c>, Option<T>) {
     let shadows = shadows(contract, payload, now);
     match select_version(contract, version_header) {
         Ok(v) => {
             let (evaluation, taken) = evaluate_lean(v, payload, now, tape, valid);
-            (VersionedEvaluation { applied_version: v.version.clone(), evaluation, shadows }, taken)
+            (VersionedEvaluation { applied_version: v.version.clone(), applied: v, evaluation, shadows }, taken)
         }
         Err(rejection) => {
             let newest = contract.newest();
             let (mut evaluation, _) = evaluate_lean(newest, payload, now, tape, |_, _| None::<T>);
             evaluation.rejection = Some(rejection);
-            (VersionedEvaluation { applied_version: newest.version.clone(), evaluation, shadows }, None)
+            (VersionedEvaluation { applied_version: newest.version.clone(), applied: newest, evaluation, shadows }, None)
         }
     }
 }

@@ -79,7 +79,9 @@ async fn run_dead_letters_error_rules_and_counts_every_rule() {
         ("settlement-currency", "warn", 2.0),
         ("rate-cap", "warn", 3.0),
     ] {
-        let got = metric_sum(&metrics, "meshguard_rule_violations_total", &[("rule", rule), ("severity", severity)]);
+        // The enforced version's rules: the shipped shadow version 2.0.0 runs the same rules in
+        // `run` too and counts its failures under its own version label.
+        let got = metric_sum(&metrics, "meshguard_rule_violations_total", &[("version", "1.0.0"), ("rule", rule), ("severity", severity)]);
         assert_eq!(got, count, "{rule}");
     }
     assert_eq!(metric_sum(&metrics, "meshguard_events_total", &[("outcome", "invalid")]), 5.0);

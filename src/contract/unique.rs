@@ -31,7 +31,8 @@ pub enum Seen {
 
 #[derive(Debug, Default)]
 struct PartitionKeys {
-    first_seen: HashMap<String, OffsetDateTime>,
+    /// When each key was first seen, and at which offset (when the caller knows it).
+    first_seen: HashMap<String, (OffsetDateTime, Option<i64>)>,
     order: VecDeque<(String, OffsetDateTime)>,
 }
 
@@ -58,32 +59,18 @@ impl UniqueTracker {
     /// The record's key: its unique fields' values, or `None` when one is absent or not a
     /// string, number or bool (such records are not counted either way).
     pub fn key_of<'a>(&self, record: impl RecordView<'a>) -> Option<String> {
-        let mut key = String::new();
-        for (i, field) in self.fields.iter().enumerate() {
-            let mut node = record;
-            for part in field.split('.') {
-                node = node.member(part)?;
-            }
-            if i > 0 {
-                key.push('\u{1f}');
-            }
-            match (node.as_str(), node.as_number()) {
-                (Some(s), _) => {
-                    key.push('s');
-                    key.push_str(s);
-                }
-                (_, Some(n)) => {
-                    key.push('n');
-                    key.push_str(&n.to_string());
-                }
-                _ => return None,
-            }
-        }
-        Some(key)
+        key_of(&self.fields, record)
     }
 
     /// Records `key` seen on `partition` at `now`.
     pub fn observe(&mut self, partition: i32, key: String, now: OffsetDateTime) -> Seen {
+        self.observe_at(partition, None, key, now)
+    }
+
+    /// Like [`observe`](Self::observe) for the record at `offset`: the record that first showed
+    /// the key is `New` however often it is read again (a batch rewound and retried, or a
+    /// partition read again from its committed offset), so a retry reaches the same verdicts.
+    pub fn observe_at(&mut self, partition: i32, offset: Option<i64>, key: String, now: OffsetDateTime) -> Seen {
         let state = self.partitions.entry(partition).or_default();
         // Forget what is older than the horizon, then what exceeds the bound.
         while let Some((k, at)) = state.order.front() {
@@ -94,10 +81,10 @@ impl UniqueTracker {
             let _ = state.first_seen.remove(k);
             let _ = state.order.pop_front();
         }
-        if state.first_seen.contains_key(&key) {
-            return Seen::Duplicate;
+        if let Some((_, first)) = state.first_seen.get(&key) {
+            return if first.is_some() && *first == offset { Seen::New } else { Seen::Duplicate };
         }
-        let _ = state.first_seen.insert(key.clone(), now);
+        let _ = state.first_seen.insert(key.clone(), (now, offset));
         state.order.push_back((key, now));
         Seen::New
     }
@@ -115,5 +102,56 @@ impl UniqueTracker {
     /// Whether no key is held for `partition`.
     pub fn is_empty(&self, partition: i32) -> bool {
         self.len(partition) == 0
+    }
+}
+
+/// The key of `record` under a constraint on `fields` (see [`UniqueTracker::key_of`]): needs no
+/// tracker state, so records can be keyed on any thread and observed in order on one.
+pub fn key_of<'a>(fields: &[String], record: impl RecordView<'a>) -> Option<String> {
+    let mut key = String::new();
+    for (i, field) in fields.iter().enumerate() {
+        let mut node = record;
+        for part in field.split('.') {
+            node = node.member(part)?;
+        }
+        if i > 0 {
+            key.push('\u{1f}');
+        }
+        match (node.as_str(), node.as_number()) {
+            (Some(s), _) => {
+                key.push('s');
+                key.push_str(s);
+            }
+            (_, Some(n)) => {
+                key.push('n');
+                key.push_str(&n.to_string());
+            }
+            _ => return None,
+        }
+    }
+    Some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn the_first_record_of_a_key_read_again_is_still_new() {
+        let spec = UniqueSpec { fields: vec!["id".into()], horizon: None, max_keys: None, dead_letter: true };
+        let mut t = UniqueTracker::new(&spec);
+        let now = datetime!(2026-01-01 00:00:00 UTC);
+        assert_eq!(t.observe_at(0, Some(10), "a".into(), now), Seen::New);
+        assert_eq!(t.observe_at(0, Some(11), "a".into(), now), Seen::Duplicate);
+        // The batch is rewound and read again: the same verdicts.
+        assert_eq!(t.observe_at(0, Some(10), "a".into(), now), Seen::New);
+        assert_eq!(t.observe_at(0, Some(11), "a".into(), now), Seen::Duplicate);
+        // Without offsets every repeat is a duplicate.
+        assert_eq!(t.observe(1, "b".into(), now), Seen::New);
+        assert_eq!(t.observe(1, "b".into(), now), Seen::Duplicate);
+        t.revoke(0);
+        assert!(t.is_empty(0));
+        assert_eq!(t.observe_at(0, Some(11), "a".into(), now), Seen::New, "a revoked partition starts empty");
     }
 }

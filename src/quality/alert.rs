@@ -30,6 +30,8 @@ pub enum Metric {
     Validity,
     /// Records with lineage / records processed: any gap.
     LineageCoverage,
+    /// Records in the window against the contract's `volume: {min, max}`.
+    Volume,
 }
 
 impl Metric {
@@ -42,6 +44,7 @@ impl Metric {
             Self::Accuracy => "accuracy",
             Self::Validity => "validity",
             Self::LineageCoverage => "lineage_coverage",
+            Self::Volume => "volume",
         }
     }
 
@@ -178,6 +181,22 @@ fn judge(w: &ClosedWindow, c: &Contract, s: &RuleSettings) -> Vec<Judgement> {
         actual: w.lineage_coverage.map(pct).unwrap_or_default(),
         samples: Vec::new(),
     });
+    // Every closed window has a volume (an empty one too: that is what `min` is about).
+    if let Some(spec) = &c.volume {
+        let breach = spec.breach(w.volume);
+        out.push(Judgement {
+            metric: Metric::Volume,
+            breached: Some(breach.is_some()),
+            expected: match (spec.min, spec.max) {
+                (Some(min), Some(max)) => format!("{min}..={max} records"),
+                (Some(min), None) => format!(">= {min} records"),
+                (None, Some(max)) => format!("<= {max} records"),
+                (None, None) => "any number of records".into(),
+            },
+            actual: breach.unwrap_or_else(|| format!("{} records", w.volume)),
+            samples: Vec::new(),
+        });
+    }
     out
 }
 
@@ -360,5 +379,57 @@ mod tests {
         }
         assert_eq!(silence.len(), 1);
         assert_eq!(silence[0].state, AlertState::Firing);
+    }
+
+    #[test]
+    fn volume_fires_below_min_and_above_max_and_resolves_within() {
+        // The payments schema under a contract with `volume: {min: 5, max: 20}`.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let yaml = "apiVersion: datamesh.banking.com/v1\nkind: DataProduct\nmetadata:\n  name: t\n  domain: payments\n  version: \"1\"\n  owner: t@example.com\nspec:\n  contracts:\n    - name: pay\n      version: \"1.0.0\"\n      schema: schemas/payment-schema.json\n      quality:\n        freshness: 1s\n        completeness: 100%\n        accuracy: 99%\n      volume: {min: 5, max: 20}\n  apis:\n    kafka:\n      topics: [p.created]\n";
+        std::fs::write(dir.path().join("t.yaml"), yaml).unwrap_or_else(|e| panic!("{e}"));
+        let schemas = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas");
+        let catalog = Catalog::load(&Files::Disk { products: dir.path().to_owned(), schemas }).unwrap_or_else(|e| panic!("{e}"));
+        let c = catalog.binding("p.created").map(|b| b.contract.clone()).unwrap_or_else(|| panic!("binding"));
+        let settings = || RuleSettings { max_invalid: "1%".parse().unwrap_or_else(|e| panic!("{e}")), fire_after: 1, resolve_after: 1 };
+        let mut alerter = Alerter::new(settings(), "g");
+        let mut now = datetime!(2026-01-01 00:00:00 UTC);
+        let mut windows = Windows::new([("p.created".to_owned(), c.clone())], Duration::from_secs(10), Duration::from_secs(3600), now);
+        windows.owned(&["p.created".to_owned()].into_iter().collect(), now);
+        let mut volume = Vec::new();
+        // Windows of 2 (too few), 10 (within), 30 (too many), 10 (within) records.
+        for n in [2, 10, 30, 10] {
+            for _ in 0..n {
+                let e = evaluate(&c, &event(100, now, true), now);
+                windows.observe("p.created", &e, now);
+            }
+            now += time::Duration::seconds(10);
+            for w in windows.close(now) {
+                volume.extend(alerter.evaluate(&w, &c, now).into_iter().filter(|a| a.metric == Metric::Volume));
+            }
+        }
+        let seen: Vec<(AlertState, &str)> = volume.iter().map(|a| (a.state, a.actual.as_str())).collect();
+        assert_eq!(
+            seen,
+            [
+                (AlertState::Firing, "2 records, fewer than the minimum 5"),
+                (AlertState::Resolved, "10 records"),
+                (AlertState::Firing, "30 records, more than the maximum 20"),
+                (AlertState::Resolved, "10 records"),
+            ]
+        );
+        assert!(volume.iter().all(|a| a.expected == "5..=20 records" && a.severity == "warning"), "{volume:#?}");
+        assert_ne!(volume[0].id, volume[2].id, "two episodes, two ids");
+
+        // Without `volume:` the rule is not judged: an empty window of the payments contract
+        // raises no volume alert.
+        let base = payments();
+        assert!(base.volume.is_none());
+        let mut plain = Alerter::new(settings(), "g");
+        let mut windows = Windows::new([("p.created".to_owned(), base.clone())], Duration::from_secs(10), Duration::from_secs(3600), now);
+        windows.owned(&["p.created".to_owned()].into_iter().collect(), now);
+        now += time::Duration::seconds(10);
+        let closed = windows.close(now);
+        assert_eq!(closed.len(), 1);
+        assert!(closed.iter().flat_map(|w| plain.evaluate(w, &base, now)).all(|a| a.metric != Metric::Volume));
     }
 }

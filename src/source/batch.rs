@@ -107,6 +107,11 @@ impl KafkaSource {
         self.consumer.context().epoch.load(Ordering::SeqCst)
     }
 
+    /// The partitions revoked since the last call (topic, partition), oldest first.
+    pub fn take_revoked(&self) -> Vec<(String, i32)> {
+        self.consumer.context().revoked.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default()
+    }
+
     /// Polls until `limits` are reached, the linger time after the first record, `first_wait`
     /// without any record, or a stop request; then keeps only the records of partitions still
     /// assigned if a rebalance happened meanwhile (rebalance callbacks run inside `poll`; the
@@ -316,4 +321,36 @@ impl<'m> NextOffsets<'m> {
         }
         tpl
     }
+}
+
+/// The value of the last header of `m` named `name` (`None` without one, or a valueless one).
+/// rdkafka panics on a header name that is not UTF-8 (a hostile producer can send one): each
+/// header is read on its own with that panic caught, unprinted, so such a header is skipped and
+/// the others are still read.
+pub fn header<'m>(m: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m [u8]> {
+    use rdkafka::message::Headers;
+    let headers = m.headers()?;
+    (0..headers.count()).rev().find_map(|i| quietly(|| headers.try_get(i).filter(|h| h.key == name).and_then(|h| h.value)).flatten())
+}
+
+thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+
+/// Runs `f`, catching a panic without printing it (on this thread only: the hook installed
+/// once passes every other panic to the previous hook).
+fn quietly<R>(f: impl FnOnce() -> R) -> Option<R> {
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    result.ok()
 }

@@ -71,6 +71,9 @@ pub struct SourceContext {
     /// How the revoke callback finished the batch in flight: `Some(true)` acknowledged and its
     /// offsets stored, `Some(false)` not (its records are read again).
     pub finished_on_revoke: Mutex<Option<bool>>,
+    /// Partitions revoked since the stream last took them, so it drops their per-partition
+    /// state (uniqueness) even when they were assigned again meanwhile.
+    pub revoked: Mutex<Vec<(String, i32)>>,
 }
 
 /// A batch in flight: its offsets, and a wait for its side-topic records' acknowledgements.
@@ -198,6 +201,9 @@ impl ConsumerContext for SourceContext {
         if let Rebalance::Revoke(tpl) = rebalance {
             counter!(REBALANCES_TOTAL, "kind" => "revoke").increment(1);
             info!(partitions = tpl.count(), "partitions revoked");
+            if let Ok(mut revoked) = self.revoked.lock() {
+                revoked.extend(tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
+            }
             // The batch in flight still owns its partitions here: finish it first.
             let in_flight = self.in_flight.lock().ok().and_then(|mut f| f.take());
             if let Some(f) = in_flight {
@@ -246,6 +252,7 @@ pub fn consumer(settings: &Settings, topics: &[String], health: Arc<Health>) -> 
         security: settings.kafka.describe_security(),
         in_flight: Mutex::new(None),
         finished_on_revoke: Mutex::new(None),
+        revoked: Mutex::new(Vec::new()),
     };
     let consumer: Source = config
         .create_with_context(context)

@@ -4,4 +4,4 @@
 pub mod batch;
 pub mod kafka;
 
-pub use self::batch::{Firsts, KafkaSource, Limits, NextOffsets};
+pub use self::batch::{Firsts, KafkaSource, Limits, NextOffsets, header};

@@ -91,7 +91,7 @@ impl<'b> Flow<'b> {
         let durable_claims = self.claims.is_some();
         for_each_verdict(batch, self.bound, now, self.plan, |m, verdict| {
             next.advance(m);
-            let Some(Verdict { bound: b, mut eval, claim }) = verdict else { return Ok(()) };
+            let Some(Verdict { bound: b, applied, mut eval, claim }) = verdict else { return Ok(()) };
             if let Some(mut c) = claim {
                 c.partition = m.partition();
                 c.offset = m.offset();
@@ -101,7 +101,7 @@ impl<'b> Flow<'b> {
                 done.claims.push(c);
             }
             if let Some(r) = &eval.rejection {
-                sinks.dead_letter(m, &b.contract, r)?;
+                sinks.dead_letter(m, applied, r)?;
             }
             if let Some(builder) = partials.as_mut() {
                 let c = &b.contract;
@@ -116,7 +116,7 @@ impl<'b> Flow<'b> {
                 builder.record(binding, m.partition(), m.offset(), ts, &eval, store);
             }
             if store {
-                documents.add(m, &b.contract, &mut eval, sinks.dlq_topic(), now);
+                documents.add(m, applied, &mut eval, sinks.dlq_topic(), now);
                 *done.lineage.entry(b.topic.as_str()).or_default() += 1;
             }
             done.evaluated.push((b.topic.as_str(), now, eval));

@@ -37,7 +37,6 @@ use crate::product::Catalog;
 use crate::reconcile::worker::Worker;
 use crate::sink::Sinks;
 use crate::source::{Firsts, KafkaSource, Limits};
-use crate::telemetry::BindingMetrics;
 use crate::telemetry::http::Health;
 
 /// What the stream runs with besides its configuration.
@@ -59,13 +58,7 @@ pub fn run(settings: &Settings, catalog: &Catalog, env: Env) -> Result<(), Error
     if topics.is_empty() {
         return Err(Error::refused(System::Kafka, "no data product declares a Kafka topic (spec.apis.kafka.topics)"));
     }
-    let bound: Bindings = catalog
-        .bindings()
-        .map(|b| {
-            let metrics = BindingMetrics::new(&b.contract.product, &b.contract.name, &b.topic);
-            (b.topic.clone(), Bound { topic: b.topic.clone(), contract: b.contract.clone(), metrics })
-        })
-        .collect();
+    let bound: Bindings = catalog.bindings().map(|b| (b.topic.clone(), Bound::new(&b.topic, b.contract.clone()))).collect();
     let instance = uuid::Uuid::new_v4().simple().to_string();
     let sinks = Sinks::connect(settings, catalog, &instance, env.runtime.clone(), &env.stop)?;
     let reconciler = if settings.mysql.enabled { Some(Worker::for_mysql(settings, env.clock.clone(), &env.runtime)?) } else { None };
@@ -145,6 +138,12 @@ fn run_loop<'b>(flow: &mut Flow<'b>, limits: Limits, stop: &AtomicBool) -> Resul
                 continue;
             }
             owned_epoch = epoch;
+            // Uniqueness state of revoked partitions goes: their next owner keeps its own.
+            for (topic, partition) in flow.source.take_revoked() {
+                if let Some(u) = flow.bound.get(&topic).and_then(|b| b.unique.as_ref()) {
+                    u.revoke(partition);
+                }
+            }
         }
         // Verdicts count in the window open when they are reached.
         flow.advance_windows();

@@ -75,6 +75,11 @@ fn describe() {
         Unit::Count,
         "Records a shadow contract version would have rejected, by product, contract and version."
     );
+    describe_counter!(
+        DUPLICATES_TOTAL,
+        Unit::Count,
+        "Records whose unique key repeats an earlier record's within the contract's horizon, by product, contract and topic."
+    );
     describe_histogram!(FRESHNESS_SECONDS, Unit::Seconds, "Age of each event at validation (now - event time).");
     describe_counter!(REQUIRED_PRESENT_TOTAL, Unit::Count, "Required fields present in processed events (completeness numerator).");
     describe_counter!(REQUIRED_EXPECTED_TOTAL, Unit::Count, "Required fields applicable to processed events (completeness denominator).");

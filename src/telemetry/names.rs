@@ -46,6 +46,9 @@ pub const RECONCILE_ERRORS_TOTAL: &str = "meshguard_reconcile_errors_total";
 pub const CONSUMER_ERRORS_TOTAL: &str = "meshguard_consumer_errors_total";
 /// Records a shadow contract version would have rejected, by product, contract and version.
 pub const SHADOW_REJECTIONS_TOTAL: &str = "meshguard_shadow_rejections_total";
+/// Records whose `unique:` key repeats an earlier record's within the horizon, by product,
+/// contract and topic (dead-lettered or only counted, as the contract says).
+pub const DUPLICATES_TOTAL: &str = "meshguard_duplicates_total";
 /// Failed business rules by product, contract, version, rule and severity (`error` rejects, `warn` counts).
 pub const RULE_VIOLATIONS_TOTAL: &str = "meshguard_rule_violations_total";
 
@@ -87,6 +90,7 @@ pub fn keyword_label(keyword: &str) -> &'static str {
         "schema",
         "rule",
         "version",
+        "unique",
     ];
     KNOWN.iter().find(|k| **k == keyword).copied().unwrap_or("other")
 }
