@@ -97,7 +97,12 @@ fn meshguard(args: &[&str], database: &str, config: &Path) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn apply(database: &str, dir: &ConfigDir) -> String {
@@ -147,11 +152,8 @@ async fn apply_writes_revisions_that_change_only_with_the_content() {
 
     let first = apply(&db, &dir);
     assert!(first.contains("3 added"), "{first}");
-    let expected = vec![
-        ("cards-data-product".to_owned(), 1, false),
-        ("loans-data-product".to_owned(), 1, false),
-        (PAYMENTS.to_owned(), 1, false),
-    ];
+    let expected =
+        vec![("cards-data-product".to_owned(), 1, false), ("loans-data-product".to_owned(), 1, false), (PAYMENTS.to_owned(), 1, false)];
     assert_eq!(revisions(&db).await, expected);
     // The seed's shape at the top level, plus the schema texts and a hash.
     let docs = stored(&db).await;
@@ -162,7 +164,16 @@ async fn apply_writes_revisions_that_change_only_with_the_content() {
     let files: Vec<&str> =
         payments.get_array("schemas").unwrap().iter().map(|s| s.as_document().unwrap().get_str("file").unwrap()).collect();
     assert!(files.contains(&"schemas/payment-schema.json"), "{files:?}");
-    let schema_text = payments.get_array("schemas").unwrap().iter().map(|s| s.as_document().unwrap()).find(|s| s.get_str("file").unwrap() == "schemas/payment-schema.json").unwrap().get_str("text").unwrap().to_owned();
+    let schema_text = payments
+        .get_array("schemas")
+        .unwrap()
+        .iter()
+        .map(|s| s.as_document().unwrap())
+        .find(|s| s.get_str("file").unwrap() == "schemas/payment-schema.json")
+        .unwrap()
+        .get_str("text")
+        .unwrap()
+        .to_owned();
     assert_eq!(schema_text, std::fs::read_to_string(dir.schema("payment-schema.json")).unwrap());
 
     // list and show read it back.

@@ -92,7 +92,13 @@ impl Api {
     /// Builds the API over a loaded catalog and a MongoDB database; `settings` gives the
     /// per-request limits. Search fields and GraphQL schemas come from what the catalog loaded
     /// (no file is read again, so a built-in catalog serves the same).
-    pub fn new(catalog: Catalog, db: Database, auth: Arc<Authenticator>, metrics: Option<PrometheusHandle>, settings: &ApiSettings) -> Self {
+    pub fn new(
+        catalog: Catalog,
+        db: Database,
+        auth: Arc<Authenticator>,
+        metrics: Option<PrometheusHandle>,
+        settings: &ApiSettings,
+    ) -> Self {
         let mut fields = HashMap::new();
         let mut graphql = HashMap::new();
         let mut aliases = Vec::new();

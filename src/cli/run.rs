@@ -43,16 +43,18 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     // The catalog in MongoDB: the stream switches to a new revision between batches.
     let reload = match watch {
         None => None,
-        Some(watch) => match runtime.block_on(crate::sink::mongo::MongoSink::connect(&settings.mongodb.uri, &settings.mongodb.database, &[])) {
-            Ok(store) => Some(crate::stream::reload::Reload::new(
-                watch,
-                store,
-                runtime.handle().clone(),
-                Duration::from_millis(settings.products.reload_interval_ms.max(100)),
-                catalog.topics(),
-            )),
-            Err(e) => return fail(format!("cannot connect to MongoDB: {e}")),
-        },
+        Some(watch) => {
+            match runtime.block_on(crate::sink::mongo::MongoSink::connect(&settings.mongodb.uri, &settings.mongodb.database, &[])) {
+                Ok(store) => Some(crate::stream::reload::Reload::new(
+                    watch,
+                    store,
+                    runtime.handle().clone(),
+                    Duration::from_millis(settings.products.reload_interval_ms.max(100)),
+                    catalog.topics(),
+                )),
+                Err(e) => return fail(format!("cannot connect to MongoDB: {e}")),
+            }
+        }
     };
     // Wrong credentials or certificates end the process here, before any client retries them.
     if let Err(e) = crate::source::kafka::check_connection(&settings, Duration::from_secs(10)) {

@@ -410,7 +410,9 @@ fn schema_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::collections
     raw.into_iter()
         .map(|(id, file)| match id {
             Id::Number(n) => Ok((n, file)),
-            Id::Text(t) => t.parse::<u32>().map(|n| (n, file)).map_err(|_| serde::de::Error::custom(format!("schema id {t:?} is not a number"))),
+            Id::Text(t) => {
+                t.parse::<u32>().map(|n| (n, file)).map_err(|_| serde::de::Error::custom(format!("schema id {t:?} is not a number")))
+            }
         })
         .collect()
 }

@@ -320,7 +320,8 @@ mod tests {
     fn the_shipped_products_compile_from_their_stored_form() {
         let files = Files::Embedded;
         let catalog = Catalog::load(&files).unwrap_or_else(|e| panic!("{e}"));
-        let stored: Vec<StoredProduct> = catalog.products.iter().map(|p| StoredProduct::of(p, &files).unwrap_or_else(|e| panic!("{e}"))).collect();
+        let stored: Vec<StoredProduct> =
+            catalog.products.iter().map(|p| StoredProduct::of(p, &files).unwrap_or_else(|e| panic!("{e}"))).collect();
         let again = compile(&stored).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.topics(), catalog.topics());
         assert_eq!(again.products.len(), catalog.products.len());

@@ -43,7 +43,10 @@ impl Reload {
         let Poll::Switched(loaded) = self.runtime.block_on(self.watch.poll(&self.store)) else { return None };
         let topics = loaded.catalog.topics();
         if topics != self.topics {
-            self.watch.refuse(previous, &format!("it binds topics {topics:?}, the stream subscribed to {:?}; restart run to change topics", self.topics));
+            self.watch.refuse(
+                previous,
+                &format!("it binds topics {topics:?}, the stream subscribed to {:?}; restart run to change topics", self.topics),
+            );
             return None;
         }
         tracing::info!("the next batch is held to the new catalog revision");
