@@ -89,9 +89,9 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
     }
     info!(addr = %settings.api.addr, ops_addr = ?settings.api.ops_addr, aliases = api.aliases().len(), "data product API listening");
     drop(api);
-    if let Some(mut watch) = watch {
+    let watcher = watch.map(|mut watch| {
         let every = Duration::from_millis(settings.products.reload_interval_ms.max(100));
-        let _ = runtime.spawn(async move {
+        runtime.spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let _ = ticks.tick().await;
@@ -103,9 +103,13 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
                     info!(revisions = %describe(watch.current()), aliases = api.aliases().len(), "serving the new catalog revision");
                 }
             }
-        });
+        })
+    });
+    let served = runtime.block_on(crate::api::serve(listeners, Limits::from(&settings.api), shutdown_signal()));
+    if let Some(w) = watcher {
+        w.abort();
     }
-    match runtime.block_on(crate::api::serve(listeners, Limits::from(&settings.api), shutdown_signal())) {
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("meshguard: {e}");
