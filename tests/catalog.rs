@@ -410,3 +410,29 @@ async fn run_holds_the_batches_after_an_apply_to_the_new_revision() {
     let offsets: Vec<i64> = dead.iter().map(|d| common::position(d).2).collect();
     assert_eq!(offsets, vec![1], "only the EUR payment after the apply is dead-lettered");
 }
+
+#[tokio::test]
+async fn run_from_files_never_overwrites_an_applied_document() {
+    let kafka = common::kafka();
+    let topic = common::unique("catalog-files");
+    common::create_topics(&kafka, &[topic.as_str()], 1).await;
+    let names = common::Names::new();
+    let dir = ConfigDir::payments_on(&[topic.as_str()]);
+    let _ = apply(&names.database, &dir);
+    let before = stored(&names.database).await;
+    // The files `run` reads differ from the applied catalog (another schema).
+    dir.usd_only();
+    let service = common::Service::start(
+        &kafka,
+        &dir.config().join("products"),
+        &names,
+        &[("MESHGUARD__SCHEMAS__DIR", dir.root.path().join("schemas").to_str().unwrap())],
+    );
+    service.wait_ready(Duration::from_secs(60));
+    // `run` stores declarations before it consumes (ready), so the documents are final here.
+    let after = stored(&names.database).await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(revision(&after[0]), 1);
+    assert_eq!(after[0].get_str("hash").unwrap(), before[0].get_str("hash").unwrap());
+    assert_eq!(after[0].get_array("schemas").unwrap(), before[0].get_array("schemas").unwrap());
+}
