@@ -32,6 +32,7 @@ pub mod limit;
 pub mod lineage;
 pub mod openapi;
 pub mod problem;
+pub mod reload;
 pub mod routes;
 pub mod search;
 pub mod server;
@@ -39,6 +40,7 @@ pub mod store;
 pub mod validate;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{Unit, describe_counter, describe_histogram};
@@ -66,8 +68,8 @@ pub struct Api {
     catalog: Catalog,
     /// Where `meshguard run` writes and the audit goes.
     db: Database,
-    /// Verifies credentials.
-    auth: Authenticator,
+    /// Verifies credentials (shared by every catalog revision served).
+    auth: Arc<Authenticator>,
     /// The Prometheus recorder, rendered on `/metrics`.
     metrics: Option<PrometheusHandle>,
     /// Searchable top-level fields per product (its first contract's).
@@ -90,7 +92,13 @@ impl Api {
     /// Builds the API over a loaded catalog and a MongoDB database; `settings` gives the
     /// per-request limits. Search fields and GraphQL schemas come from what the catalog loaded
     /// (no file is read again, so a built-in catalog serves the same).
-    pub fn new(catalog: Catalog, db: Database, auth: Authenticator, metrics: Option<PrometheusHandle>, settings: &ApiSettings) -> Self {
+    pub fn new(
+        catalog: Catalog,
+        db: Database,
+        auth: Arc<Authenticator>,
+        metrics: Option<PrometheusHandle>,
+        settings: &ApiSettings,
+    ) -> Self {
         let mut fields = HashMap::new();
         let mut graphql = HashMap::new();
         let mut aliases = Vec::new();

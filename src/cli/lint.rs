@@ -40,32 +40,46 @@ pub struct LintArgs {
     pub settings: Option<PathBuf>,
 }
 
-pub(super) fn run(args: LintArgs) -> ExitCode {
-    let products = args.config.join("products");
+/// Loads DIR/products with the schemas of DIR/../schemas as `lint` does, printing every problem
+/// (`Err`: exit 1 after `what` says nothing was done, or 2 when DIR has no products directory).
+pub(super) fn load_dir(config: &Path, command: &str) -> Result<(Files, Catalog), ExitCode> {
+    let products = config.join("products");
     if !products.is_dir() {
-        return fail(format!("{}: no such directory (expected data products in DIR/products)", products.display()));
+        return Err(fail(format!("{}: no such directory (expected data products in DIR/products)", products.display())));
     }
-    let schemas = args
-        .config
+    let schemas = config
         .parent()
         .map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() })
         .unwrap_or_else(|| PathBuf::from("."))
         .join("schemas");
     let files = Files::Disk { products, schemas };
-    let catalog = match Catalog::load(&files) {
+    match Catalog::load(&files) {
         Err(errors) => {
             for p in &errors.0 {
                 eprintln!("{p}");
             }
-            eprintln!("meshguard lint: {} problem{} found", errors.0.len(), if errors.0.len() == 1 { "" } else { "s" });
-            return ExitCode::from(1);
+            eprintln!("meshguard {command}: {} problem{} found", errors.0.len(), if errors.0.len() == 1 { "" } else { "s" });
+            Err(ExitCode::from(1))
         }
-        Ok(catalog) => catalog,
+        Ok(catalog) => Ok((files, catalog)),
+    }
+}
+
+/// The settings of DIR: `--settings FILE`, else DIR/meshguard.toml when it exists, else the
+/// embedded defaults; `MESHGUARD__SECTION__KEY` variables override them.
+pub(super) fn dir_settings(config: &Path, settings: Option<&Path>) -> Result<Settings, ExitCode> {
+    let file = settings.map(Path::to_path_buf).or_else(|| Some(config.join("meshguard.toml")).filter(|f| f.is_file()));
+    Settings::load(file.as_deref()).map_err(fail)
+}
+
+pub(super) fn run(args: LintArgs) -> ExitCode {
+    let (files, catalog) = match load_dir(&args.config, "lint") {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
-    let settings_file = args.settings.clone().or_else(|| Some(args.config.join("meshguard.toml")).filter(|f| f.is_file()));
-    let settings = match Settings::load(settings_file.as_deref()) {
+    let settings = match dir_settings(&args.config, args.settings.as_deref()) {
         Ok(s) => s,
-        Err(e) => return fail(e),
+        Err(code) => return code,
     };
     let texts: Vec<(PathBuf, String)> =
         catalog.products.iter().map(|p| (p.file.clone(), std::fs::read_to_string(&p.file).unwrap_or_default())).collect();

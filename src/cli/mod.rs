@@ -1,6 +1,7 @@
 //! The command line: parse, dispatch, map failures to exit codes (0 ok, 1 findings, 2 usage or
 //! configuration error).
 
+mod catalog;
 mod check;
 mod contract;
 mod dlq;
@@ -30,6 +31,7 @@ use clap::{Parser, Subcommand};
     meshguard contract diff schemas/payment-schema.json samples/payment-schema-v2-breaking.json\n  \
     meshguard contract export --format odcs loans-data-product > loans.odcs.yaml\n  \
     meshguard contract import odcs loans.odcs.yaml --config /tmp/imported/config\n  \
+    meshguard catalog apply                          # lint, then store the products' revisions in MongoDB\n  \
     meshguard dlq replay --dry-run                   # which dead letters the contract now accepts\n\n\
     Configuration: embedded defaults, then --config FILE, then MESHGUARD__SECTION__KEY variables.")]
 pub struct Cli {
@@ -77,6 +79,12 @@ pub enum Command {
     /// readers; `contract export --format odcs PRODUCT [CONTRACT]` writes an ODCS document;
     /// `contract import odcs FILE` turns one into a data product that `lint` accepts.
     Contract(contract::ContractArgs),
+    /// The catalog in MongoDB: `apply` lints config/ and stores each product's new revision;
+    /// `diff` tells what apply would change; `list` and `show NAME` read it back.
+    ///
+    /// With products.source = "mongodb", `serve` and `run` read this catalog and switch to a new
+    /// revision without a restart. `meshguard catalog --help` explains revisions and retirement.
+    Catalog(catalog::CatalogArgs),
     /// The dead-letter topic: `dlq replay` re-checks dead letters against the contract in force
     /// and re-publishes those that pass to their source topic, once.
     Dlq(dlq::DlqArgs),
@@ -92,6 +100,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Token(args) => token::run(args),
         Command::Contract(args) => contract::run(args),
+        Command::Catalog(args) => catalog::run(args),
         Command::Dlq(args) => dlq::run(args),
     }
 }
@@ -120,6 +129,11 @@ pub(crate) fn init_logging() {
 }
 
 impl ConfigArg {
+    /// Loads the settings, or prints why not (exit 2).
+    pub(crate) fn settings(&self) -> Result<crate::config::Settings, ExitCode> {
+        crate::config::Settings::load(self.config.as_deref()).map_err(fail)
+    }
+
     /// Loads the settings and every data product, or prints why not (exit 2).
     pub(crate) fn load(&self) -> Result<(crate::config::Settings, crate::product::Catalog), ExitCode> {
         let settings = crate::config::Settings::load(self.config.as_deref()).map_err(fail)?;
@@ -127,6 +141,33 @@ impl ConfigArg {
         let catalog = crate::product::Catalog::load(&files)
             .map_err(|e| fail(format!("cannot load data products from {}:\n{e}", files.describe())))?;
         Ok((settings, catalog))
+    }
+}
+
+/// The catalog `run` and `serve` start with: from files (`products.source = "files"`), or
+/// the one applied to MongoDB `data_products`, with the watch that follows its revisions.
+pub(crate) fn service_catalog(
+    config: &ConfigArg,
+    settings: &crate::config::Settings,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<(crate::product::Catalog, Option<crate::sink::catalog::CatalogWatch>), ExitCode> {
+    use crate::config::ProductsSource;
+    if settings.products.source == ProductsSource::Files {
+        return config.load().map(|(_, catalog)| (catalog, None));
+    }
+    let loaded = runtime.block_on(async {
+        let store = crate::sink::mongo::MongoSink::connect(&settings.mongodb.uri, &settings.mongodb.database, &[])
+            .await
+            .map_err(|e| format!("products.source = \"mongodb\": cannot connect to MongoDB: {e}"))?;
+        crate::sink::catalog::load(&store).await.map_err(|e| format!("products.source = \"mongodb\": {e}"))
+    });
+    match loaded {
+        Ok(loaded) => {
+            tracing::info!(revisions = %crate::sink::catalog::describe(&loaded.revisions), "catalog read from MongoDB data_products");
+            let watch = crate::sink::catalog::CatalogWatch::new(&loaded);
+            Ok((loaded.catalog, Some(watch)))
+        }
+        Err(message) => Err(fail(message)),
     }
 }
 

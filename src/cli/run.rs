@@ -28,13 +28,33 @@ pub struct RunArgs {
 
 pub(super) fn run(args: RunArgs) -> ExitCode {
     crate::cli::init_logging();
-    let (settings, catalog) = match args.config.load() {
-        Ok(loaded) => loaded,
+    let settings = match args.config.settings() {
+        Ok(s) => s,
         Err(code) => return code,
     };
     let (metrics, runtime) = match super::service_runtime() {
         Ok(started) => started,
         Err(code) => return code,
+    };
+    let (catalog, watch) = match super::service_catalog(&args.config, &settings, &runtime) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    // The catalog in MongoDB: the stream switches to a new revision between batches.
+    let reload = match watch {
+        None => None,
+        Some(watch) => {
+            match runtime.block_on(crate::sink::mongo::MongoSink::connect(&settings.mongodb.uri, &settings.mongodb.database, &[])) {
+                Ok(store) => Some(crate::stream::reload::Reload::new(
+                    watch,
+                    store,
+                    runtime.handle().clone(),
+                    Duration::from_millis(settings.products.reload_interval_ms.max(100)),
+                    catalog.topics(),
+                )),
+                Err(e) => return fail(format!("cannot connect to MongoDB: {e}")),
+            }
+        }
     };
     // Wrong credentials or certificates end the process here, before any client retries them.
     if let Err(e) = crate::source::kafka::check_connection(&settings, Duration::from_secs(10)) {
@@ -66,7 +86,7 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         let handle = runtime.handle().clone();
         std::thread::Builder::new().name("stream".into()).spawn(move || {
             let env = crate::stream::Env { clock: Arc::new(SystemClock), health, stop, runtime: handle };
-            let r = crate::stream::run(&settings, &catalog, env);
+            let r = crate::stream::run(&settings, &catalog, env, reload);
             let _ = done_tx.send(());
             r
         })

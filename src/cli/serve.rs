@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use tracing::{info, warn};
@@ -9,8 +10,10 @@ use tracing::{info, warn};
 use super::{ConfigArg, fail};
 use crate::api::Api;
 use crate::api::auth::Authenticator;
+use crate::api::reload::Swap;
 use crate::api::routes::Ops;
 use crate::api::server::Limits;
+use crate::sink::catalog::{Poll, describe};
 use crate::sink::mongo::MongoSink;
 
 /// Arguments of `serve`.
@@ -29,8 +32,8 @@ pub struct ServeArgs {
 
 pub(super) fn run(args: ServeArgs) -> ExitCode {
     crate::cli::init_logging();
-    let (settings, catalog) = match args.config.load() {
-        Ok(loaded) => loaded,
+    let settings = match args.config.settings() {
+        Ok(s) => s,
         Err(code) => return code,
     };
     let auth = match Authenticator::from_settings(&settings.auth) {
@@ -52,6 +55,10 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
         Ok(started) => started,
         Err(code) => return code,
     };
+    let (catalog, watch) = match super::service_catalog(&args.config, &settings, &runtime) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
     let names: Vec<String> = catalog.products.iter().map(|p| p.name().to_owned()).collect();
     let sink = match runtime.block_on(MongoSink::connect(&settings.mongodb.uri, &settings.mongodb.database, &names)) {
         Ok(s) => s,
@@ -61,17 +68,48 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(auth.prefetch());
-    let api = Arc::new(Api::new(catalog, sink.database().clone(), auth, Some(metrics), &settings.api));
-    let mut listeners = Vec::new();
-    match settings.api.ops_addr {
-        None => listeners.push((settings.api.addr, api.clone().router(Ops::OnApiPort))),
-        Some(ops) => {
-            listeners.push((settings.api.addr, api.clone().router(Ops::Separate)));
-            listeners.push((ops, api.clone().ops_router()));
+    let auth = Arc::new(auth);
+    // One API per catalog revision; the listeners' routers are swapped whole (`api::reload`).
+    let build = {
+        let (db, settings) = (sink.database().clone(), settings.clone());
+        move |catalog| {
+            let api = Arc::new(Api::new(catalog, db.clone(), auth.clone(), Some(metrics.clone()), &settings.api));
+            let routers = match settings.api.ops_addr {
+                None => vec![api.clone().router(Ops::OnApiPort)],
+                Some(_) => vec![api.clone().router(Ops::Separate), api.clone().ops_router()],
+            };
+            (api, routers)
         }
+    };
+    let (api, routers) = build(catalog);
+    let swap = Swap::new(routers);
+    let mut listeners = vec![(settings.api.addr, swap.router(0))];
+    if let Some(ops) = settings.api.ops_addr {
+        listeners.push((ops, swap.router(1)));
     }
     info!(addr = %settings.api.addr, ops_addr = ?settings.api.ops_addr, aliases = api.aliases().len(), "data product API listening");
-    match runtime.block_on(crate::api::serve(listeners, Limits::from(&settings.api), shutdown_signal())) {
+    drop(api);
+    let watcher = watch.map(|mut watch| {
+        let every = Duration::from_millis(settings.products.reload_interval_ms.max(100));
+        runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let _ = ticks.tick().await;
+            loop {
+                let _ = ticks.tick().await;
+                if let Poll::Switched(loaded) = watch.poll(&sink).await {
+                    let (api, routers) = build(loaded.catalog);
+                    swap.replace(routers);
+                    info!(revisions = %describe(watch.current()), aliases = api.aliases().len(), "serving the new catalog revision");
+                }
+            }
+        })
+    });
+    let served = runtime.block_on(crate::api::serve(listeners, Limits::from(&settings.api), shutdown_signal()));
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("meshguard: {e}");

@@ -33,8 +33,9 @@ pub struct Settings {
     pub quality: QualitySettings,
     /// Where alerts, lineage, metrics windows and record stores are kept.
     pub mongodb: MongoSettings,
-    /// Where the data product declarations live.
-    pub products: DirSettings,
+    /// Where the data product declarations live, and whether `run`/`serve` read them from
+    /// there or from the catalog in MongoDB.
+    pub products: ProductsSettings,
     /// Where contract schemas live.
     pub schemas: DirSettings,
     /// The operational endpoint of `run` (`/metrics`, `/healthz`, `/readyz`).
@@ -334,6 +335,29 @@ pub struct MongoSettings {
     pub database: String,
     /// Whether lineage, record stores, windows and alerts are written to MongoDB.
     pub enabled: bool,
+}
+
+/// Where `run` and `serve` take the data products from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProductsSource {
+    /// `products.dir` and `schemas.dir` (or the built-in products), read once at start.
+    Files,
+    /// The catalog `meshguard catalog apply` wrote to MongoDB `data_products`, re-read every
+    /// `products.reload_interval_ms` and switched to when a revision changes.
+    Mongodb,
+}
+
+/// The data products' settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductsSettings {
+    /// The declarations' directory (`source = "files"`, `check`, `lint`, `catalog apply`).
+    pub dir: PathBuf,
+    /// Where `run` and `serve` read the catalog from.
+    pub source: ProductsSource,
+    /// With `source = "mongodb"`: how often the revisions are re-read, in milliseconds.
+    pub reload_interval_ms: u64,
 }
 
 /// A directory setting.

@@ -63,6 +63,9 @@ pub enum Files {
     },
     /// The products and schemas compiled into the binary.
     Embedded,
+    /// The catalog `meshguard catalog apply` stored in MongoDB, as read back
+    /// (`data_products/<product>/<reference>`).
+    Stored(Arc<super::stored::StoredFiles>),
 }
 
 impl Files {
@@ -81,11 +84,13 @@ impl Files {
         match self {
             Self::Disk { products, .. } => products.display().to_string(),
             Self::Embedded => "the built-in products".to_owned(),
+            Self::Stored(_) => "the catalog in MongoDB data_products".to_owned(),
         }
     }
 
     fn product_files(&self) -> Result<Vec<(PathBuf, String)>, Problem> {
         match self {
+            Self::Stored(stored) => stored.product_files(),
             Self::Embedded => {
                 Ok(embedded::PRODUCTS.iter().map(|(n, t)| (PathBuf::from(format!("<built-in>/{n}")), (*t).to_owned())).collect())
             }
@@ -120,6 +125,8 @@ impl Files {
         let rel = Path::new(reference);
         match self {
             Self::Embedded => PathBuf::from(format!("<built-in>/{}", file_name(rel))),
+            // The reference as written, under the declaring document: its key in the document.
+            Self::Stored(_) => PathBuf::from(format!("{}/{reference}", declaring.display())),
             Self::Disk { schemas, .. } => {
                 if rel.is_absolute() {
                     rel.to_path_buf()
@@ -144,20 +151,21 @@ impl Files {
                     .ok_or_else(|| "no such built-in file".to_owned())
             }
             Self::Disk { .. } => std::fs::read_to_string(path).map_err(|e| e.to_string()),
+            Self::Stored(stored) => stored.read(path),
         }
     }
 
     fn retriever(&self) -> SchemaRetriever {
         match self {
             Self::Disk { schemas, .. } => SchemaRetriever::within(schemas.clone()),
-            Self::Embedded => SchemaRetriever::default(),
+            Self::Embedded | Self::Stored(_) => SchemaRetriever::default(),
         }
     }
 
     fn base_uri(&self, path: &Path) -> Option<String> {
         match self {
             Self::Disk { .. } => path.canonicalize().ok().map(|p| format!("file://{}", p.display())),
-            Self::Embedded => None,
+            Self::Embedded | Self::Stored(_) => None,
         }
     }
 }

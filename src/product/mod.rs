@@ -6,6 +6,7 @@ mod embedded;
 pub mod model;
 pub mod odcs;
 pub mod sla;
+pub mod stored;
 
 pub use self::catalog::{Binding, Catalog, Files, LoadErrors, Problem, Product};
 pub use self::model::DataProduct;

@@ -254,7 +254,7 @@ pub struct AvroSpec {
     #[serde(default)]
     pub encoding: crate::decode::Framing,
     /// Confluent schema id → writer schema file.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "schema_ids")]
     pub registry: std::collections::BTreeMap<u32, String>,
     /// Further writer schemas recognised by fingerprint in single-object encoding.
     #[serde(default)]
@@ -395,4 +395,24 @@ pub struct Downstream {
     /// How it is connected (api, kafka).
     #[serde(rename = "type")]
     pub kind: String,
+}
+
+/// Schema ids as YAML writes them (`1: file`), or as JSON must (`"1": file`: the catalog in
+/// MongoDB reads declarations back from JSON, whose keys are strings).
+fn schema_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::collections::BTreeMap<u32, String>, D::Error> {
+    #[derive(Deserialize, PartialEq, Eq, Hash)]
+    #[serde(untagged)]
+    enum Id {
+        Number(u32),
+        Text(String),
+    }
+    let raw = std::collections::HashMap::<Id, String>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(id, file)| match id {
+            Id::Number(n) => Ok((n, file)),
+            Id::Text(t) => {
+                t.parse::<u32>().map(|n| (n, file)).map_err(|_| serde::de::Error::custom(format!("schema id {t:?} is not a number")))
+            }
+        })
+        .collect()
 }

@@ -7,6 +7,7 @@
 //! (the acknowledgement, or the transaction's commit); a failure carries its retry hint
 //! ([`crate::error::Retry`]) and [`Sinks::failed`] does the sinks' part of the recovery.
 
+pub mod catalog;
 pub mod dlq;
 pub mod kafka;
 pub mod mongo;
@@ -252,9 +253,15 @@ fn connect_mongo(
     loop {
         match runtime.block_on(MongoSink::connect(&settings.mongodb.uri, &settings.mongodb.database, &products)) {
             Ok(m) => {
-                for p in catalog.iter().flat_map(|c| &c.products) {
-                    if let Err(e) = runtime.block_on(m.put(mongo::DATA_PRODUCTS, p.name(), &p.raw)) {
-                        warn!(error = %e, product = p.name(), "cannot store the data product declaration");
+                // From files, the declarations are stored for the seed's readers, but never
+                // over a document `catalog apply` wrote (it owns those). From the catalog in
+                // MongoDB there is nothing to store: it is read from there.
+                let from_files = settings.products.source == crate::config::ProductsSource::Files;
+                for p in catalog.iter().flat_map(|c| &c.products).filter(|_| from_files) {
+                    match runtime.block_on(m.put_declaration_unless_applied(p.name(), &p.raw)) {
+                        Ok(true) => {}
+                        Ok(false) => info!(product = p.name(), "data_products holds an applied catalog document; not overwritten"),
+                        Err(e) => warn!(error = %e, product = p.name(), "cannot store the data product declaration"),
                     }
                 }
                 return Ok(m);

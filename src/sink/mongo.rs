@@ -374,7 +374,7 @@ impl MongoSink {
         &self.db
     }
 
-    fn collection(&self, name: &str) -> Collection<Document> {
+    pub(super) fn collection(&self, name: &str) -> Collection<Document> {
         self.db.collection::<Document>(name)
     }
 
@@ -596,7 +596,7 @@ fn index(keys: Document, name: &str, unique: bool) -> IndexModel {
     IndexModel::builder().keys(keys).options(options).build()
 }
 
-fn in_collection(collection: &str, e: MongoSinkError) -> MongoSinkError {
+pub(super) fn in_collection(collection: &str, e: MongoSinkError) -> MongoSinkError {
     match e {
         MongoSinkError::Unavailable(m) => MongoSinkError::Unavailable(format!("{collection}: {m}")),
         MongoSinkError::Rejected(m) => MongoSinkError::Rejected(format!("{collection}: {m}")),
@@ -616,7 +616,7 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
 }
 
 /// Sorts a driver error into "retry later" and "refused"; the message never carries a password.
-fn classify(e: &mongodb::error::Error) -> MongoSinkError {
+pub(super) fn classify(e: &mongodb::error::Error) -> MongoSinkError {
     let message = redact_uri(&e.kind.to_string());
     let transient_label = e.contains_label("RetryableWriteError") || e.contains_label("ResetPool");
     let unavailable = match e.kind.as_ref() {
@@ -650,7 +650,7 @@ impl ScrubMongo for Secrets {
 
 /// JSON → BSON as `bson::to_bson` does it (integers → Int64, other numbers → Double), except
 /// that it cannot fail: an integer beyond `i64` becomes a Double instead of an error.
-fn json_to_bson(value: &serde_json::Value) -> Bson {
+pub(super) fn json_to_bson(value: &serde_json::Value) -> Bson {
     use serde_json::Value;
     match value {
         Value::Null => Bson::Null,

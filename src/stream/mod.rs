@@ -19,6 +19,7 @@ mod claims;
 mod evaluate;
 mod outputs;
 pub mod owner;
+pub mod reload;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +28,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use self::batch::{Backoff, Flow, Sent};
-use self::evaluate::{Bindings, Bound, Plan};
+use self::evaluate::{Bindings, Plan};
 use self::outputs::Outputs;
 use crate::config::Settings;
 use crate::error::{Error, System};
@@ -52,13 +53,14 @@ pub struct Env {
     pub runtime: tokio::runtime::Handle,
 }
 
-/// Runs until `env.stop` is set, then drains the current batch and commits.
-pub fn run(settings: &Settings, catalog: &Catalog, env: Env) -> Result<(), Error> {
+/// Runs until `env.stop` is set, then drains the current batch and commits. With `reload`
+/// (the catalog in MongoDB), a new catalog revision holds the batches after it.
+pub fn run(settings: &Settings, catalog: &Catalog, env: Env, mut reload: Option<reload::Reload>) -> Result<(), Error> {
     let topics = catalog.topics();
     if topics.is_empty() {
         return Err(Error::refused(System::Kafka, "no data product declares a Kafka topic (spec.apis.kafka.topics)"));
     }
-    let bound: Bindings = catalog.bindings().map(|b| (b.topic.clone(), Bound::new(&b.topic, b.contract.clone()))).collect();
+    let bound: Bindings = reload::bindings(catalog);
     let instance = uuid::Uuid::new_v4().simple().to_string();
     let sinks = Sinks::connect(settings, catalog, &instance, env.runtime.clone(), &env.stop)?;
     let reconciler = if settings.mysql.enabled { Some(Worker::for_mysql(settings, env.clock.clone(), &env.runtime)?) } else { None };
@@ -72,7 +74,7 @@ pub fn run(settings: &Settings, catalog: &Catalog, env: Env) -> Result<(), Error
         (settings.quality.scope == crate::config::QualityScope::Group && reconciler.is_some()).then(|| claims::ClaimStore::new(settings));
     let mut flow = Flow { bound: &bound, source: &source, sinks, reconciler, plan, clock: env.clock.clone(), out, exactly_once, claims };
     flow.out.lineage_event(EventType::Start, env.clock.now(), None);
-    let result = run_loop(&mut flow, Limits::of(settings), &env.stop);
+    let result = run_loop(&mut flow, Limits::of(settings), &env.stop, &mut reload);
     env.health.ready.store(false, Ordering::Relaxed);
     // The final lineage event goes out with a last (record-less) batch.
     let kind = if result.is_ok() { EventType::Complete } else { EventType::Abort };
@@ -90,11 +92,15 @@ pub fn run(settings: &Settings, catalog: &Catalog, env: Env) -> Result<(), Error
 
 /// The loop: gather a batch; complete the batch in flight (its acknowledgements arrived while
 /// this one was gathered); process this one. Exactly-once completes each batch at once.
-fn run_loop<'b>(flow: &mut Flow<'b>, limits: Limits, stop: &AtomicBool) -> Result<(), Error> {
+fn run_loop<'b>(flow: &mut Flow<'b>, limits: Limits, stop: &AtomicBool, reload: &mut Option<reload::Reload>) -> Result<(), Error> {
     let mut backoff = Backoff::new();
     let mut owned_epoch = u64::MAX;
     let mut in_flight: Option<Sent<'b>> = None;
     while !stop.load(Ordering::Relaxed) {
+        // Between batches only: a new catalog revision holds the next batch (`reload`).
+        if let Some(bound) = reload.as_mut().and_then(reload::Reload::check) {
+            flow.bound = bound;
+        }
         if let Some(fatal) = flow.source.fatal() {
             error!(error = %fatal, "stopping: the Kafka connection cannot work with this configuration");
             return Err(Error::refused(System::Kafka, fatal));

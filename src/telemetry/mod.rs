@@ -111,6 +111,15 @@ fn describe() {
     describe_histogram!(RECONCILE_SECONDS, Unit::Seconds, "Duration of one reconciliation run against the source database.");
     describe_gauge!(RECONCILE_BACKLOG, Unit::Count, "Records waiting for reconciliation (unverified or within the grace period).");
     describe_counter!(RECONCILE_ERRORS_TOTAL, Unit::Count, "Reconciliation runs that failed to reach the source database.");
+    describe_gauge!(
+        CATALOG_REVISION,
+        "Revision in force of each data product read from the catalog in MongoDB (products.source = mongodb; 0 once retired)."
+    );
+    describe_counter!(
+        CATALOG_REFUSALS_TOTAL,
+        Unit::Count,
+        "Stored catalog revisions refused (do not compile, or run cannot switch to them); the revision in force stays."
+    );
 }
 
 /// Registers the error series of `meshguard run` at zero, so that `rate()` in the rules and the

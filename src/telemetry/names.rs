@@ -105,3 +105,9 @@ pub const ACCESS_DENIALS_TOTAL: &str = "meshguard_access_denials_total";
 pub const API_RATE_LIMITED_TOTAL: &str = "meshguard_api_rate_limited_total";
 /// Connections refused because `api.max_connections` were open.
 pub const API_CONNECTIONS_REFUSED_TOTAL: &str = "meshguard_api_connections_refused_total";
+/// Revision of each data product in force, when the catalog comes from MongoDB
+/// (`products.source = "mongodb"`; 0 once a product is retired).
+pub const CATALOG_REVISION: &str = "meshguard_catalog_revision";
+/// Stored catalog revisions refused (they do not compile, or `run` cannot switch to them): the
+/// revision in force stays.
+pub const CATALOG_REFUSALS_TOTAL: &str = "meshguard_catalog_refusals_total";
