@@ -178,7 +178,11 @@ impl Aggregator {
             return Added::Replay;
         }
         if closed {
+            // Counted once: a replay of these offsets (a retried batch sends its partials again)
+            // is recognised by `covered` like any offsets of a closed window.
             b.late += p.counts.volume;
+            let c = b.progress.covered.entry(partition).or_insert(p.last_offset);
+            *c = (*c).max(p.last_offset);
             return Added::Late;
         }
         // A replay from `first_offset`: what was counted from there on is counted again now.
@@ -348,8 +352,10 @@ mod tests {
         assert_eq!(closed[0].2.covered.get(&0), Some(&249));
         // Offsets all counted in a closed window: a replay, not late.
         assert_eq!(a.add(partial(&c, 0, 0, 150, 249, 9_900), 5), Added::Replay);
-        // New offsets for a closed window (another partition's): late, reported with the next window.
+        // New offsets for a closed window (another partition's): late, reported with the next window;
+        // the same partial again (a retried batch) is a replay.
         assert_eq!(a.add(partial(&c, 0, 1, 10, 12, 9_990), 6), Added::Late);
+        assert_eq!(a.add(partial(&c, 0, 1, 10, 12, 9_990), 7), Added::Replay);
         assert_eq!(a.needed_from([&key]), Some(3));
         let next = a.close_due(at(26_000));
         assert_eq!(next.len(), 1);
