@@ -156,8 +156,10 @@ async fn claims_waiting_for_their_rows_survive_a_kill_9() {
     env.retain(|(k, _)| k != "MESHGUARD__RECONCILE__GRACE_MS");
     env.push(("MESHGUARD__RECONCILE__GRACE_MS".into(), "120000".into()));
     env.push(("MESHGUARD__TOPICS__CLAIMS".into(), format!("{}.claims.c", s.names.alerts)));
-    // Events whose source rows are not written yet: their claims wait for the grace period.
-    let sent = s.produce(150, 0.0, 51).await;
+    // Events whose source rows are not written yet: their claims wait for the grace period. A
+    // seed of this run's own, so no row of an earlier run matches them.
+    let seed = u64::from_str_radix(&unique("s")[2..14], 16).unwrap_or(51);
+    let sent = s.produce(150, 0.0, seed).await;
     let mut first = start(&s, &env);
     first.wait_ready(Duration::from_secs(60));
     // Every offset committed: a restart reads none of these events again, so only the durable
@@ -168,7 +170,7 @@ async fn claims_waiting_for_their_rows_survive_a_kill_9() {
     drop(first);
     let second = start(&s, &env);
     second.wait_ready(Duration::from_secs(60));
-    write_source_rows(sent.len(), 51).await;
+    write_source_rows(sent.len(), seed).await;
     let windows = windows_until(&s.names.database, &topic, Duration::from_secs(120), |w| sum(w, "accuracy_checked") >= 150).await;
     assert_eq!(sum(&windows, "accuracy_matched"), 150, "every claim restored and matched");
     assert_eq!(sum(&windows, "accuracy_missing") + sum(&windows, "accuracy_mismatched"), 0);
