@@ -62,6 +62,8 @@ struct Binding {
     newest: HashMap<i32, i64>,
     /// Records of closed windows that arrived late, to report with the next window.
     late: u64,
+    /// Reconciliation verdicts for closed windows, counted in the next window to close.
+    late_decided: Counts,
     /// Since when this instance owns the binding (silence before the first event).
     owned_since_ms: i64,
 }
@@ -131,6 +133,7 @@ impl Aggregator {
                 open: BTreeMap::new(),
                 newest: HashMap::new(),
                 late: 0,
+                late_decided: Counts::default(),
                 owned_since_ms: ms(now),
             },
         );
@@ -162,7 +165,9 @@ impl Aggregator {
         let Some(partition) = p.partition else {
             // A reconciliation verdict, counted in the window it was decided in.
             if closed {
-                b.late += p.counts.checked;
+                // Decided after its window closed: counted in the next window to close (a
+                // verdict is not a record, so it never goes into `late`).
+                b.late_decided.merge(&p.counts);
                 return Added::Late;
             }
             let w = b.open.entry(window).or_default();
@@ -242,6 +247,7 @@ impl Aggregator {
                     *c = (*c).max(e.last);
                 }
                 counts.merge(&w.decided);
+                counts.merge(&std::mem::take(&mut b.late_decided));
                 b.progress.last_closed_ms = Some(next);
                 let newest_event = b.newest.values().copied().max().unwrap_or(b.owned_since_ms).max(b.owned_since_ms);
                 let silence = now_ms - newest_event;
@@ -357,9 +363,15 @@ mod tests {
         assert_eq!(a.add(partial(&c, 0, 1, 10, 12, 9_990), 6), Added::Late);
         assert_eq!(a.add(partial(&c, 0, 1, 10, 12, 9_990), 7), Added::Replay);
         assert_eq!(a.needed_from([&key]), Some(3));
+        // A verdict decided for the closed window counts in the next window's accuracy, not in `late`.
+        let mut verdict = partial(&c, 0, 0, -1, -1, 9_000);
+        verdict.partition = None;
+        verdict.counts = Counts { checked: 2, matched: 2, ..Counts::default() };
+        assert_eq!(a.add(verdict, 8), Added::Late);
         let next = a.close_due(at(26_000));
         assert_eq!(next.len(), 1);
         assert_eq!((next[0].1.volume, next[0].1.late), (20, Some(3)));
+        assert_eq!((next[0].1.accuracy_checked, next[0].1.accuracy_matched), (2, 2));
         assert_eq!(a.needed_from([&key]), None);
     }
 
