@@ -76,10 +76,10 @@ impl Sinks {
         Ok(Self { side, replace_side: false, transactional_id: None, mongo, partials_partitions: 1, settings: settings.clone(), runtime })
     }
 
-    /// Keeps a pending reconciliation claim durably (group-wide quality), in the current batch.
-    pub fn send_claim(&self, claim: &crate::reconcile::Claim) -> Result<(), Error> {
-        let payload = serde_json::to_vec(&claim.to_stored()).unwrap_or_default();
-        self.side.send_to(&self.settings.topics.claims, None, claim.position().as_bytes(), Some(&payload)).map_err(|e| self.kafka(e))
+    /// Keeps a pending reconciliation claim durably (group-wide quality), in the current batch:
+    /// `payload` under its `position` (`topic/partition/offset`) in the compacted claims topic.
+    pub fn send_claim(&self, position: &str, payload: &[u8]) -> Result<(), Error> {
+        self.side.send_to(&self.settings.topics.claims, None, position.as_bytes(), Some(payload)).map_err(|e| self.kafka(e))
     }
 
     /// Sends one binding's durable state (group-wide quality) to the compacted state topic.

@@ -96,7 +96,7 @@ impl<'b> Flow<'b> {
                 c.partition = m.partition();
                 c.offset = m.offset();
                 if durable_claims {
-                    sinks.send_claim(&c)?;
+                    sinks.send_claim(&c.position(), &serde_json::to_vec(&c.to_stored()).unwrap_or_default())?;
                 }
                 done.claims.push(c);
             }
