@@ -23,6 +23,7 @@ use crate::config::{KafkaClient, Settings};
 use crate::error::{Error, System};
 use crate::product::Catalog;
 use crate::sink::kafka::SideProducer;
+use crate::source::quietly;
 
 /// Replays per transaction (exactly-once) or per wait for acknowledgements.
 const CHUNK: u64 = 1000;
@@ -111,28 +112,6 @@ pub fn replay(settings: &Settings, catalog: &Catalog, filter: &Filter, dry_run: 
 fn header_pairs(m: &BorrowedMessage<'_>) -> Option<Vec<HeaderPair>> {
     let Some(headers) = m.headers() else { return Some(Vec::new()) };
     quietly(|| headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect::<Vec<_>>())
-}
-
-thread_local! {
-    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
-
-/// Runs `f`, catching a panic without printing it (on this thread only: the hook installed
-/// once passes every other panic to the previous hook).
-fn quietly<R>(f: impl FnOnce() -> R) -> Option<R> {
-    QUIET_HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !QUIET.with(std::cell::Cell::get) {
-                previous(info);
-            }
-        }));
-    });
-    QUIET.with(|q| q.set(true));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    QUIET.with(|q| q.set(false));
-    result.ok()
 }
 
 fn owned(pairs: &[HeaderPair]) -> OwnedHeaders {

@@ -339,8 +339,9 @@ thread_local! {
 static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
 
 /// Runs `f`, catching a panic without printing it (on this thread only: the hook installed
-/// once passes every other panic to the previous hook).
-fn quietly<R>(f: impl FnOnce() -> R) -> Option<R> {
+/// once passes every other panic to the previous hook). For rdkafka's header accessors, which
+/// panic on a header name that is not UTF-8.
+pub fn quietly<R>(f: impl FnOnce() -> R) -> Option<R> {
     QUIET_HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {

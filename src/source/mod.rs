@@ -4,4 +4,4 @@
 pub mod batch;
 pub mod kafka;
 
-pub use self::batch::{Firsts, KafkaSource, Limits, NextOffsets, header};
+pub use self::batch::{Firsts, KafkaSource, Limits, NextOffsets, header, quietly};
