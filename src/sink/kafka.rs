@@ -225,6 +225,23 @@ impl SideProducer {
         let mut record = build(key, payload, headers);
         let mut attempt = 0;
         loop {
+            match self.enqueue(record) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
+                    attempt += 1;
+                    match smaller(attempt) {
+                        Some((k, p, h)) => record = build(k, p, h),
+                        None => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Queues `record`, waiting while the local queue is full.
+    fn enqueue(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
+        loop {
             match self.producer.send(record) {
                 Ok(()) => {
                     let _ = self.sent.fetch_add(1, Ordering::Relaxed);
@@ -234,14 +251,7 @@ impl SideProducer {
                     record = r;
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
-                    attempt += 1;
-                    match smaller(attempt) {
-                        Some((k, p, h)) => record = build(k, p, h),
-                        None => return Err(e.into()),
-                    }
-                }
-                Err((e, _)) => return Err(e.into()),
+                Err((e, _)) => return Err(e),
             }
         }
     }
@@ -256,19 +266,7 @@ impl SideProducer {
         if let Some(p) = payload {
             record = record.payload(p);
         }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => {
-                    let _ = self.sent.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
-                }
-                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        self.enqueue(record).map_err(SinkError::from)
     }
 
     /// The number of partitions of `topic`.
