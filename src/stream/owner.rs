@@ -164,8 +164,8 @@ fn run_once(settings: &Settings, catalog: &Catalog, env: &Env) -> Result<(), Err
         .collect();
     let sinks = Sinks::connect_reporter(settings, env.runtime.clone(), &env.stop)?;
     let track_lineage = sinks.has_store();
+    // Group scope (the owner runs only then), so its reports carry no instance.
     let mut out = Outputs::new(settings, catalog, "group", env.clock.now(), track_lineage);
-    out.group = true;
     let timing = Timing {
         window: Duration::from_millis(settings.quality.window_ms),
         lateness: Duration::from_millis(settings.quality.lateness_ms),
