@@ -177,17 +177,3 @@ async fn claims_waiting_for_their_rows_survive_a_kill_9() {
     assert_eq!(sum(&windows, "accuracy_checked"), 150, "none decided twice");
     drop(second);
 }
-
-/// Writes the source rows of `count` generated events (the same seed) to MariaDB.
-async fn write_source_rows(count: usize, seed: u64) {
-    let catalog = meshguard::product::Catalog::load(&meshguard::product::Files::Disk {
-        products: repo().join("config/products"),
-        schemas: repo().join("schemas"),
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    let contract = catalog.product("payments-data-product").and_then(|p| p.contract(None)).cloned().unwrap_or_else(|| panic!("contract"));
-    let mut generator = meshguard::generate::Generator::for_contract(&contract, seed, 0.0, 0.0).unwrap_or_else(|| panic!("generator"));
-    let rows: Vec<_> = (0..count).filter_map(|_| generator.next_event(time::OffsetDateTime::now_utc()).source).collect();
-    let writer = meshguard::generate::mysql::SourceWriter::connect(&mysql(), &contract).await.unwrap_or_else(|e| panic!("{e}"));
-    writer.write(&rows).await.unwrap_or_else(|e| panic!("{e}"));
-}

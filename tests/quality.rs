@@ -93,7 +93,7 @@ async fn late_source_rows_within_grace_are_not_inaccurate_and_absent_ones_become
     let _service = Service::start(&kafka, products.dir.path(), &names, &env);
     wait_committed(&kafka, &names.group, &[&late, &never], 1, 180, Duration::from_secs(60));
     // The late rows arrive well within the grace period.
-    write_source_rows(&sent_late, 21).await;
+    write_source_rows(sent_late.len(), 21).await;
     wait_for_windows(&names.database, &never, |w| sum(w, "accuracy_missing") == 80).await;
     wait_for_windows(&names.database, &late, |w| sum(w, "accuracy_matched") == 100).await;
     let late_windows = mongo_docs(&names.database, "quality_metrics", doc! { "topic": &late }).await;
@@ -101,20 +101,6 @@ async fn late_source_rows_within_grace_are_not_inaccurate_and_absent_ones_become
     let alerts =
         read_json_until(&kafka, &names.alerts, Duration::from_secs(30), |a| !alerts_of(a, &never, "accuracy", "firing").is_empty());
     assert!(alerts_of(&alerts, &late, "accuracy", "firing").is_empty(), "replication lag is not an inaccuracy");
-}
-
-/// Writes the source rows of `sent` (regenerated from the same seed) to MariaDB.
-async fn write_source_rows(sent: &[Sent], seed: u64) {
-    let catalog = meshguard::product::Catalog::load(&meshguard::product::Files::Disk {
-        products: repo().join("config/products"),
-        schemas: repo().join("schemas"),
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    let contract = catalog.product("payments-data-product").and_then(|p| p.contract(None)).cloned().unwrap_or_else(|| panic!("contract"));
-    let mut generator = meshguard::generate::Generator::for_contract(&contract, seed, 0.0, 0.0).unwrap_or_else(|| panic!("generator"));
-    let rows: Vec<_> = (0..sent.len()).filter_map(|_| generator.next_event(time::OffsetDateTime::now_utc()).source).collect();
-    let writer = meshguard::generate::mysql::SourceWriter::connect(&mysql(), &contract).await.unwrap_or_else(|e| panic!("{e}"));
-    writer.write(&rows).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

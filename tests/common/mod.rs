@@ -6,6 +6,7 @@
 
 mod kafka_io;
 mod mongo_io;
+mod mysql_io;
 mod products;
 mod scenario;
 mod servers;
@@ -13,6 +14,7 @@ mod service;
 
 pub use self::kafka_io::*;
 pub use self::mongo_io::*;
+pub use self::mysql_io::*;
 pub use self::products::*;
 pub use self::scenario::*;
 pub use self::servers::*;
