@@ -196,6 +196,8 @@ async fn run_mode(exactly_once: bool, seed: u64) -> Counts {
     // Group-wide quality, so that window volumes and alert episodes are checked across the kills.
     let (partials, state, claims) =
         (format!("{}.partials", names.alerts), format!("{}.state", names.alerts), format!("{}.claims", names.alerts));
+    // The document store fed from Kafka by the materializer, killed with the stream each time.
+    let records = format!("{}.records", names.alerts);
     let base = [
         ("MESHGUARD__DELIVERY__EXACTLY_ONCE", eos),
         ("MESHGUARD__DELIVERY__BATCH_MAX_RECORDS", "200"),
@@ -206,6 +208,8 @@ async fn run_mode(exactly_once: bool, seed: u64) -> Counts {
         ("MESHGUARD__TOPICS__PARTIALS", partials.as_str()),
         ("MESHGUARD__TOPICS__QUALITY_STATE", state.as_str()),
         ("MESHGUARD__TOPICS__CLAIMS", claims.as_str()),
+        ("MESHGUARD__MONGODB__MATERIALIZE", "kafka"),
+        ("MESHGUARD__TOPICS__RECORDS", records.as_str()),
     ];
     let mut env_p = base.to_vec();
     env_p.push(("MESHGUARD__DELIVERY__TRANSACTIONAL_ID", txn_primary.as_str()));
@@ -328,6 +332,13 @@ async fn run_mode(exactly_once: bool, seed: u64) -> Counts {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    // The materializer writes behind the stream: wait until the lineage holds every input.
+    let store_deadline = Instant::now() + Duration::from_secs(180);
+    let client = mongodb::Client::with_uri_str(mongodb()).await.unwrap_or_else(|e| panic!("MongoDB: {e}"));
+    let lineage_docs = client.database(&names.database).collection::<Document>("data_lineage");
+    while lineage_docs.count_documents(doc! {}).await.unwrap_or(0) < total as u64 && Instant::now() < store_deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     log("counting");
 
     // Counting: plain Kafka reader (read_committed) and direct MongoDB queries.
@@ -394,7 +405,7 @@ async fn run_mode(exactly_once: bool, seed: u64) -> Counts {
     let max_mb = max_kb / 1024;
     let max_outage_mb = max_outage_kb / 1024;
     let line = format!(
-        "fault-harness mode={mode} inputs={total} valid={} invalid={invalid} lineage={} record_store={} dlq_records={} \
+        "fault-harness mode={mode} materializer=kafka inputs={total} valid={} invalid={invalid} lineage={} record_store={} dlq_records={} \
          lost={lost} duplicated={duplicated} misrouted={misrouted} window_volume={window_volume} alert_episode_errors={alert_errors} dlq_redelivered={dlq_redelivered} side_records={side_records} side_duplicates={side_duplicates} \
          kills={kills} kills_mid_stream={mid_stream} supervisor_restarts={restarts} broker_restarts=1 mariadb_outage_s={o} mongodb_outage_s={o} second_instance=joined+left \
          max_rss_mb={max_mb} max_rss_outage_mb={max_outage_mb} rss_bound_mb={rss_bound_mb} seconds={:.0}",

@@ -42,11 +42,13 @@ CACHE = Path(os.environ.get("MG_BENCH_CACHE", Path.home() / ".cache" / "mg-bench
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-ALL = ["kcat", "meshguard", "meshguard+reconcile", "meshguard+all", "node-seed", "python", "kstreams", "bento"]
+ALL = ["kcat", "meshguard", "meshguard+reconcile", "meshguard+all", "meshguard+all-decoupled", "mongodb-ceiling", "node-seed", "python", "kstreams", "bento"]
 
 
 # Contenders that look events up in the source database (their events need source rows).
-RECONCILING = ("meshguard+reconcile", "meshguard+all", "node-seed")
+RECONCILING = ("meshguard+reconcile", "meshguard+all", "meshguard+all-decoupled", "node-seed")
+# With every sink on: the document store written inline, or fed from Kafka by the materializer.
+STORING = ("meshguard+all", "meshguard+all-decoupled")
 
 
 def log(*a):
@@ -334,9 +336,14 @@ class Run:
                        MESHGUARD__TOPICS__LINEAGE=f"{group}-lineage",
                        MESHGUARD__HTTP__ADDR=f"127.0.0.1:{a.metrics_port}",
                        MESHGUARD__MONGODB__URI=a.mongodb, MESHGUARD__MONGODB__DATABASE=db,
-                       MESHGUARD__MYSQL__ENABLED="true" if name in ("meshguard+reconcile", "meshguard+all") else "false",
-                       MESHGUARD__MONGODB__ENABLED="true" if name == "meshguard+all" else "false",
+                       MESHGUARD__MYSQL__ENABLED="true" if name in RECONCILING else "false",
+                       MESHGUARD__MONGODB__ENABLED="true" if name in STORING else "false",
                        RUST_LOG="warn")
+            if name == "meshguard+all-decoupled":
+                # The records topic exists before the clock starts, as the other side topics.
+                self.kafka.create(f"{group}-records", a.partitions)
+                self.topics.append(f"{group}-records")
+                env.update(MESHGUARD__MONGODB__MATERIALIZE="kafka", MESHGUARD__TOPICS__RECORDS=f"{group}-records")
             if name != "meshguard":
                 self.ensure_mysql()
                 env["MESHGUARD__MYSQL__URL"] = self.mysql_url()
@@ -420,6 +427,7 @@ class Run:
                     done_at = time.time()
                     break
                 time.sleep(0.05)
+            materialized = self.wait_materialized(group, t0, done_at, proc) if name == "meshguard+all-decoupled" and done_at else None
             sampler.stop_flag.set()
             sampler.sample()
             cpu = sampler.cpu()
@@ -449,6 +457,54 @@ class Run:
         }
         if metrics:
             r["sink_write_seconds"] = metrics
+        if materialized:
+            r.update(materialized)
+        log(json.dumps(r))
+        return r
+
+    def wait_materialized(self, group, t0, stream_done, proc):
+        """After the stream of a decoupled run has committed everything: waits until the
+        materializer has committed the whole records topic; the documents it wrote (from its
+        metric), its docs/s from the start, and the lag left when the stream finished."""
+        topic = f"{group}-records"
+        end = self.kafka.end_offsets(topic)
+        probe = self.kafka.committed_probe(f"{group}.materializer", topic)
+        deadline = time.time() + self.args.timeout
+        done = None
+        while time.time() < deadline and proc.poll() is None:
+            c = probe()
+            if c is not None and all(c.get(p, 0) >= o for p, o in end.items()):
+                done = time.time()
+                break
+            time.sleep(0.1)
+        probe.close()
+        docs = scrape_counter(self.args.metrics_port, "meshguard_materialized_documents_total", 'outcome="written"')
+        if done is None:
+            return {"materialized": False, "materialized_docs": docs}
+        wall = done - t0
+        return {"materialized": True, "materialized_docs": docs, "materialize_wall_s": round(wall, 3),
+                "materialized_docs_per_s": round(docs / wall, 1) if docs and wall > 0 else None,
+                "materialize_lag_at_stream_end_s": round(done - stream_done, 3)}
+
+    def mongodb_ceiling(self, n):
+        """The document store's own ceiling: unordered insert_many of n lineage-sized documents
+        (batches of 4,000, as the materializer writes) from one pymongo client into a fresh
+        collection, docs/s."""
+        import pymongo
+        client = pymongo.MongoClient(self.args.mongodb)
+        db = self.name("ceiling").replace("-", "_")
+        self.mongo_dbs.append(db)
+        coll = client[db]["data_lineage"]
+        doc = lambda i: {"_id": f"ceiling/0/{i}/1700000000000", "lineage_id": f"ceiling/0/{i}/1700000000000", "product": "payments-data-product",
+                         "source": {"system": "kafka", "topic": "ceiling", "partition": 0, "offset": i, "record_id": f"pay-{i:08d}"},
+                         "destination": {"system": "mongodb", "collection": "records.payments-data-product", "document_id": f"pay-{i:08d}"},
+                         "transformation": {"type": "contract-validation", "contract": "payment-schema", "version": "1.0.0", "outcome": "valid"}}
+        t0 = time.time()
+        for start in range(0, n, 4000):
+            coll.insert_many([doc(i) for i in range(start, min(n, start + 4000))], ordered=False)
+        wall = time.time() - t0
+        client.close()
+        r = {"contender": "mongodb-ceiling", "docs": n, "wall_s": round(wall, 3), "docs_per_s": round(n / wall, 1)}
         log(json.dumps(r))
         return r
 
@@ -732,6 +788,20 @@ def scrape(port):
     return out
 
 
+def scrape_counter(port, name, labels):
+    """The sum of a counter's series whose labels contain `labels`, from the metrics endpoint."""
+    import urllib.request
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except Exception:  # noqa: BLE001 - metrics are a bonus
+        return None
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and labels in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def bento_config(bootstrap, topic, group, dlq, schema):
     return f"""input:
   kafka_franz:
@@ -831,6 +901,9 @@ def main():
             valid, invalid = run.produce(topic, a.events, mysql=needs_mysql)
             for n in names:
                 try:
+                    if n == "mongodb-ceiling":
+                        results["store_ceiling"] = run.mongodb_ceiling(min(a.events, 200_000))
+                        continue
                     results["throughput"].append(run.throughput(n, topic, a.events, invalid))
                 except Exception as e:  # noqa: BLE001 - one broken peer must not end the run
                     log(f"{n}: failed: {e}")
@@ -861,6 +934,8 @@ def main():
                 failures.append(f"{r['contender']}: did not finish ({r.get('error') or r})")
             elif r["contender"] != "kcat" and r["dlq"] != r["invalid_produced"] and r["contender"].startswith("meshguard"):
                 failures.append(f"{r['contender']}: {r['dlq']} dead letters for {r['invalid_produced']} invalid events")
+            elif r.get("materialized") is False:
+                failures.append(f"{r['contender']}: the materializer did not write the whole records topic")
         for r in results["latency"]:
             if "error" in r:
                 failures.append(f"{r['contender']} latency: {r['error']}")
@@ -889,6 +964,20 @@ def table(results):
     for r in results["throughput"]:
         if "error" in r:
             lines.append(f"| {r['contender']} | failed: {r['error'][:80]} | | | | | | |")
+    stored = [r for r in rows if "materialized" in r]
+    store_ceiling = (results.get("store_ceiling") or {}).get("docs_per_s")
+    if stored or store_ceiling:
+        lines += ["", "| document store | docs | docs/s | × insert_many ceiling | lag left when the stream finished (s) |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        if store_ceiling:
+            c = results["store_ceiling"]
+            lines.append(f"| insert_many ceiling (pymongo, 4,000/batch) | {c['docs']:,} | {store_ceiling:,.0f} | 1.00 | – |")
+        for r in stored:
+            dps = r.get("materialized_docs_per_s")
+            lines.append("| {} materializer | {} | {} | {} | {} |".format(
+                r["contender"], f"{r['materialized_docs']:,.0f}" if r.get("materialized_docs") else "–",
+                f"{dps:,.0f}" if dps else "(did not finish)", f"{dps / store_ceiling:.2f}" if dps and store_ceiling else "–",
+                r.get("materialize_lag_at_stream_end_s", "–")))
     if results.get("growth"):
         lines += ["", "| dimension | point | mean bytes/event | events | events/s | MB/s | CPU s / 1M | peak RSS MB |",
                   "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]

@@ -113,6 +113,24 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     } else {
         None
     };
+    // The document store fed from Kafka: the materializer runs beside the stream and drains
+    // once the stream has stopped.
+    let drain = Arc::new(AtomicBool::new(false));
+    let materializer = if settings.mongodb.enabled && settings.mongodb.materialize == crate::config::Materialize::Kafka {
+        let settings = settings.clone();
+        let env = crate::stream::materialize::Env { drain: drain.clone(), runtime: runtime.handle().clone() };
+        let spawned = std::thread::Builder::new().name("materializer".into()).spawn(move || {
+            if let Err(e) = crate::stream::materialize::run(&settings, &env) {
+                error!(error = %e.message, "materializer stopped");
+            }
+        });
+        match spawned {
+            Ok(t) => Some(t),
+            Err(e) => return fail(format!("cannot start the materializer thread: {e}")),
+        }
+    } else {
+        None
+    };
     info!(addr = %settings.http.addr, "metrics, /healthz and /readyz listening");
 
     // Wait for a signal, or for the stream to end by itself (a fatal error).
@@ -143,6 +161,12 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     if let Some(owner) = owner {
         let _ = owner.join();
     }
+    // What the stream produced is written before the process ends (bounded by
+    // delivery.shutdown_timeout_ms; what is left is written by the next start).
+    drain.store(true, Ordering::Relaxed);
+    if let Some(materializer) = materializer {
+        let _ = materializer.join();
+    }
     runtime.block_on(async {
         let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
     });
@@ -170,6 +194,9 @@ async fn create_missing(admin: &AdminClient<DefaultClientContext>, settings: &Se
     let mut names = vec![&settings.topics.dlq, &settings.topics.alerts, &settings.topics.lineage];
     if group {
         names.extend([&settings.topics.partials, &settings.topics.quality_state, &settings.topics.claims]);
+    }
+    if settings.mongodb.enabled && settings.mongodb.materialize == crate::config::Materialize::Kafka {
+        names.push(&settings.topics.records);
     }
     let mut brokers = 0;
     let mut absent = Vec::new();

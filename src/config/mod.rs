@@ -247,6 +247,10 @@ pub struct TopicSettings {
     /// Pending reconciliation claims (group-wide quality; compacted, key `topic/partition/offset`,
     /// a tombstone once decided).
     pub claims: String,
+    /// What the document store is fed from (`mongodb.materialize = "kafka"`): a lineage entry
+    /// per record and the valid record's version, keyed by product and record id, written in
+    /// the batch and read by the materializer (consumer group `<kafka.group_id>.materializer`).
+    pub records: String,
     /// Receipts of `meshguard dlq replay`: one record per dead letter replayed (compacted,
     /// keyed by the dead letter's position). Empty: `<dlq>.replays`.
     #[serde(default)]
@@ -335,6 +339,24 @@ pub struct MongoSettings {
     pub database: String,
     /// Whether lineage, record stores, windows and alerts are written to MongoDB.
     pub enabled: bool,
+    /// How lineage documents and record versions reach MongoDB: written by the stream with
+    /// each batch, or produced to `topics.records` and written by the materializer.
+    pub materialize: Materialize,
+    /// The materializer's largest write, in documents.
+    pub materialize_batch: usize,
+}
+
+/// How lineage documents and record versions reach the document store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Materialize {
+    /// The stream writes them with each batch and commits once they are written: the stream
+    /// runs at the document store's pace.
+    Inline,
+    /// The stream produces them to `topics.records` in the batch (its transaction, in
+    /// exactly-once mode) and commits once Kafka acknowledges; the materializer, a consumer
+    /// group of its own inside `run`, writes them at the store's pace (see docs/design.md).
+    Kafka,
 }
 
 /// Where `run` and `serve` take the data products from.

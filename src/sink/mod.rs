@@ -165,17 +165,37 @@ impl Sinks {
         Ok(())
     }
 
-    /// Writes a batch's documents and the reports' windows and alerts to the document store
-    /// (idempotent: deterministic ids), when it is on.
-    pub fn write_documents(&self, documents: &Documents, reports: &Reports<'_>) -> Result<(), Error> {
+    /// Hands a batch's documents on and writes the reports' windows and alerts to the document
+    /// store (idempotent: deterministic ids), when it is on. Inline, the documents are written
+    /// here; with `mongodb.materialize = "kafka"` they are produced to `topics.records` within
+    /// the batch (its transaction, in exactly-once mode), for the materializer.
+    pub fn write_documents(&self, documents: Documents, reports: &Reports<'_>) -> Result<(), Error> {
         let Some(mongo) = &self.mongo else { return Ok(()) };
+        let decoupled = self.settings.mongodb.materialize == crate::config::Materialize::Kafka;
+        if decoupled {
+            let topic = &self.settings.topics.records;
+            for e in documents.entries() {
+                let payload = serde_json::to_vec(e).unwrap_or_default();
+                self.side.send_to(topic, None, e.key().as_bytes(), Some(&payload)).map_err(|e| self.kafka(e))?;
+            }
+            if reports.windows.is_empty() && reports.alerts.is_empty() {
+                return Ok(());
+            }
+        }
         let started = Instant::now();
         self.runtime.block_on(async {
-            documents.write(mongo).await?;
+            if !decoupled {
+                let _ = documents.write(mongo).await?;
+            }
             mongo.write_reports(reports).await
         })?;
         histogram!(SINK_WRITE_SECONDS, "sink" => "mongodb").record(started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// The document store, when it is on.
+    pub fn store(&self) -> Option<&MongoSink> {
+        self.mongo.as_ref()
     }
 
     /// Ends a batch: at-least-once waits for every side-topic acknowledgement; exactly-once

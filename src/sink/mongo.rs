@@ -241,13 +241,94 @@ impl StoredRecord {
     }
 }
 
+/// One input record on its way to the document store: its lineage and, for a valid record with
+/// a key, its version. With `mongodb.materialize = "kafka"` this is what `topics.records`
+/// carries (JSON, keyed by [`Entry::key`]) from the stream to the materializer; inline, the
+/// stream turns it into documents itself. Both ways give the same documents.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Entry {
+    /// Kafka topic the record was read from.
+    pub topic: String,
+    /// Kafka partition.
+    pub partition: i32,
+    /// Kafka offset.
+    pub offset: i64,
+    /// Kafka record timestamp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_ms: Option<i64>,
+    /// Data product the topic belongs to.
+    pub product: String,
+    /// Contract (version) the record was held to.
+    pub contract: String,
+    /// That contract's version.
+    pub contract_version: String,
+    /// The record's business id (key field), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<String>,
+    /// Whether the record satisfied its contract.
+    pub valid: bool,
+    /// Where an invalid record went (the dead-letter topic).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dead_letters: String,
+    /// When meshguard processed the record (milliseconds since the epoch).
+    pub processed_at_ms: i64,
+    /// The record's event time (milliseconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time_ms: Option<i64>,
+    /// The decoded record, for a valid record with a key (its version in the record store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<serde_json::Value>,
+}
+
+impl Entry {
+    /// The entry of `m` held to `contract` (taking a valid record's decoded form out of `eval`).
+    pub fn of(
+        m: &BorrowedMessage<'_>,
+        contract: &Contract,
+        eval: &mut Evaluation,
+        dlq_topic: &str,
+        processed_at: time::OffsetDateTime,
+    ) -> Self {
+        let valid = eval.is_valid();
+        // Only a valid record with a key has a version.
+        let record = if eval.record_id.is_some() { eval.record.take() } else { None };
+        Self {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
+            product: contract.product.clone(),
+            contract: contract.name.clone(),
+            contract_version: contract.version.clone(),
+            record_id: eval.record_id.clone(),
+            valid,
+            dead_letters: if valid { String::new() } else { dlq_topic.to_owned() },
+            processed_at_ms: millis(processed_at),
+            event_time_ms: eval.event_time.map(millis),
+            record,
+        }
+    }
+
+    /// The Kafka key in `topics.records`: product and record id (a key's versions stay in one
+    /// partition, in order), or the record's position when it has no id.
+    pub fn key(&self) -> String {
+        match &self.record_id {
+            Some(id) => format!("{}/{id}", self.product),
+            None => format!("{}/@{}", self.product, record_position(&self.topic, self.partition, self.offset, self.timestamp_ms)),
+        }
+    }
+}
+
+fn millis(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX)
+}
+
 /// What a batch writes to the document store: a lineage document for every record with a
-/// contract, and a version of every valid record with a key. Built by the stream record by
-/// record (on the stream thread, in the batch's order), written once per batch.
+/// contract, and a version of every valid record with a key. Built record by record (on the
+/// stream thread in the batch's order, or by the materializer), written at once.
 #[derive(Debug, Default)]
 pub struct Documents {
-    lineage: Vec<LineageDoc>,
-    versions: std::collections::HashMap<String, Vec<StoredRecord>>,
+    entries: Vec<Entry>,
 }
 
 impl Documents {
@@ -261,46 +342,73 @@ impl Documents {
         dlq_topic: &str,
         processed_at: time::OffsetDateTime,
     ) {
-        let valid = eval.is_valid();
-        self.lineage.push(LineageDoc {
-            source_topic: m.topic().to_owned(),
-            source_partition: m.partition(),
-            source_offset: m.offset(),
-            source_timestamp_ms: m.timestamp().to_millis(),
-            product: contract.product.clone(),
-            contract: contract.name.clone(),
-            contract_version: contract.version.clone(),
-            record_id: eval.record_id.clone(),
-            outcome: if valid { "valid" } else { "invalid" },
-            destination_collection: if valid { MongoSink::record_store(&contract.product) } else { dlq_topic.to_owned() },
-            destination_system: if valid { "mongodb" } else { "kafka" },
-            processed_at,
-        });
-        // Only a valid record's decoded form is kept.
-        if let Some(record) = eval.record.take()
-            && let Some(key) = eval.record_id.clone()
-        {
-            self.versions.entry(contract.product.clone()).or_default().push(StoredRecord {
-                key,
-                record,
-                event_time_ms: eval.event_time.map(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)),
-                topic: m.topic().to_owned(),
-                partition: m.partition(),
-                offset: m.offset(),
-                timestamp_ms: m.timestamp().to_millis(),
-                contract: contract.name.clone(),
-                contract_version: contract.version.clone(),
-            });
-        }
+        self.entries.push(Entry::of(m, contract, eval, dlq_topic, processed_at));
     }
 
-    /// Writes the lineage documents, then each product's record versions.
-    pub async fn write(&self, mongo: &MongoSink) -> Result<(), MongoSinkError> {
-        mongo.write_lineage(&self.lineage).await?;
-        for (product, records) in &self.versions {
-            mongo.write_versions(product, records).await?;
+    /// Adds an entry (the materializer's, read from `topics.records`).
+    pub fn push(&mut self, e: Entry) {
+        self.entries.push(e);
+    }
+
+    /// The entries, in the order they were added.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The lineage documents and each product's record versions.
+    fn into_documents(self) -> (Vec<LineageDoc>, std::collections::HashMap<String, Vec<StoredRecord>>) {
+        let mut lineage = Vec::with_capacity(self.entries.len());
+        let mut versions: std::collections::HashMap<String, Vec<StoredRecord>> = std::collections::HashMap::new();
+        for e in self.entries {
+            let processed_at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.processed_at_ms) * 1_000_000)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            lineage.push(LineageDoc {
+                source_topic: e.topic.clone(),
+                source_partition: e.partition,
+                source_offset: e.offset,
+                source_timestamp_ms: e.timestamp_ms,
+                product: e.product.clone(),
+                contract: e.contract.clone(),
+                contract_version: e.contract_version.clone(),
+                record_id: e.record_id.clone(),
+                outcome: if e.valid { "valid" } else { "invalid" },
+                destination_collection: if e.valid { MongoSink::record_store(&e.product) } else { e.dead_letters.clone() },
+                destination_system: if e.valid { "mongodb" } else { "kafka" },
+                processed_at,
+            });
+            if let (Some(record), Some(key)) = (e.record, e.record_id) {
+                versions.entry(e.product).or_default().push(StoredRecord {
+                    key,
+                    record,
+                    event_time_ms: e.event_time_ms,
+                    topic: e.topic,
+                    partition: e.partition,
+                    offset: e.offset,
+                    timestamp_ms: e.timestamp_ms,
+                    contract: e.contract,
+                    contract_version: e.contract_version,
+                });
+            }
         }
-        Ok(())
+        (lineage, versions)
+    }
+
+    /// Writes the lineage documents, then each product's record versions; the number of
+    /// documents written (replays included).
+    pub async fn write(self, mongo: &MongoSink) -> Result<usize, MongoSinkError> {
+        let (lineage, versions) = self.into_documents();
+        mongo.write_lineage(&lineage).await?;
+        let mut written = lineage.len();
+        for (product, records) in &versions {
+            mongo.write_versions(product, records).await?;
+            written += records.len();
+        }
+        Ok(written)
     }
 }
 

@@ -127,7 +127,7 @@ impl<'b> Flow<'b> {
         }
         let reports = self.out.reports();
         self.sinks.send_reports(&reports)?;
-        self.sinks.write_documents(&documents, &reports)?;
+        self.sinks.write_documents(documents, &reports)?;
         let offsets = next.into_list();
         if !self.exactly_once && offsets.count() > 0 {
             let waiter = self.sinks.waiter();

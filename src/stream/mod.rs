@@ -17,6 +17,7 @@
 mod batch;
 mod claims;
 mod evaluate;
+pub mod materialize;
 mod outputs;
 pub mod owner;
 pub mod reload;

@@ -62,7 +62,7 @@ pub fn run(settings: &Settings, catalog: &Catalog, env: Env) -> Result<(), Error
     Ok(())
 }
 
-fn consumer(settings: &Settings, group: &str) -> Result<BaseConsumer, Error> {
+pub(super) fn consumer(settings: &Settings, group: &str) -> Result<BaseConsumer, Error> {
     let mut config = rdkafka::ClientConfig::from_iter(settings.kafka_properties(KafkaClient::Consumer));
     let _ = config
         .set("group.id", group)
@@ -72,7 +72,7 @@ fn consumer(settings: &Settings, group: &str) -> Result<BaseConsumer, Error> {
     config.create().map_err(|e| Error::refused(System::Kafka, format_args!("cannot create the quality owner's consumer: {e}")))
 }
 
-fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<usize, Error> {
+pub(super) fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<usize, Error> {
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|e| Error::transient(System::Kafka, format_args!("cannot read the metadata of {topic}: {e}")))?;
@@ -251,7 +251,7 @@ fn run_once(settings: &Settings, catalog: &Catalog, env: &Env) -> Result<(), Err
         sinks.begin()?;
         let reports = out.reports();
         sinks.send_reports(&reports)?;
-        sinks.write_documents(&Documents::default(), &reports)?;
+        sinks.write_documents(Documents::default(), &reports)?;
         for (key, source, progress) in states {
             let state = State { progress, alerts: out.alert_state(&source) };
             sinks.send_state(&key, &serde_json::to_value(&state).unwrap_or_default())?;

@@ -111,6 +111,16 @@ fn describe() {
     describe_histogram!(RECONCILE_SECONDS, Unit::Seconds, "Duration of one reconciliation run against the source database.");
     describe_gauge!(RECONCILE_BACKLOG, Unit::Count, "Records waiting for reconciliation (unverified or within the grace period).");
     describe_counter!(RECONCILE_ERRORS_TOTAL, Unit::Count, "Reconciliation runs that failed to reach the source database.");
+    describe_counter!(
+        MATERIALIZED_TOTAL,
+        Unit::Count,
+        "Documents the materializer wrote to MongoDB from topics.records, by outcome (written, unreadable)."
+    );
+    describe_gauge!(
+        MATERIALIZE_LAG_SECONDS,
+        Unit::Seconds,
+        "How far behind the stream the document store is (mongodb.materialize = kafka): now minus the produce time of the newest entry written; 0 when all is read."
+    );
     describe_gauge!(
         CATALOG_REVISION,
         "Revision in force of each data product read from the catalog in MongoDB (products.source = mongodb; 0 once retired)."

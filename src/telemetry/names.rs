@@ -105,6 +105,12 @@ pub const ACCESS_DENIALS_TOTAL: &str = "meshguard_access_denials_total";
 pub const API_RATE_LIMITED_TOTAL: &str = "meshguard_api_rate_limited_total";
 /// Connections refused because `api.max_connections` were open.
 pub const API_CONNECTIONS_REFUSED_TOTAL: &str = "meshguard_api_connections_refused_total";
+/// Documents the materializer wrote to MongoDB from `topics.records`, by outcome (`written`,
+/// `unreadable`: an entry that does not parse, skipped and logged).
+pub const MATERIALIZED_TOTAL: &str = "meshguard_materialized_documents_total";
+/// How far behind the stream the document store is: now minus the time the newest entry the
+/// materializer wrote was produced (0 when it has read everything).
+pub const MATERIALIZE_LAG_SECONDS: &str = "meshguard_materialize_lag_seconds";
 /// Revision of each data product in force, when the catalog comes from MongoDB
 /// (`products.source = "mongodb"`; 0 once a product is retired).
 pub const CATALOG_REVISION: &str = "meshguard_catalog_revision";
