@@ -111,4 +111,7 @@ async fn the_stream_commits_without_waiting_for_the_store() {
     assert_eq!(code, 200);
     assert!(metric_sum(&metrics, "meshguard_materialize_lag_seconds", &[]) >= 0.0, "{metrics}");
     assert!(metrics.contains("meshguard_materialize_lag_seconds"), "the lag is exported");
+    let (code, ready) = service.get("/readyz").unwrap_or_default();
+    assert_eq!(code, 200, "{ready}");
+    assert!(ready.contains("document store behind the stream by"), "/readyz shows the store's lag: {ready}");
 }

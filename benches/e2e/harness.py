@@ -319,6 +319,8 @@ class Run:
         if name == "kcat":
             return ["kcat", "-C", "-b", a.bootstrap, "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%o\n"], base, False
         if name.startswith("meshguard"):
+            # "<contender>:group": the same with group-wide quality (quality.scope = "group").
+            name, _, variant = name.partition(":")
             cfg = self.tmp / f"{group}.toml"
             extra = "".join(f'"{k}" = "{v}"\n' for k, v in (kv.split("=", 1) for kv in a.consumer_config))
             cfg.write_text('[kafka.consumer]\n"auto.commit.interval.ms" = "100"\n' + extra)
@@ -339,6 +341,12 @@ class Run:
                        MESHGUARD__MYSQL__ENABLED="true" if name in RECONCILING else "false",
                        MESHGUARD__MONGODB__ENABLED="true" if name in STORING else "false",
                        RUST_LOG="warn")
+            if variant == "group":
+                for side in ("partials", "state", "claims"):
+                    self.kafka.create(f"{group}-{side}", 3)
+                    self.topics.append(f"{group}-{side}")
+                env.update(MESHGUARD__QUALITY__SCOPE="group", MESHGUARD__TOPICS__PARTIALS=f"{group}-partials",
+                           MESHGUARD__TOPICS__QUALITY_STATE=f"{group}-state", MESHGUARD__TOPICS__CLAIMS=f"{group}-claims")
             if name == "meshguard+all-decoupled":
                 # The records topic exists before the clock starts, as the other side topics.
                 self.kafka.create(f"{group}-records", a.partitions)
@@ -427,7 +435,7 @@ class Run:
                     done_at = time.time()
                     break
                 time.sleep(0.05)
-            materialized = self.wait_materialized(group, t0, done_at, proc) if name == "meshguard+all-decoupled" and done_at else None
+            materialized = self.wait_materialized(group, t0, done_at, proc) if name.startswith("meshguard+all-decoupled") and done_at else None
             sampler.stop_flag.set()
             sampler.sample()
             cpu = sampler.cpu()
@@ -542,7 +550,7 @@ class Run:
         poller.start()
         # A reconciling contender needs the events' source rows, as in throughput mode: without
         # them every record waits out reconcile.grace_ms as "not yet in the source".
-        valid, invalid = self.produce(topic, count, rate=rate, mysql=name in RECONCILING)
+        valid, invalid = self.produce(topic, count, rate=rate, mysql=name.partition(":")[0] in RECONCILING)
         end = self.kafka.end_offsets(topic)
         deadline = time.time() + max(60, duration)
         while time.time() < deadline:
@@ -897,7 +905,7 @@ def main():
             topic = run.name("payments")
             run.kafka.create(topic, a.partitions)
             run.topics.append(topic)
-            needs_mysql = any(n in RECONCILING for n in names)
+            needs_mysql = any(n.partition(":")[0] in RECONCILING for n in names)
             valid, invalid = run.produce(topic, a.events, mysql=needs_mysql)
             for n in names:
                 try:

@@ -118,7 +118,7 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     let drain = Arc::new(AtomicBool::new(false));
     let materializer = if settings.mongodb.enabled && settings.mongodb.materialize == crate::config::Materialize::Kafka {
         let settings = settings.clone();
-        let env = crate::stream::materialize::Env { drain: drain.clone(), runtime: runtime.handle().clone() };
+        let env = crate::stream::materialize::Env { drain: drain.clone(), runtime: runtime.handle().clone(), health: health.clone() };
         let spawned = std::thread::Builder::new().name("materializer".into()).spawn(move || {
             if let Err(e) = crate::stream::materialize::run(&settings, &env) {
                 error!(error = %e.message, "materializer stopped");

@@ -43,6 +43,8 @@ pub struct Env {
     pub drain: Arc<AtomicBool>,
     /// The runtime the document store's client runs on.
     pub runtime: tokio::runtime::Handle,
+    /// `/readyz` shows the lag.
+    pub health: Arc<crate::telemetry::http::Health>,
 }
 
 /// Runs the materializer until it has drained after `env.drain`. Any failure (MongoDB
@@ -128,7 +130,9 @@ fn run_once(settings: &Settings, env: &Env, drain_started: &mut Option<Instant>)
         counter!(MATERIALIZED_TOTAL, "outcome" => "written").increment(written as u64);
         if let Some(ms) = newest_produced_ms {
             let now_ms = i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
-            gauge!(MATERIALIZE_LAG_SECONDS).set((now_ms.saturating_sub(ms)).max(0) as f64 / 1000.0);
+            let lag = now_ms.saturating_sub(ms).max(0);
+            gauge!(MATERIALIZE_LAG_SECONDS).set(lag as f64 / 1000.0);
+            env.health.store_lag_ms.store(lag, Ordering::Relaxed);
         }
         let mut tpl = TopicPartitionList::new();
         for (p, o) in next {

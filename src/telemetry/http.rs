@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -12,12 +12,21 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 /// What the probes report.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Health {
     /// The processing loop is running.
     pub live: AtomicBool,
     /// Partitions are assigned and the brokers answer.
     pub ready: AtomicBool,
+    /// How far the document store is behind the stream, in milliseconds, when the materializer
+    /// runs (`mongodb.materialize = "kafka"`); negative: no materializer.
+    pub store_lag_ms: AtomicI64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self { live: AtomicBool::new(false), ready: AtomicBool::new(false), store_lag_ms: AtomicI64::new(-1) }
+    }
 }
 
 #[derive(Clone)]
@@ -53,9 +62,14 @@ async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    // The document store's lag is information, not readiness: the stream does not wait for it.
+    let store = match s.health.store_lag_ms.load(Ordering::Relaxed) {
+        lag if lag < 0 => String::new(),
+        lag => format!("document store behind the stream by {:.1} s\n", lag as f64 / 1000.0),
+    };
     if s.health.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, format!("ready\n{store}"))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no partitions assigned or brokers unreachable\n")
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: no partitions assigned or brokers unreachable\n{store}"))
     }
 }
