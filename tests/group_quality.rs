@@ -1,7 +1,7 @@
 //! Group-wide quality (`quality.scope = "group"`) against the real Kafka, MariaDB and
 //! MongoDB-wire servers: several instances of `meshguard run`, one window per (binding, period)
 //! with no instance in its id, exact volumes, one alert episode whatever the instance count, an
-//! owner killed with SIGKILL while the episode fires, no silence
+//! owner killed with SIGKILL (then a scale 3 → 1 → 3) while the episode fires, no silence
 //! through a scale under traffic and one silence episode per topic once it stops, and a merged
 //! freshness p99 within the sketch's error of the exact one.
 
@@ -130,7 +130,7 @@ async fn three_instances_report_one_window_and_one_accuracy_episode() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn killing_the_owner_while_an_alert_fires_keeps_one_episode_and_exact_volume() {
+async fn killing_the_owner_and_scaling_while_an_alert_fires_keep_one_episode_and_exact_volume() {
     let s = Scenario::payments(&["pay-owner"], 12).await;
     let topic = s.topics.concat();
     let env = group_env(&s.names, "b");
@@ -143,7 +143,7 @@ async fn killing_the_owner_while_an_alert_fires_keeps_one_episode_and_exact_volu
         read_json_until(&s.kafka, &s.names.alerts, Duration::from_secs(120), |a| !alerts_of(a, &topic, "accuracy", "firing").is_empty());
     let firing = alerts_of(&alerts, &topic, "accuracy", "firing")[0].clone();
     // Every instance is killed while the episode fires: whichever owned the windows is gone,
-    // with the alert state only in the state topic. A fresh pair takes over.
+    // with the alert state only in the state topic. A fresh trio takes over.
     for svc in &services {
         svc.signal(9);
     }
@@ -151,7 +151,18 @@ async fn killing_the_owner_while_an_alert_fires_keeps_one_episode_and_exact_volu
         let _ = svc.wait(Duration::from_secs(10));
     }
     drop(services);
-    let services: Vec<Service> = (0..2).map(|_| start(&s, &env)).collect();
+    let mut services: Vec<Service> = (0..3).map(|_| start(&s, &env)).collect();
+    for svc in &services {
+        svc.wait_ready(Duration::from_secs(60));
+    }
+    // Still firing, a scale 3 → 1 → 3: the owner may move twice more, each time restoring the
+    // episode from the state topic.
+    for svc in services.split_off(1) {
+        scale_down(svc);
+    }
+    let alone = OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    windows_until(&s.names.database, &topic, Duration::from_secs(60), |w| w.iter().any(|w| window_start(w) >= alone)).await;
+    services.extend((0..2).map(|_| start(&s, &env)));
     for svc in &services {
         svc.wait_ready(Duration::from_secs(60));
     }
@@ -160,11 +171,17 @@ async fn killing_the_owner_while_an_alert_fires_keeps_one_episode_and_exact_volu
         read_json_until(&s.kafka, &s.names.alerts, Duration::from_secs(120), |a| !alerts_of(a, &topic, "accuracy", "resolved").is_empty());
     let ids: BTreeSet<&str> =
         alerts.iter().filter(|a| a["topic"] == topic.as_str() && a["metric"] == "accuracy").filter_map(|a| a["id"].as_str()).collect();
-    assert_eq!(ids.len(), 1, "the new owner resolves the episode the old one fired: {ids:?}");
+    assert_eq!(ids.len(), 1, "the last owner resolves the episode the first one fired: {ids:?}");
     assert_eq!(alerts_of(&alerts, &topic, "accuracy", "resolved")[0]["id"], firing["id"]);
     let windows = windows_until(&s.names.database, &topic, Duration::from_secs(120), |w| sum(w, "volume") + sum(w, "late") >= 800).await;
-    assert_eq!(sum(&windows, "volume") + sum(&windows, "late"), 800, "exact volume across the kill");
+    assert_eq!(sum(&windows, "volume") + sum(&windows, "late"), 800, "exact volume across the kill and the scale");
     assert_one_document_per_window(&windows);
+    let stored = mongo_docs(&s.names.database, "data_quality_alerts", doc! { "topic": &topic, "metric": "accuracy" }).await;
+    let states: Vec<(&str, &str)> =
+        stored.iter().map(|a| (a["id"].as_str().unwrap_or_default(), a["state"].as_str().unwrap_or_default())).collect();
+    let id = firing["id"].as_str().unwrap_or_default();
+    assert_eq!(states.len(), 2, "one firing and one resolution: {states:?}");
+    assert!(states.contains(&(id, "firing")) && states.contains(&(id, "resolved")), "{states:?}");
     drop(services);
 }
 
