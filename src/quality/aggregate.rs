@@ -10,7 +10,8 @@
 //! - **Watermark.** A window closes when every partition of its topic has progressed past its
 //!   end (the newest record timestamp in the partials), or `lateness` after its end. A partial of
 //!   a closed window (that is not a replay) is counted as `late` in the next window to close.
-//! - **Silence** is judged on the newest record of any partition of the topic, whoever read it.
+//! - **Silence** is judged on the newest record of any partition of the topic, whoever read it
+//!   and whichever owner counted it (it is part of [`Progress`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -42,13 +43,18 @@ struct Open {
     decided_at: Option<i64>,
 }
 
-/// What survives the owner: the last window closed and the offsets counted in closed windows.
+/// What survives the owner: the last window closed, the offsets counted in closed windows and
+/// the topic's newest record (so a new owner judges silence from it, not from its own start).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Progress {
     /// Start of the last window closed, ms.
     pub last_closed_ms: Option<i64>,
     /// Per source partition, the last offset counted in a closed window.
     pub covered: BTreeMap<i32, i64>,
+    /// The newest record timestamp of any partition of the topic, ms, when the last window
+    /// closed (absent in states written before it was kept).
+    #[serde(default)]
+    pub newest_ms: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -64,7 +70,8 @@ struct Binding {
     late: u64,
     /// Reconciliation verdicts for closed windows, counted in the next window to close.
     late_decided: Counts,
-    /// Since when this instance owns the binding (silence before the first event).
+    /// Since when this instance owns the binding (silence before the first event ever seen by
+    /// any owner).
     owned_since_ms: i64,
 }
 
@@ -249,8 +256,13 @@ impl Aggregator {
                 counts.merge(&w.decided);
                 counts.merge(&std::mem::take(&mut b.late_decided));
                 b.progress.last_closed_ms = Some(next);
-                let newest_event = b.newest.values().copied().max().unwrap_or(b.owned_since_ms).max(b.owned_since_ms);
-                let silence = now_ms - newest_event;
+                // Silence runs from the topic's newest record, whoever read it and whichever
+                // owner saw it: a new owner of a silent topic carries on with the silence (its
+                // own start is no event; counting from it resolved the episode and fired a
+                // second one). Only a topic no owner has seen a record of counts from now.
+                let newest = b.newest.values().copied().max().max(b.progress.newest_ms);
+                b.progress.newest_ms = newest;
+                let silence = now_ms - newest.unwrap_or(b.owned_since_ms);
                 let late = std::mem::take(&mut b.late);
                 let closed = closed_window(&b.contract, &b.topic, (at(next), at(end)), &counts, self.track_lineage, late, {
                     (silence > silence_ms).then(|| silence as f64 / 1000.0)
@@ -373,6 +385,31 @@ mod tests {
         assert_eq!((next[0].1.volume, next[0].1.late), (20, Some(3)));
         assert_eq!((next[0].1.accuracy_checked, next[0].1.accuracy_matched), (2, 2));
         assert_eq!(a.needed_from([&key]), None);
+    }
+
+    #[test]
+    fn a_new_owner_of_a_silent_topic_carries_on_with_its_silence() {
+        let c = contract();
+        let (mut a, key) = aggregator(&c);
+        // Both partitions' last records at 1 s and 2 s, then nothing: silent (60 s) from 62 s on.
+        assert_eq!(a.add(partial(&c, 0, 0, 0, 9, 1_000), 0), Added::Counted);
+        assert_eq!(a.add(partial(&c, 0, 1, 0, 9, 2_000), 1), Added::Counted);
+        let mut progress = Progress::default();
+        for w in a.close_due(at(75_000)) {
+            progress = w.2;
+        }
+        assert_eq!(progress.last_closed_ms, Some(60_000));
+        assert_eq!(progress.newest_ms, Some(2_000));
+        // The owner goes (a rebalance, a scale, a crash); the next one takes over from the state.
+        let timing = a.timing;
+        let mut b = Aggregator::new(timing, false);
+        b.own(&key, c.clone(), "t", 2, progress, at(76_000));
+        let closed = b.close_due(at(85_000));
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].1.silent_seconds, Some(83.0), "silent since the last record, not since the new owner started");
+        // A state written before `newest_ms` was kept still reads.
+        let old: Progress = serde_json::from_str(r#"{"last_closed_ms":0,"covered":{"0":9}}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(old.newest_ms, None);
     }
 
     #[test]
