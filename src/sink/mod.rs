@@ -271,7 +271,13 @@ fn connect_mongo(
     let products: Vec<String> = catalog.map(|c| c.products.iter().map(|p| p.name().to_owned()).collect()).unwrap_or_default();
     let mut backoff = Duration::from_millis(500);
     loop {
-        match runtime.block_on(MongoSink::connect(&settings.mongodb.uri, &settings.mongodb.database, &products)) {
+        // The stream's client makes the indexes; the owner's is a second client of the process.
+        let (uri, database) = (&settings.mongodb.uri, &settings.mongodb.database);
+        let connected = match catalog {
+            Some(_) => runtime.block_on(MongoSink::connect(uri, database, &products)),
+            None => runtime.block_on(MongoSink::open(uri, database)),
+        };
+        match connected {
             Ok(m) => {
                 // From files, the declarations are stored for the seed's readers, but never
                 // over a document `catalog apply` wrote (it owns those). From the catalog in

@@ -453,6 +453,16 @@ impl MongoSink {
     /// (product+contract+topic+window_start), access_audit (at, product), users (user_id
     /// unique), and on each product's record store (`_meta.updated_at`).
     pub async fn connect(uri: &str, database: &str, products: &[String]) -> Result<Self, MongoSinkError> {
+        let sink = Self::open(uri, database).await?;
+        let secret = Secrets::of(uri);
+        sink.create_indexes(products).await.map_err(|e| secret.scrub_error(e))?;
+        Ok(sink)
+    }
+
+    /// Connects without creating indexes (a second client of a process whose first one made
+    /// them: the MongoDB-wire server used in tests drops connections that race to create the
+    /// same index).
+    pub async fn open(uri: &str, database: &str) -> Result<Self, MongoSinkError> {
         let secret = Secrets::of(uri);
         let mut options = ClientOptions::parse(uri).await.map_err(|e| secret.scrub_error(classify(&e)))?;
         if options.server_selection_timeout.is_none() {
@@ -467,9 +477,9 @@ impl MongoSink {
         let secret = secret.with_password(options.credential.as_ref().and_then(|c| c.password.clone()));
         let client = Client::with_options(options).map_err(|e| secret.scrub_error(classify(&e)))?;
         let db = client.database(database);
-        let sink = Self { db, uri: Arc::from(redact_uri(uri)) };
-        sink.create_indexes(products).await.map_err(|e| secret.scrub_error(e))?;
-        Ok(sink)
+        // The server is reached here, so that a wrong address or credentials fail fast.
+        let _ = db.run_command(doc! { "ping": 1 }).await.map_err(|e| secret.scrub_error(classify(&e)))?;
+        Ok(Self { db, uri: Arc::from(redact_uri(uri)) })
     }
 
     /// Name of a product's record store collection: "records.{product}".

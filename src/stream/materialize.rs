@@ -74,7 +74,7 @@ fn run_once(settings: &Settings, env: &Env, drain_started: &mut Option<Instant>)
     consumer.subscribe(&[topic]).map_err(|e| Error::transient(System::Kafka, format_args!("cannot subscribe to {topic}: {e}")))?;
     let store = env
         .runtime
-        .block_on(MongoSink::connect(&settings.mongodb.uri, &settings.mongodb.database, &[]))
+        .block_on(MongoSink::open(&settings.mongodb.uri, &settings.mongodb.database))
         .map_err(|e| Error::transient(System::MongoDb, format_args!("materializer: {e}")))?;
     let max = settings.mongodb.materialize_batch.max(1);
     info!(topic, max, "materializer started");
