@@ -1,5 +1,5 @@
-//! The naive loop `meshguard check` is measured against (docs/benchmarks.md, "check: threads and
-//! per-record cost"): read NDJSON line by line, `serde_json` → `Value` → `jsonschema`
+//! The naive loop `meshguard check` is measured against (docs/benchmarks.md, "check against the
+//! naive loop"): read NDJSON line by line, `serde_json` → `Value` → `jsonschema`
 //! `is_valid`, one thread, with the same draft-07 options the contract compiles (every `format`
 //! asserted, `uuid` included), and print the counts so both programs can be seen to agree.
 //!
