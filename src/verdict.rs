@@ -107,7 +107,7 @@ pub fn evaluate_record(contract: &Contract, record: Value, now: OffsetDateTime) 
     } else {
         Some(Rejection { stage: Stage::Validate, class: "contract_violation", violations })
     };
-    let mut eval = measure(contract, &record, rejection, now);
+    let mut eval = measure(contract, &record, rejection, now, true);
     eval.record = Some(record);
     eval.warnings = warnings;
     eval
@@ -140,6 +140,32 @@ pub fn evaluate_lean<'i, T>(
     tape: &mut Tape<'i>,
     valid: impl FnOnce(AnyRecord<'_>, Option<&str>) -> Option<T>,
 ) -> (Evaluation, Option<T>) {
+    lean(contract, payload, now, tape, true, valid)
+}
+
+/// Evaluates like [`evaluate_lean`] for a caller that keeps neither the record nor its id
+/// (`check`, which reports counts, line numbers and measures): `Evaluation::record_id` is always
+/// `None` and `valid` gets no id, so a valid record without warnings allocates nothing for its
+/// verdict. The verdict, warnings and measures are [`evaluate_lean`]'s.
+pub fn evaluate_unkeyed<'i, T>(
+    contract: &Contract,
+    payload: &'i [u8],
+    now: OffsetDateTime,
+    tape: &mut Tape<'i>,
+    valid: impl FnOnce(AnyRecord<'_>) -> Option<T>,
+) -> (Evaluation, Option<T>) {
+    lean(contract, payload, now, tape, false, |record, _| valid(record))
+}
+
+/// The body of [`evaluate_lean`] and [`evaluate_unkeyed`]; `keyed` says whether the id is read.
+fn lean<'i, T>(
+    contract: &Contract,
+    payload: &'i [u8],
+    now: OffsetDateTime,
+    tape: &mut Tape<'i>,
+    keyed: bool,
+    valid: impl FnOnce(AnyRecord<'_>, Option<&str>) -> Option<T>,
+) -> (Evaluation, Option<T>) {
     if let SchemaEngine::Json(schema) = &contract.engine
         && tape.parse(payload).is_ok()
         && let Some(root) = tape.root()
@@ -147,7 +173,7 @@ pub fn evaluate_lean<'i, T>(
     {
         let mut warnings = Vec::new();
         let rejection = apply_rules(contract, AnyRecord::Tape(root), &mut warnings);
-        let mut eval = measure(contract, root, rejection, now);
+        let mut eval = measure(contract, root, rejection, now, keyed);
         eval.warnings = warnings;
         let taken = if eval.is_valid() { valid(AnyRecord::Tape(root), eval.record_id.as_deref()) } else { None };
         return (eval, taken);
@@ -158,15 +184,25 @@ pub fn evaluate_lean<'i, T>(
         _ => None,
     };
     eval.record = None;
+    if !keyed {
+        eval.record_id = None;
+    }
     (eval, taken)
 }
 
-/// Completeness, event time, freshness and id of a decoded record, with its verdict.
-fn measure<'a>(contract: &Contract, record: impl RecordView<'a>, rejection: Option<Rejection>, now: OffsetDateTime) -> Evaluation {
+/// Completeness, event time, freshness and (when `keyed`) id of a decoded record, with its
+/// verdict.
+fn measure<'a>(
+    contract: &Contract,
+    record: impl RecordView<'a>,
+    rejection: Option<Rejection>,
+    now: OffsetDateTime,
+    keyed: bool,
+) -> Evaluation {
     let event_time = measure::event_time(record, &contract.event_time_fields);
     Evaluation {
         rejection,
-        record_id: contract.record_id(record),
+        record_id: if keyed { contract.record_id(record) } else { None },
         completeness: contract.required.measure(record),
         event_time,
         freshness: event_time.map(|t| measure::freshness(t, now)),
@@ -268,12 +304,13 @@ pub fn evaluate_lean_versioned<'c, 'i, T>(
 
 /// Every shadow version's verdict on `payload`, counted in
 /// `meshguard_shadow_rejections_total{product,contract,version}`.
-fn shadows(contract: &Contract, payload: &[u8], now: OffsetDateTime) -> Vec<ShadowVerdict> {
+pub fn shadows(contract: &Contract, payload: &[u8], now: OffsetDateTime) -> Vec<ShadowVerdict> {
     contract
         .shadows()
         .map(|s| {
             let mut tape = Tape::new();
-            let (eval, _) = evaluate_lean(s, payload, now, &mut tape, |_, _| None::<()>);
+            // Only the verdict is kept: no id.
+            let (eval, _) = lean(s, payload, now, &mut tape, false, |_, _| None::<()>);
             if eval.rejection.is_some() {
                 metrics::counter!(
                     crate::telemetry::names::SHADOW_REJECTIONS_TOTAL,

@@ -3,9 +3,11 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::{binary, repo};
+use meshguard::check::{Checker, Input, Plan, check_input, read_records, render_text, report_at};
 use meshguard::generate::Generator;
 use meshguard::product::{Catalog, Files};
 use meshguard::verdict::evaluate;
@@ -173,7 +175,7 @@ fn the_seed_files_are_shipped_byte_for_byte() {
     }
 }
 
-fn lint(dir: &std::path::Path) -> (Option<i32>, String, String) {
+fn lint(dir: &Path) -> (Option<i32>, String, String) {
     let out = Command::new(binary()).args(["lint", "--config"]).arg(dir).output().unwrap_or_else(|e| panic!("{e}"));
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
@@ -258,4 +260,195 @@ fn lint_warns_when_a_source_database_is_not_the_settings_database() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.status.code(), Some(0));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A contract of `catalog`.
+fn contract_of<'a>(catalog: &'a Catalog, product: &str, contract: Option<&str>) -> &'a meshguard::contract::Contract {
+    catalog.product(product).and_then(|p| p.contract(contract)).unwrap_or_else(|| panic!("{product} {contract:?}"))
+}
+
+const NOW: time::OffsetDateTime = time::macros::datetime!(2026-11-29 12:00:00 UTC);
+
+/// The report of `files` checked in-process with `plan` (chunks over threads), as JSON and text.
+fn report_with(contract: &meshguard::contract::Contract, files: &[&Path], plan: Plan) -> (serde_json::Value, String) {
+    let mut checker = Checker::new(contract, None).unwrap_or_else(|r| panic!("{r:?}"));
+    for file in files {
+        let input = Input::from_arg(file);
+        checker.report.inputs.push(input.name());
+        let _ = check_input(&mut checker, &input, NOW, plan).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let report = checker.finish();
+    (serde_json::to_value(&report).unwrap_or_else(|e| panic!("{e}")), render_text(&report))
+}
+
+/// The report of `files` judged record by record ([`Checker::add`], as `POST /validate` and
+/// `dlq replay` do): what every plan must agree with.
+fn report_by_record(contract: &meshguard::contract::Contract, files: &[&Path]) -> (serde_json::Value, String) {
+    let mut checker = Checker::new(contract, None).unwrap_or_else(|r| panic!("{r:?}"));
+    let reader_schema = match &contract.engine {
+        meshguard::contract::SchemaEngine::Avro(a) => Some(a.schema),
+        meshguard::contract::SchemaEngine::Json(_) => None,
+    };
+    for file in files {
+        let input = Input::from_arg(file);
+        let name = input.name();
+        checker.report.inputs.push(name.clone());
+        read_records(&input, reader_schema, |line, item| {
+            let _ = checker.add(&report_at(&name, line), item, NOW);
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let report = checker.finish();
+    (serde_json::to_value(&report).unwrap_or_else(|e| panic!("{e}")), render_text(&report))
+}
+
+/// Plans that cut an input into many chunks at every position relative to its records and finish
+/// them out of order.
+const PLANS: [Plan; 5] = [
+    Plan { threads: 1, chunk_bytes: meshguard::check::input::CHUNK_BYTES },
+    Plan { threads: 1, chunk_bytes: 333 },
+    Plan { threads: 2, chunk_bytes: 333 },
+    Plan { threads: 3, chunk_bytes: 1 },
+    Plan { threads: 4, chunk_bytes: 4096 },
+];
+
+fn check_on_threads(threads: usize, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(binary())
+        .arg("check")
+        .args(args)
+        .env("MESHGUARD__DELIVERY__EVALUATION_THREADS", threads.to_string())
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn the_report_of_a_shipped_sample_does_not_depend_on_threads_or_chunks() {
+    let catalog = catalog();
+    let (mut duplicates, mut warnings, mut shadow_rejections, mut rule_violations) = (0, 0, 0, 0);
+    for (product, contract, files) in [
+        ("payments-data-product", None, &["samples/payments.ndjson"][..]),
+        ("loans-data-product", None, &["samples/loans.ndjson"][..]),
+        ("loans-data-product", Some("loan-application-schema"), &["samples/loan-applications.ndjson"][..]),
+        ("cards-data-product", None, &["samples/cards.avro"][..]),
+        // Business rules (errors and warnings) and the shadow version 2.0.0.
+        ("loans-data-product", None, &["samples/loans-rules.ndjson"][..]),
+        // `unique`: duplicates within a file and across two inputs.
+        ("loans-data-product", None, &["samples/loans-duplicates.ndjson", "samples/loans.ndjson", "samples/loans-duplicates.ndjson"][..]),
+    ] {
+        let c = contract_of(&catalog, product, contract);
+        let paths: Vec<std::path::PathBuf> = files.iter().map(|f| repo().join(f)).collect();
+        let paths: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+        let (one, one_text) = report_by_record(c, &paths);
+        assert!(one["records"].as_u64().is_some_and(|n| n > 0), "{files:?}");
+        duplicates += one["duplicates"].as_u64().unwrap_or(0);
+        warnings += one["rule_warnings"].as_array().map_or(0, Vec::len);
+        rule_violations += one["rule_violations"].as_u64().unwrap_or(0);
+        shadow_rejections += one["shadow"].as_array().into_iter().flatten().filter_map(|s| s["would_reject"].as_u64()).sum::<u64>();
+        for plan in PLANS {
+            let (many, many_text) = report_with(c, &paths, plan);
+            assert_eq!(many, one, "{files:?} with {plan:?}");
+            assert_eq!(many_text, one_text, "{files:?} with {plan:?}");
+        }
+        // And the binary, both formats, one thread against two.
+        let mut args = vec!["--product", product, "--now", "2026-11-29T12:00:00Z"];
+        if let Some(c) = contract {
+            args.extend(["--contract", c]);
+        }
+        args.extend(files);
+        for format in [&["--format", "text"][..], &["--format", "json"][..]] {
+            let all: Vec<&str> = args.iter().chain(format).copied().collect();
+            let (code1, out1, err1) = check_on_threads(1, &all);
+            let (code2, out2, err2) = check_on_threads(2, &all);
+            assert!(matches!(code1, Some(0 | 1)), "{files:?}: {err1}");
+            assert_eq!((code2, out2, err2), (code1, out1, err1), "{files:?} {format:?}");
+        }
+    }
+    // The samples exercise every feature that feeds the report.
+    assert!(
+        duplicates > 0 && warnings > 0 && rule_violations > 0 && shadow_rejections > 0,
+        "{duplicates} {warnings} {rule_violations} {shadow_rejections}"
+    );
+}
+
+#[test]
+fn rejected_duplicates_across_chunks_get_the_same_report_on_any_plan() {
+    // The loans contract with `unique.deadLetter: true`: a duplicate is rejected, so whether a
+    // record is valid depends on every earlier chunk.
+    let tmp = copy_config();
+    let loans = tmp.path().join("config/products/loans.yaml");
+    let yaml = std::fs::read_to_string(&loans).unwrap_or_else(|e| panic!("{e}"));
+    let unique = "        fields: [loan_id]\n        horizon: 10m\n";
+    assert!(yaml.contains(unique), "loans.yaml no longer declares its unique key as expected");
+    std::fs::write(&loans, yaml.replace(unique, &format!("{unique}        deadLetter: true\n"))).unwrap_or_else(|e| panic!("{e}"));
+    let catalog = Catalog::load(&Files::Disk { products: tmp.path().join("config/products"), schemas: tmp.path().join("schemas") })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let contract = contract_of(&catalog, "loans-data-product", None);
+    // 30,000 generated loans, one in ten broken; every 97th line repeats the line 1,500 before
+    // it, so duplicates sit chunks away from their first copy.
+    let mut generator = Generator::for_contract(contract, 23, 0.1, 0.0).unwrap_or_else(|| panic!("generator"));
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    for i in 0..30_000usize {
+        let line = if i % 97 == 0 && i >= 1_500 { lines[i - 1_500].clone() } else { generator.next_event(NOW).payload.to_vec() };
+        lines.push(line);
+    }
+    let file = tmp.path().join("loans-30k.ndjson");
+    std::fs::write(&file, lines.join(&b'\n')).unwrap_or_else(|e| panic!("{e}"));
+    let (one, one_text) = report_by_record(contract, &[&file]);
+    assert!(one["duplicates"].as_u64().is_some_and(|n| n > 100), "{}", one["duplicates"]);
+    assert!(
+        one["violations"].as_array().into_iter().flatten().any(|g| g["keyword"] == "unique" && g["count"] == one["duplicates"]),
+        "every duplicate is rejected: {}",
+        one["violations"]
+    );
+    for plan in [PLANS[0], Plan { threads: 2, chunk_bytes: 64 * 1024 }, Plan { threads: 4, chunk_bytes: 4096 }] {
+        let (many, many_text) = report_with(contract, &[&file], plan);
+        assert!(many == one, "{plan:?}: the report differs");
+        assert_eq!(many_text, one_text, "{plan:?}");
+    }
+}
+
+#[test]
+fn a_large_input_gets_the_same_report_on_one_thread_and_on_several() {
+    // 200,000 generated payment events, one in ten broken, with blank lines, a CRLF line end and
+    // no line end after the last record: line numbers must survive chunking.
+    let catalog = catalog();
+    let contract = contract_of(&catalog, "payments-data-product", None);
+    let mut generator = Generator::for_contract(contract, 19, 0.1, 0.0).unwrap_or_else(|| panic!("generator"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("payments-200k.ndjson");
+    let mut text = Vec::with_capacity(60 << 20);
+    for i in 0..200_000u32 {
+        text.extend_from_slice(&generator.next_event(NOW).payload);
+        match i % 50_000 {
+            0 => text.extend_from_slice(b"\r\n"),
+            1 => text.extend_from_slice(b"\n\n  \n"),
+            _ if i < 199_999 => text.push(b'\n'),
+            _ => {}
+        }
+    }
+    std::fs::write(&file, &text).unwrap_or_else(|e| panic!("{e}"));
+    let path = file.to_string_lossy().into_owned();
+    let args = ["--product", "payments-data-product", "--now", "2026-11-29T12:00:00Z", "--format", "json", path.as_str()];
+    let (code, one, err) = check_on_threads(1, &args);
+    assert_eq!(code, Some(1), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&one).unwrap_or_else(|e| panic!("{e}: {one}"));
+    assert_eq!(report["records"], 200_000);
+    let invalid = report["invalid"].as_u64().unwrap_or(0);
+    assert!((15_000..25_000).contains(&invalid), "{invalid} invalid");
+    let (code, two, err) = check_on_threads(2, &args);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(two == one, "two threads: the JSON report differs");
+    let text_args = ["--product", "payments-data-product", "--now", "2026-11-29T12:00:00Z", path.as_str()];
+    let (_, one_text, _) = check_on_threads(1, &text_args);
+    let (_, two_text, _) = check_on_threads(2, &text_args);
+    assert!(one_text.contains("records       200000"), "{one_text}");
+    assert_eq!(two_text, one_text);
+    // In-process with small chunks on four threads: hundreds of chunks finishing out of order.
+    let (mut json, _) = report_with(contract, &[&file], Plan { threads: 4, chunk_bytes: 64 * 1024 });
+    // The catalog here is loaded by absolute path, the binary's by relative path.
+    assert!(json["schema"].as_str().is_some_and(|s| s.ends_with("schemas/payment-schema.json")), "{}", json["schema"]);
+    json["schema"] = report["schema"].clone();
+    assert!(json == report, "four threads in-process: the report differs");
 }

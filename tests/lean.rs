@@ -14,7 +14,7 @@ use meshguard::contract::{AnyRecord, Contract};
 use meshguard::generate::Generator;
 use meshguard::product::{Catalog, Files};
 use meshguard::reconcile::{Claim, claim};
-use meshguard::verdict::{evaluate, evaluate_lean};
+use meshguard::verdict::{evaluate, evaluate_lean, evaluate_unkeyed};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use time::OffsetDateTime;
@@ -72,6 +72,17 @@ fn agree_via(contract: &Arc<Contract>, payload: &[u8]) -> (bool, bool) {
     assert_eq!(lean.freshness, full.freshness, "{}: {shown}", contract.name);
     assert!(lean.record.is_none(), "the lean path keeps no record");
     assert_eq!(lean_claim.as_ref().map(claim_fields), full_claim.as_ref().map(claim_fields), "{}: {shown}", contract.name);
+    // `check`'s path: the same verdict, warnings and measures, without the id; `valid` is called
+    // exactly for the records the full path accepts.
+    let mut tape = Tape::new();
+    let (unkeyed, called) = evaluate_unkeyed(contract, payload, NOW, &mut tape, |_| Some(()));
+    assert_eq!(unkeyed.rejection, full.rejection, "{}: {shown}", contract.name);
+    assert_eq!(unkeyed.warnings, full.warnings, "{}: {shown}", contract.name);
+    assert_eq!(unkeyed.completeness, full.completeness, "{}: {shown}", contract.name);
+    assert_eq!(unkeyed.event_time, full.event_time, "{}: {shown}", contract.name);
+    assert_eq!(unkeyed.freshness, full.freshness, "{}: {shown}", contract.name);
+    assert!(unkeyed.record.is_none() && unkeyed.record_id.is_none(), "check keeps neither record nor id");
+    assert_eq!(called.is_some(), full.is_valid(), "{}: {shown}", contract.name);
     (full.is_valid(), on_tape)
 }
 

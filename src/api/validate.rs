@@ -1,7 +1,7 @@
 //! `POST /{product}/validate`: the seed's `validateDataContract` over HTTP. The body is one JSON
 //! record (`application/json`), an NDJSON batch (`application/x-ndjson`), or an Avro object
 //! container file (`avro/binary`); it is read and judged by the same code as `meshguard check`
-//! ([`crate::check::read_from`], [`crate::check::evaluate_item`], [`crate::check::Report`]), so
+//! ([`crate::check::read_from`], [`crate::check::Checker`], [`crate::check::Report`]), so
 //! the answer is the `check --format json` report plus one verdict per record. Nothing is
 //! stored: it is a read of the product.
 
@@ -17,7 +17,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::problem::{FieldError, Problem};
 use crate::check::input::Item;
-use crate::check::{Checker, InputError, read_from, report_at};
+use crate::check::{Checker, read_from, report_at};
 use crate::contract::{Contract, SchemaEngine};
 
 /// Largest body, in bytes.
@@ -110,8 +110,7 @@ fn judge(base: &Contract, body: &[u8], shape: Shape, now: OffsetDateTime) -> Res
                 SchemaEngine::Avro(a) => Some(a.schema),
                 SchemaEngine::Json(_) => None,
             };
-            read_from(Cursor::new(body), None, reader_schema, |message| InputError { input: INPUT.into(), message }, &mut add)
-                .map_err(|e| field("body", e.message))?;
+            read_from(Cursor::new(body), INPUT, reader_schema, &mut add).map_err(|e| field("body", e.message))?;
         }
     }
     if too_many {

@@ -228,6 +228,53 @@ impl Report {
         }
     }
 
+    /// Adds `part`: the report of a run of consecutive records of `input` (a chunk evaluated on
+    /// another thread) whose line numbers count from the run's first line, `base` lines into the
+    /// input. Parts must come in input order; then every count, example and line number is the
+    /// one adding the records one by one gives, since a group keeps its first example and its
+    /// first lines.
+    pub fn absorb(&mut self, input: &str, base: u64, part: Report) {
+        let at = |a: At| At { input: input.to_owned(), line: base + a.line };
+        self.records += part.records;
+        self.valid += part.valid;
+        self.invalid += part.invalid;
+        self.undecodable += part.undecodable;
+        if let Some(n) = part.rule_violations {
+            *self.rule_violations.get_or_insert(0) += n;
+        }
+        merge_groups(&mut self.groups, part.groups, at);
+        merge_groups(&mut self.warning_groups, part.warning_groups, at);
+        if let Some(n) = part.duplicates {
+            *self.duplicates.get_or_insert(0) += n;
+        }
+        let room = MAX_LINES.saturating_sub(self.duplicate_lines.len());
+        self.duplicate_lines.extend(part.duplicate_lines.into_iter().take(room).map(at));
+        // Parts are made for the same contract: the same shadow versions in the same order.
+        for (mine, theirs) in self.shadow.iter_mut().zip(part.shadow) {
+            mine.would_reject += theirs.would_reject;
+            mine.would_reject_accepted += theirs.would_reject_accepted;
+            merge_groups(&mut mine.groups, theirs.groups, at);
+        }
+        let (c, p) = (&mut self.completeness, part.completeness);
+        c.present += p.present;
+        c.applicable += p.applicable;
+        c.complete_records += p.complete_records;
+        let (f, p) = (&mut self.freshness, part.freshness);
+        f.measured += p.measured;
+        f.without_event_time += p.without_event_time;
+        f.over_sla += p.over_sla;
+        self.ages.extend_from_slice(&part.ages);
+    }
+
+    /// Rejects an added record, valid until now, whose unique key repeats an earlier one's
+    /// (`unique.deadLetter`): it counts as invalid with `violations`, as if it had been added
+    /// with that rejection.
+    pub fn reject_duplicate(&mut self, at: &At, violations: &[crate::contract::Violation]) {
+        self.valid = self.valid.saturating_sub(1);
+        self.invalid += 1;
+        add_groups(&mut self.groups, violations, at);
+    }
+
     /// Counts a record whose unique key repeats an earlier one.
     pub fn duplicate_at(&mut self, at: &At) {
         if let Some(n) = &mut self.duplicates {
@@ -303,6 +350,27 @@ fn add_groups(groups: &mut BTreeMap<(String, String, Option<String>), Group>, vi
         if group.lines.len() < MAX_LINES {
             group.lines.push(at.clone());
         }
+    }
+}
+
+/// Adds the groups of a later part (`absorb`), its locations moved by `at`.
+fn merge_groups(
+    groups: &mut BTreeMap<(String, String, Option<String>), Group>,
+    part: BTreeMap<(String, String, Option<String>), Group>,
+    at: impl Fn(At) -> At,
+) {
+    for (key, theirs) in part {
+        let group = groups.entry(key).or_insert_with(|| Group {
+            path: theirs.path.clone(),
+            keyword: theirs.keyword.clone(),
+            rule: theirs.rule.clone(),
+            count: 0,
+            example: theirs.example.clone(),
+            lines: Vec::new(),
+        });
+        group.count += theirs.count;
+        let room = MAX_LINES.saturating_sub(group.lines.len());
+        group.lines.extend(theirs.lines.into_iter().take(room).map(&at));
     }
 }
 

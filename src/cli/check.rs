@@ -8,9 +8,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{ConfigArg, fail};
-use crate::check::input::Item;
-use crate::check::{Checker, Input, read_records, render_text};
-use crate::contract::SchemaEngine;
+use crate::check::{Checker, Input, Plan, check_input, render_text};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -48,7 +46,7 @@ pub struct CheckArgs {
 }
 
 pub(super) fn run(args: CheckArgs) -> ExitCode {
-    let (_settings, catalog) = match args.config.load() {
+    let (settings, catalog) = match args.config.load() {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -83,28 +81,17 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
         Err(r) => return fail(r.violations.first().map(|v| v.message.clone()).unwrap_or_default()),
     };
     let contract = checker.contract();
-    let reader_schema = match &contract.engine {
-        SchemaEngine::Avro(a) => Some(a.schema),
-        SchemaEngine::Json(_) => None,
-    };
+    // Large inputs are spread over the evaluation threads; the report is the same on any number.
+    let plan = Plan::new(settings.delivery.evaluators());
     for file in &args.files {
         let input = Input::from_arg(file);
         let name = input.name();
         checker.report.inputs.push(name.clone());
-        let mut avro_contract_given_lines = false;
-        let result = read_records(&input, reader_schema, |line, item| {
-            if let Item::Line(bytes) = &item
-                && contract.is_avro()
-                && bytes.first() == Some(&b'{')
-            {
-                avro_contract_given_lines = true;
-            }
-            let _ = checker.add(&crate::check::report_at(&name, line), item, now);
-        });
-        if let Err(e) = result {
-            return fail(e);
-        }
-        if avro_contract_given_lines {
+        let notes = match check_input(&mut checker, &input, now, plan) {
+            Ok(notes) => notes,
+            Err(e) => return fail(e),
+        };
+        if notes.json_for_avro {
             eprintln!(
                 "meshguard: note: {name} looks like JSON text, but contract {:?} is Avro: give an Avro object container file",
                 contract.name

@@ -46,8 +46,11 @@ pub enum Command {
     /// Validate NDJSON or Avro files against a data contract, with no servers.
     ///
     /// Every line (NDJSON) or record (Avro object container file) is decoded, validated against
-    /// the contract's schema, and measured for completeness and freshness. Exit status: 0 when
-    /// every record is valid, 1 when some are not, 2 on a usage or configuration error.
+    /// the contract's schema, and measured for completeness and freshness. NDJSON is judged in
+    /// chunks on `delivery.evaluation_threads` threads (0 = one per CPU;
+    /// MESHGUARD__DELIVERY__EVALUATION_THREADS=1 for one): the report is the same on any number.
+    /// Exit status: 0 when every record is valid, 1 when some are not, 2 on a usage or
+    /// configuration error.
     Check(check::CheckArgs),
     /// Load every data product and compile every contract; report each problem as file:line.
     Lint(lint::LintArgs),

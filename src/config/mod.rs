@@ -212,7 +212,8 @@ pub struct DeliverySettings {
     pub batch_max_bytes: usize,
     /// How long a batch waits to fill.
     pub batch_linger_ms: u64,
-    /// Threads that evaluate a batch (decode, validate, measure); 0 = one per CPU.
+    /// Threads that evaluate a batch (decode, validate, measure), and that `check` judges NDJSON
+    /// chunks on; 0 = one per CPU.
     #[serde(default)]
     pub evaluation_threads: usize,
     /// Bound on the drain at shutdown.
