@@ -496,7 +496,7 @@ class Run:
 
     def mongodb_ceiling(self, n):
         """The document store's own ceiling: unordered insert_many of n lineage-sized documents
-        (batches of 4,000, as the materializer writes) from one pymongo client into a fresh
+        (batches of 4,000) from one pymongo client into a fresh
         collection, docs/s."""
         import pymongo
         client = pymongo.MongoClient(self.args.mongodb)
