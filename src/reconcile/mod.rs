@@ -263,9 +263,24 @@ impl Reconciler {
     /// Returns the decided claims; the rest stay pending. On a database error every claim of
     /// that chunk stays pending and the error is returned alongside what was decided.
     pub async fn run<D: SourceDb>(&mut self, db: &D, now: OffsetDateTime, concurrency: usize) -> (Vec<Decided>, Option<Error>) {
+        let mut decided = Vec::new();
+        let error = self.run_each(db, now, concurrency, |d| decided.extend(d)).await;
+        (decided, error)
+    }
+
+    /// [`Reconciler::run`], handing each answered chunk's verdicts to `each` as it arrives, so
+    /// the caller can release them (and the stream waiting for room) while later chunks are
+    /// still in flight. Returns the last database error, if any.
+    pub async fn run_each<D: SourceDb>(
+        &mut self,
+        db: &D,
+        now: OffsetDateTime,
+        concurrency: usize,
+        mut each: impl FnMut(Vec<Decided>),
+    ) -> Option<Error> {
         use futures_util::StreamExt;
         if self.pending.is_empty() {
-            return (Vec::new(), None);
+            return None;
         }
         let mut by_table: HashMap<String, Vec<Claim>> = HashMap::new();
         let (due, later): (Vec<Claim>, Vec<Claim>) = self.pending.drain(..).partition(|c| c.next_check <= now);
@@ -284,7 +299,6 @@ impl Reconciler {
                 chunks.push((spec.clone(), claims.by_ref().take(self.chunk).collect()));
             }
         }
-        let mut decided = Vec::new();
         let mut error = None;
         // Each answer is decided as it arrives, so at most `concurrency` of them are held.
         let mut answers = futures_util::stream::iter(chunks)
@@ -300,6 +314,7 @@ impl Reconciler {
             match found {
                 Ok(found) => {
                     self.failures = 0;
+                    let mut decided = Vec::with_capacity(chunk.len());
                     for c in chunk {
                         match found.get(&c.key) {
                             Some(source) => decided.push(Decided { outcome: compare(&c, &spec, source), claim: c }),
@@ -311,6 +326,14 @@ impl Reconciler {
                             }
                         }
                     }
+                    for d in &decided {
+                        if d.claim.offset >= 0 {
+                            let _ = self.positions.remove(&(d.claim.topic.clone(), d.claim.partition, d.claim.offset));
+                        }
+                    }
+                    if !decided.is_empty() {
+                        each(decided);
+                    }
                 }
                 Err(e) => {
                     self.failures += 1;
@@ -319,10 +342,7 @@ impl Reconciler {
                 }
             }
         }
-        for d in &decided {
-            let _ = self.positions.remove(&(d.claim.topic.clone(), d.claim.partition, d.claim.offset));
-        }
-        (decided, error)
+        error
     }
 }
 

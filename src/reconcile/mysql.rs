@@ -17,18 +17,40 @@ use crate::product::model::ReconciliationSpec;
 #[derive(Debug, Clone)]
 pub struct MySqlSource {
     pool: MySqlPool,
+    /// The longest `IN (…)` list (`reconcile.chunk`). Shorter lists are padded to it or to one
+    /// of its halvings, so each connection prepares a handful of statements per table and
+    /// reuses them: sqlx caches prepared statements by their text, and every list length is
+    /// another text (another prepare round trip, and cache churn at low load).
+    chunk: usize,
 }
 
 impl MySqlSource {
     /// A lazily connecting pool: meshguard starts even when the database is down (claims wait).
-    pub fn lazy(url: &str, connections: u32) -> Result<Self, Error> {
+    pub fn lazy(url: &str, connections: u32, chunk: usize) -> Result<Self, Error> {
         let pool = MySqlPoolOptions::new()
             .max_connections(connections.max(1))
+            // Every connection is used by every round: keep them (and their prepared
+            // statements) instead of closing idle ones after sqlx's 10 minutes.
+            .idle_timeout(None)
             .acquire_timeout(Duration::from_secs(3))
             .connect_lazy(url)
             .map_err(|e| Error::refused(System::MySql, format_args!("mysql.url {}: {}", redact(url), scrub(&e.to_string(), url))))?;
-        Ok(Self { pool })
+        Ok(Self { pool, chunk: chunk.max(1) })
     }
+}
+
+/// The length of the `IN (…)` list that `n` keys are sent as: the smallest of `chunk`,
+/// `chunk / 2`, `chunk / 4` … (no shorter than 8) that holds them; `n` itself when it exceeds
+/// `chunk`.
+pub fn padded_len(n: usize, chunk: usize) -> usize {
+    if n >= chunk {
+        return n;
+    }
+    let mut size = chunk;
+    while size / 2 >= n && size / 2 >= 8 {
+        size /= 2;
+    }
+    size
 }
 
 /// Connects once at start-up. Credentials the server refuses, or a TLS handshake that fails
@@ -100,6 +122,12 @@ impl SourceDb for MySqlSource {
         let mut list = q.separated(", ");
         for k in keys {
             let _ = list.push_bind(k);
+        }
+        // Padding repeats the last key: `IN` is a set, so the answer is the same rows.
+        if let Some(last) = keys.last() {
+            for _ in keys.len()..padded_len(keys.len(), self.chunk) {
+                let _ = list.push_bind(last);
+            }
         }
         let _ = q.push(")");
         let rows = q

@@ -84,7 +84,7 @@ impl Worker {
     pub fn for_mysql(settings: &Settings, clock: Arc<dyn Clock>, runtime: &tokio::runtime::Handle) -> Result<Self, Error> {
         let _guard = runtime.enter();
         let r = &settings.reconcile;
-        let db = MySqlSource::lazy(&settings.mysql.url, u32::try_from(r.concurrency).unwrap_or(u32::MAX))?;
+        let db = MySqlSource::lazy(&settings.mysql.url, u32::try_from(r.concurrency).unwrap_or(u32::MAX), r.chunk)?;
         let worker = WorkerSettings {
             grace: Duration::from_millis(r.grace_ms),
             chunk: r.chunk,
@@ -207,14 +207,21 @@ async fn work<D: SourceDb>(
         fresh = 0;
         last = Instant::now();
         let checking = reconciler.backlog();
-        let (verdicts, err) = reconciler.run(&db, clock.now(), settings.concurrency).await;
+        // Each chunk's verdicts leave as soon as its answer is in: the stream gets its room back
+        // while the round's other chunks are still in flight, instead of after the whole round.
+        let mut gone = false;
+        let err = reconciler
+            .run_each(&db, clock.now(), settings.concurrency, |verdicts| {
+                let n = verdicts.len();
+                gone |= decided.send(verdicts).is_err();
+                backlog.remove(n);
+            })
+            .await;
         histogram!(RECONCILE_SECONDS).record(last.elapsed().as_secs_f64());
         histogram!(RECONCILE_BATCH_RECORDS).record(checking as f64);
-        let n = verdicts.len();
-        if n > 0 && decided.send(verdicts).is_err() {
+        if gone {
             return;
         }
-        backlog.remove(n);
         match err {
             None => wait = settings.interval,
             Some(e) => {
