@@ -26,6 +26,13 @@ pub fn event_time<'a>(record: impl RecordView<'a>, fields: &[String]) -> Option<
     })
 }
 
+/// Milliseconds since the Unix epoch, rounded down (Kafka timestamps, stored event times, window
+/// bounds). Every `OffsetDateTime` fits: its years stay within ±9999.
+pub fn unix_ms(t: OffsetDateTime) -> i64 {
+    let millis = t.unix_timestamp_nanos().div_euclid(1_000_000);
+    i64::try_from(millis).unwrap_or(if millis < 0 { i64::MIN } else { i64::MAX })
+}
+
 /// Freshness: how old the event is at `now`. An event from the future is zero seconds old.
 pub fn freshness(event_time: OffsetDateTime, now: OffsetDateTime) -> Duration {
     let age = now - event_time;

@@ -109,10 +109,6 @@ pub struct Aggregator {
     track_lineage: bool,
 }
 
-fn ms(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
 fn at(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
@@ -141,7 +137,7 @@ impl Aggregator {
                 newest: HashMap::new(),
                 late: 0,
                 late_decided: Counts::default(),
-                owned_since_ms: ms(now),
+                owned_since_ms: crate::measure::unix_ms(now),
             },
         );
     }
@@ -227,7 +223,7 @@ impl Aggregator {
         let size_i = i64::try_from(size).unwrap_or(i64::MAX);
         let lateness = i64::try_from(self.timing.lateness.as_millis()).unwrap_or(i64::MAX);
         let silence_ms = i64::try_from(self.timing.silence_after.as_millis()).unwrap_or(i64::MAX);
-        let now_ms = ms(now);
+        let now_ms = crate::measure::unix_ms(now);
         let mut out = Vec::new();
         for (key, b) in &mut self.bindings {
             loop {

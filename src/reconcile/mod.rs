@@ -106,7 +106,7 @@ impl Claim {
             key: self.key.clone(),
             amount: self.amount,
             currency: self.currency.clone(),
-            first_seen_ms: i64::try_from(self.first_seen.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX),
+            first_seen_ms: crate::measure::unix_ms(self.first_seen),
         }
     }
 

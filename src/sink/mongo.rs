@@ -27,6 +27,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use crate::contract::Contract;
 pub use crate::error::redact_uri;
 use crate::error::{Error, Secrets, System};
+use crate::measure::unix_ms;
 use crate::quality::alert::{Alert, AlertState};
 use crate::quality::window::ClosedWindow;
 use crate::verdict::Evaluation;
@@ -303,8 +304,8 @@ impl Entry {
             record_id: eval.record_id.clone(),
             valid,
             dead_letters: if valid { String::new() } else { dlq_topic.to_owned() },
-            processed_at_ms: millis(processed_at),
-            event_time_ms: eval.event_time.map(millis),
+            processed_at_ms: unix_ms(processed_at),
+            event_time_ms: eval.event_time.map(unix_ms),
             record,
         }
     }
@@ -317,10 +318,6 @@ impl Entry {
             None => format!("{}/@{}", self.product, record_position(&self.topic, self.partition, self.offset, self.timestamp_ms)),
         }
     }
-}
-
-fn millis(t: time::OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX)
 }
 
 /// What a batch writes to the document store: a lineage document for every record with a
@@ -784,8 +781,7 @@ pub(super) fn json_to_bson(value: &serde_json::Value) -> Bson {
 }
 
 fn bson_time(t: time::OffsetDateTime) -> DateTime {
-    let millis = t.unix_timestamp_nanos().div_euclid(1_000_000);
-    DateTime::from_millis(i64::try_from(millis).unwrap_or(if millis < 0 { i64::MIN } else { i64::MAX }))
+    DateTime::from_millis(unix_ms(t))
 }
 
 #[cfg(test)]

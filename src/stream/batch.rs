@@ -87,7 +87,7 @@ impl<'b> Flow<'b> {
         let sinks = &self.sinks;
         // Group-wide quality: the batch's partial windows travel with it (in its transaction).
         let mut partials = self.out.group.then(|| Builder::new(self.out.window_ms, &self.out.instance));
-        let now_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        let now_ms = crate::measure::unix_ms(now);
         let durable_claims = self.claims.is_some();
         for_each_verdict(batch, self.bound, now, self.plan, |m, verdict| {
             next.advance(m);

@@ -129,8 +129,7 @@ fn run_once(settings: &Settings, env: &Env, drain_started: &mut Option<Instant>)
         histogram!(SINK_WRITE_SECONDS, "sink" => "materializer").record(started.elapsed().as_secs_f64());
         counter!(MATERIALIZED_TOTAL, "outcome" => "written").increment(written as u64);
         if let Some(ms) = newest_produced_ms {
-            let now_ms = i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
-            let lag = now_ms.saturating_sub(ms).max(0);
+            let lag = crate::measure::unix_ms(time::OffsetDateTime::now_utc()).saturating_sub(ms).max(0);
             gauge!(MATERIALIZE_LAG_SECONDS).set(lag as f64 / 1000.0);
             env.health.store_lag_ms.store(lag, Ordering::Relaxed);
         }

@@ -120,7 +120,7 @@ impl Outputs {
             topic: &d.claim.topic,
             sla: c.quality.freshness.0.as_secs_f64(),
         };
-        let now_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        let now_ms = crate::measure::unix_ms(now);
         self.decided.decided(b, now_ms, d);
         if d.claim.offset >= 0 {
             self.decided_positions.push(d.claim.position());
