@@ -100,15 +100,12 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     let owner = if settings.quality.scope == crate::config::QualityScope::Group {
         let (settings, health, stop, catalog) = (settings.clone(), health.clone(), stop.clone(), owner_catalog.clone());
         let handle = runtime.handle().clone();
-        let spawned = std::thread::Builder::new().name("quality-owner".into()).spawn(move || {
+        match beside("quality-owner", "group-wide quality owner", move || {
             let env = crate::stream::Env { clock: Arc::new(SystemClock), health, stop, runtime: handle };
-            if let Err(e) = crate::stream::owner::run(&settings, &catalog, env) {
-                error!(error = %e.message, "group-wide quality owner stopped");
-            }
-        });
-        match spawned {
+            crate::stream::owner::run(&settings, &catalog, env)
+        }) {
             Ok(t) => Some(t),
-            Err(e) => return fail(format!("cannot start the quality owner thread: {e}")),
+            Err(code) => return code,
         }
     } else {
         None
@@ -119,14 +116,9 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     let materializer = if settings.mongodb.enabled && settings.mongodb.materialize == crate::config::Materialize::Kafka {
         let settings = settings.clone();
         let env = crate::stream::materialize::Env { drain: drain.clone(), runtime: runtime.handle().clone(), health: health.clone() };
-        let spawned = std::thread::Builder::new().name("materializer".into()).spawn(move || {
-            if let Err(e) = crate::stream::materialize::run(&settings, &env) {
-                error!(error = %e.message, "materializer stopped");
-            }
-        });
-        match spawned {
+        match beside("materializer", "materializer", move || crate::stream::materialize::run(&settings, &env)) {
             Ok(t) => Some(t),
-            Err(e) => return fail(format!("cannot start the materializer thread: {e}")),
+            Err(code) => return code,
         }
     } else {
         None
@@ -175,6 +167,23 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         Ok(Err(e)) => fail(e.message),
         Err(_) => fail("the stream thread panicked"),
     }
+}
+
+/// Runs `work` on a thread of its own beside the stream (`what` names it in the logs); an error
+/// it ends with is logged, a thread that cannot start ends `run`.
+fn beside(
+    name: &str,
+    what: &'static str,
+    work: impl FnOnce() -> Result<(), crate::error::Error> + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, ExitCode> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            if let Err(e) = work() {
+                error!(error = %e.message, "{what} stopped");
+            }
+        })
+        .map_err(|e| fail(format!("cannot start the {what} thread: {e}")))
 }
 
 /// Creates the side topics if they do not exist (replication 1 on a single broker, else 3).
