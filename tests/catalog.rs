@@ -436,3 +436,80 @@ async fn run_from_files_never_overwrites_an_applied_document() {
     assert_eq!(after[0].get_str("hash").unwrap(), before[0].get_str("hash").unwrap());
     assert_eq!(after[0].get_array("schemas").unwrap(), before[0].get_array("schemas").unwrap());
 }
+
+/// Group-wide quality follows an apply too: the owner of the windows (a thread beside the
+/// stream) judges and labels the windows closed after the switch with the new contract.
+#[tokio::test]
+async fn the_group_wide_windows_follow_an_applied_revision() {
+    use rdkafka::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let kafka = common::kafka();
+    let topic = common::unique("catalog-owner");
+    common::create_topics(&kafka, &[topic.as_str()], 1).await;
+    let names = common::Names::new();
+    let dir = ConfigDir::payments_on(&[topic.as_str()]);
+    let _ = apply(&names.database, &dir);
+    let partials = format!("{}.partials", names.alerts);
+    let state = format!("{}.state", names.alerts);
+    let service = common::Service::start(
+        &kafka,
+        Path::new("/nonexistent"),
+        &names,
+        &[
+            ("MESHGUARD__PRODUCTS__SOURCE", "mongodb"),
+            ("MESHGUARD__PRODUCTS__RELOAD_INTERVAL_MS", "200"),
+            ("MESHGUARD__QUALITY__SCOPE", "group"),
+            ("MESHGUARD__QUALITY__WINDOW_MS", "1000"),
+            ("MESHGUARD__QUALITY__LATENESS_MS", "1000"),
+            ("MESHGUARD__MYSQL__ENABLED", "false"),
+            ("MESHGUARD__TOPICS__PARTIALS", partials.as_str()),
+            ("MESHGUARD__TOPICS__QUALITY_STATE", state.as_str()),
+        ],
+    );
+    service.wait_ready(Duration::from_secs(60));
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka).create().unwrap();
+    let send = || {
+        let producer = producer.clone();
+        let topic = topic.clone();
+        async move {
+            let _ = producer.send(FutureRecord::<(), str>::to(&topic).payload(USD_PAYMENT), Duration::from_secs(10)).await.unwrap();
+        }
+    };
+    // Windows with records, labelled with version 1.0.0 of the shipped contract.
+    let versions = || async {
+        common::mongo_docs(&names.database, "quality_metrics", doc! { "topic": &topic, "volume": { "$gt": 0 } })
+            .await
+            .iter()
+            .filter_map(|d| d.get("contract_version").and_then(Value::as_str).map(str::to_owned))
+            .collect::<Vec<String>>()
+    };
+    send().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while versions().await.is_empty() {
+        assert!(Instant::now() < deadline, "no group-wide window with the record within 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(versions().await, vec!["1.0.0".to_owned()]);
+
+    // Apply the same contract as version 1.1.0.
+    let yaml = dir.config().join("products/payments.yaml");
+    let text = std::fs::read_to_string(&yaml).unwrap();
+    let bumped = text.replacen("      version: \"1.0.0\"", "      version: \"1.1.0\"", 1);
+    assert_ne!(bumped, text);
+    std::fs::write(&yaml, bumped).unwrap();
+    let _ = apply(&names.database, &dir);
+    eventually("run switched to revision 2", || {
+        metric_sum(&service.get("/metrics").map(|(_, b)| b).unwrap_or_default(), "meshguard_catalog_revision", &[("product", PAYMENTS)])
+            == 2.0
+    });
+    send().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !versions().await.iter().any(|v| v == "1.1.0") {
+        assert!(Instant::now() < deadline, "no window labelled 1.1.0 within 60 s of the switch: {:?}", versions().await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut seen = versions().await;
+    seen.sort();
+    assert_eq!(seen, vec!["1.0.0".to_owned(), "1.1.0".to_owned()], "one window per record, each with the version in force");
+}

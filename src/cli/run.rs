@@ -40,12 +40,16 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    // The catalog in MongoDB: the stream switches to a new revision between batches.
+    // The catalog in MongoDB: the stream switches to a new revision between batches; the
+    // threads beside it follow.
+    let catalog = Arc::new(catalog);
+    let current = Arc::new(crate::stream::reload::Current::new(catalog.clone()));
     let reload = match watch {
         None => None,
         Some(watch) => {
             match runtime.block_on(crate::sink::mongo::MongoSink::connect(&settings.mongodb.uri, &settings.mongodb.database, &[])) {
                 Ok(store) => Some(crate::stream::reload::Reload::new(
+                    current.clone(),
                     watch,
                     store,
                     runtime.handle().clone(),
@@ -78,8 +82,6 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         let _ = http_stop_rx.await;
     }));
 
-    let catalog = Arc::new(catalog);
-    let owner_catalog = catalog.clone();
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let stream = {
         let (settings, health, stop) = (settings.clone(), health.clone(), stop.clone());
@@ -98,11 +100,11 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     // Group-wide quality: this instance may own some bindings' windows (by partition of the
     // partials topic); the owner runs beside the stream and stops with it.
     let owner = if settings.quality.scope == crate::config::QualityScope::Group {
-        let (settings, health, stop, catalog) = (settings.clone(), health.clone(), stop.clone(), owner_catalog.clone());
+        let (settings, health, stop, current) = (settings.clone(), health.clone(), stop.clone(), current.clone());
         let handle = runtime.handle().clone();
         match beside("quality-owner", "group-wide quality owner", move || {
             let env = crate::stream::Env { clock: Arc::new(SystemClock), health, stop, runtime: handle };
-            crate::stream::owner::run(&settings, &catalog, env)
+            crate::stream::owner::run(&settings, &current, env)
         }) {
             Ok(t) => Some(t),
             Err(code) => return code,

@@ -10,6 +10,17 @@
 //! - **Watermark.** A window closes when every partition of its topic has progressed past its
 //!   end (the newest record timestamp in the partials), or `lateness` after its end. A partial of
 //!   a closed window (that is not a replay) is counted as `late` in the next window to close.
+//! - **Only what cannot be replayed closes.** At-least-once, an instance killed after sending a
+//!   batch's partials but before its offsets were committed leaves offsets that the next reader
+//!   of the partition reads again, in batches cut differently: a replayed partial can straddle
+//!   what a closed window counted, and its counts cannot be split. So a window closes only when
+//!   the source group has committed past every offset it counted ([`Committed`]); a replay then
+//!   starts after everything closed, and late partials wait for their commit the same way
+//!   before they are counted. Exactly-once needs no wait: a partial is read only once its
+//!   transaction, which commits its offsets, has committed.
+//! - **Takeover.** A new owner holds a binding's windows ([`Aggregator::hold`]) until it has read
+//!   the partials topic up to where it stood at the takeover, so the backlog lands in its
+//!   windows rather than as `late` in a window closed empty by the lateness bound.
 //! - **Silence** is judged on the newest record of any partition of the topic, whoever read it
 //!   and whichever owner counted it (it is part of [`Progress`]).
 
@@ -70,9 +81,39 @@ struct Binding {
     late: u64,
     /// Reconciliation verdicts for closed windows, counted in the next window to close.
     late_decided: Counts,
+    /// Late partials waiting for their offsets to be committed (a replay may still replace them).
+    late_entries: Vec<Entry>,
     /// Since when this instance owns the binding (silence before the first event ever seen by
     /// any owner).
     owned_since_ms: i64,
+    /// Closing held: the owner has not yet read the partials that were there at its takeover.
+    held: bool,
+}
+
+/// The source consumer group's committed offsets (next offset to read per topic and partition):
+/// what can never be read again. A window closes only once every offset it counted is below.
+#[derive(Debug, Clone, Default)]
+pub struct Committed {
+    everything: bool,
+    next: HashMap<(String, i32), i64>,
+}
+
+impl Committed {
+    /// Everything read is final (exactly-once: a partial is read only after the transaction
+    /// that committed its offsets).
+    pub fn everything() -> Self {
+        Self { everything: true, next: HashMap::new() }
+    }
+
+    /// The group's committed offsets.
+    pub fn offsets(next: HashMap<(String, i32), i64>) -> Self {
+        Self { everything: false, next }
+    }
+
+    /// Whether offsets up to `last` of a partition are committed.
+    pub fn covers(&self, topic: &str, partition: i32, last: i64) -> bool {
+        self.everything || self.next.get(&(topic.to_owned(), partition)).is_some_and(|n| *n > last)
+    }
 }
 
 /// What [`Aggregator::add`] did with a partial.
@@ -137,14 +178,52 @@ impl Aggregator {
                 newest: HashMap::new(),
                 late: 0,
                 late_decided: Counts::default(),
+                late_entries: Vec::new(),
                 owned_since_ms: crate::measure::unix_ms(now),
+                held: false,
             },
         );
+    }
+
+    /// Follows a new catalog revision: the binding's windows close with `contract` from now on.
+    pub fn set_contract(&mut self, key: &str, contract: Arc<Contract>) {
+        if let Some(b) = self.bindings.get_mut(key) {
+            b.contract = contract;
+        }
     }
 
     /// Gives up a binding (its partition of the partials topic went to another instance).
     pub fn disown(&mut self, key: &str) {
         let _ = self.bindings.remove(key);
+    }
+
+    /// Holds a binding's windows open whatever the time (the owner is still reading the
+    /// partials that were there when it took over).
+    pub fn hold(&mut self, key: &str) {
+        if let Some(b) = self.bindings.get_mut(key) {
+            b.held = true;
+        }
+    }
+
+    /// Lets a held binding's windows close again.
+    pub fn release(&mut self, key: &str) {
+        if let Some(b) = self.bindings.get_mut(key) {
+            b.held = false;
+        }
+    }
+
+    /// Whether any window (or late partial) waits for offsets to be committed: the owner then
+    /// keeps the source group's committed offsets fresh.
+    pub fn has_open(&self) -> bool {
+        self.bindings.values().any(|b| !b.open.is_empty() || !b.late_entries.is_empty())
+    }
+
+    /// The source topics of the bindings owned.
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        let mut topics: Vec<&str> = self.bindings.values().map(|b| b.topic.as_str()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        topics.into_iter()
     }
 
     /// Whether this aggregator owns `key`.
@@ -186,11 +265,10 @@ impl Aggregator {
             return Added::Replay;
         }
         if closed {
-            // Counted once: a replay of these offsets (a retried batch sends its partials again)
-            // is recognised by `covered` like any offsets of a closed window.
-            b.late += p.counts.volume;
-            let c = b.progress.covered.entry(partition).or_insert(p.last_offset);
-            *c = (*c).max(p.last_offset);
+            // Counted with the next window to close once its offsets are committed; until then
+            // a replay from `first_offset` replaces it, like entries of an open window.
+            b.late_entries.retain(|e| !(e.partition == partition && e.first >= p.first_offset));
+            b.late_entries.push(Entry { partition, first: p.first_offset, last: p.last_offset, counts: p.counts, at });
             return Added::Late;
         }
         // A replay from `first_offset`: what was counted from there on is counted again now.
@@ -200,6 +278,7 @@ impl Aggregator {
             w.entries.retain(|e| !(e.partition == partition && e.first >= p.first_offset));
             replaced |= w.entries.len() != before;
         }
+        b.late_entries.retain(|e| !(e.partition == partition && e.first >= p.first_offset));
         let entry = Entry { partition, first: p.first_offset, last: p.last_offset, counts: p.counts, at };
         b.open.entry(window).or_default().entries.push(entry);
         if replaced { Added::Replaced } else { Added::Counted }
@@ -210,22 +289,24 @@ impl Aggregator {
     pub fn needed_from<'k>(&self, keys: impl IntoIterator<Item = &'k String>) -> Option<i64> {
         keys.into_iter()
             .filter_map(|k| self.bindings.get(k))
-            .flat_map(|b| b.open.values())
-            .flat_map(|w| w.entries.iter().map(|e| e.at).chain(w.decided_at))
+            .flat_map(|b| {
+                b.open.values().flat_map(|w| w.entries.iter().map(|e| e.at).chain(w.decided_at)).chain(b.late_entries.iter().map(|e| e.at))
+            })
             .min()
     }
 
     /// Closes every window that is due at `now`: past its end on every partition of its topic,
-    /// or `lateness` past its end. Windows without any partial close too (silence is judged on
-    /// them). Returns the closed windows with the binding key and its progress to keep.
-    pub fn close_due(&mut self, now: OffsetDateTime) -> Vec<(String, ClosedWindow, Progress)> {
+    /// or `lateness` past its end, and every offset it counted committed by the source group.
+    /// Windows without any partial close too (silence is judged on them). Returns the closed
+    /// windows with the binding key and its progress to keep.
+    pub fn close_due(&mut self, now: OffsetDateTime, committed: &Committed) -> Vec<(String, ClosedWindow, Progress)> {
         let size = self.size_ms();
         let size_i = i64::try_from(size).unwrap_or(i64::MAX);
         let lateness = i64::try_from(self.timing.lateness.as_millis()).unwrap_or(i64::MAX);
         let silence_ms = i64::try_from(self.timing.silence_after.as_millis()).unwrap_or(i64::MAX);
         let now_ms = crate::measure::unix_ms(now);
         let mut out = Vec::new();
-        for (key, b) in &mut self.bindings {
+        for (key, b) in self.bindings.iter_mut().filter(|(_, b)| !b.held) {
             loop {
                 let next = match (b.progress.last_closed_ms, b.open.keys().next()) {
                     (Some(c), _) => c + size_i,
@@ -242,10 +323,21 @@ impl Aggregator {
                 if !progressed && now_ms < end.saturating_add(lateness) {
                     break;
                 }
+                let durable = |e: &Entry| committed.covers(&b.topic, e.partition, e.last);
+                if !b.open.get(&next).is_none_or(|w| w.entries.iter().all(durable)) {
+                    break;
+                }
                 let w = b.open.remove(&next).unwrap_or_default();
                 let mut counts = Counts::default();
                 for e in &w.entries {
                     counts.merge(&e.counts);
+                    let c = b.progress.covered.entry(e.partition).or_insert(e.last);
+                    *c = (*c).max(e.last);
+                }
+                let (final_late, waiting): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut b.late_entries).into_iter().partition(durable);
+                b.late_entries = waiting;
+                for e in final_late {
+                    b.late += e.counts.volume;
                     let c = b.progress.covered.entry(e.partition).or_insert(e.last);
                     *c = (*c).max(e.last);
                 }
@@ -338,6 +430,14 @@ mod tests {
         }
     }
 
+    fn all() -> Committed {
+        Committed::everything()
+    }
+
+    fn committed(next: &[(i32, i64)]) -> Committed {
+        Committed::offsets(next.iter().map(|(p, o)| (("t".to_owned(), *p), *o)).collect())
+    }
+
     fn aggregator(c: &Arc<Contract>) -> (Aggregator, String) {
         let timing = Timing { window: Duration::from_secs(10), lateness: Duration::from_secs(5), silence_after: Duration::from_secs(60) };
         let mut a = Aggregator::new(timing, false);
@@ -355,28 +455,28 @@ mod tests {
         // Crash after offset 99 was committed: 100.. read again in one larger batch.
         assert_eq!(a.add(partial(&c, 0, 0, 100, 249, 9_900), 2), Added::Replaced);
         // Partition 1 has not progressed past 10 s: the window waits (lateness 5 s).
-        assert!(a.close_due(at(11_000)).is_empty());
+        assert!(a.close_due(at(11_000), &all()).is_empty());
         assert_eq!(a.add(partial(&c, 10_000, 1, 0, 9, 10_500), 3), Added::Counted);
         // Partition 0 is still at 9.9 s.
-        assert!(a.close_due(at(11_000)).is_empty());
+        assert!(a.close_due(at(11_000), &all()).is_empty());
         assert_eq!(a.add(partial(&c, 10_000, 0, 250, 259, 10_200), 4), Added::Counted);
-        let closed = a.close_due(at(11_000));
+        let closed = a.close_due(at(11_000), &all());
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].1.volume, 250);
         assert_eq!(closed[0].2.covered.get(&0), Some(&249));
         // Offsets all counted in a closed window: a replay, not late.
         assert_eq!(a.add(partial(&c, 0, 0, 150, 249, 9_900), 5), Added::Replay);
         // New offsets for a closed window (another partition's): late, reported with the next window;
-        // the same partial again (a retried batch) is a replay.
+        // the same partial again (a retried batch) replaces it.
         assert_eq!(a.add(partial(&c, 0, 1, 10, 12, 9_990), 6), Added::Late);
-        assert_eq!(a.add(partial(&c, 0, 1, 10, 12, 9_990), 7), Added::Replay);
+        assert_eq!(a.add(partial(&c, 0, 1, 10, 12, 9_990), 7), Added::Late);
         assert_eq!(a.needed_from([&key]), Some(3));
         // A verdict decided for the closed window counts in the next window's accuracy, not in `late`.
         let mut verdict = partial(&c, 0, 0, -1, -1, 9_000);
         verdict.partition = None;
         verdict.counts = Counts { checked: 2, matched: 2, ..Counts::default() };
         assert_eq!(a.add(verdict, 8), Added::Late);
-        let next = a.close_due(at(26_000));
+        let next = a.close_due(at(26_000), &all());
         assert_eq!(next.len(), 1);
         assert_eq!((next[0].1.volume, next[0].1.late), (20, Some(3)));
         assert_eq!((next[0].1.accuracy_checked, next[0].1.accuracy_matched), (2, 2));
@@ -391,7 +491,7 @@ mod tests {
         assert_eq!(a.add(partial(&c, 0, 0, 0, 9, 1_000), 0), Added::Counted);
         assert_eq!(a.add(partial(&c, 0, 1, 0, 9, 2_000), 1), Added::Counted);
         let mut progress = Progress::default();
-        for w in a.close_due(at(75_000)) {
+        for w in a.close_due(at(75_000), &all()) {
             progress = w.2;
         }
         assert_eq!(progress.last_closed_ms, Some(60_000));
@@ -400,7 +500,7 @@ mod tests {
         let timing = a.timing;
         let mut b = Aggregator::new(timing, false);
         b.own(&key, c.clone(), "t", 2, progress, at(76_000));
-        let closed = b.close_due(at(85_000));
+        let closed = b.close_due(at(85_000), &all());
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].1.silent_seconds, Some(83.0), "silent since the last record, not since the new owner started");
         // A state written before `newest_ms` was kept still reads.
@@ -412,11 +512,49 @@ mod tests {
     fn a_silent_topic_closes_its_windows_after_the_lateness_bound() {
         let c = contract();
         let (mut a, _) = aggregator(&c);
-        assert!(a.close_due(at(14_000)).is_empty());
-        let closed = a.close_due(at(15_000));
+        assert!(a.close_due(at(14_000), &all()).is_empty());
+        let closed = a.close_due(at(15_000), &all());
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].1.volume, 0);
         assert_eq!(closed[0].1.silent_seconds, None);
         assert_eq!(a.needed_from([&"x".to_owned()]), None);
+    }
+
+    #[test]
+    fn a_window_closes_only_when_what_it_counted_is_committed() {
+        let c = contract();
+        let (mut a, key) = aggregator(&c);
+        // Instance A reads 0..=99 of partition 0 (window 0), sends the partial and is killed
+        // before committing: the group's committed offset stays at 0.
+        assert_eq!(a.add(partial(&c, 0, 0, 0, 99, 9_000), 0), Added::Counted);
+        assert_eq!(a.add(partial(&c, 0, 1, 0, 9, 9_000), 1), Added::Counted);
+        // Lateness passed, but offsets 0..=99 of partition 0 may still be read again.
+        assert!(a.close_due(at(20_000), &committed(&[(0, 0), (1, 10)])).is_empty());
+        // Instance B reads 0..=149 in one batch (cut differently) and commits 150.
+        assert_eq!(a.add(partial(&c, 0, 0, 0, 149, 9_500), 2), Added::Replaced);
+        let closed = a.close_due(at(20_000), &committed(&[(0, 150), (1, 10)]));
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].1.volume, 160, "the replay replaced the first reading; nothing counted twice");
+        // A late partial for window 0 (partition 1, 10..=19) read by C, killed before its commit;
+        // D reads 10..=29 again: only the second counts, once committed.
+        assert_eq!(a.add(partial(&c, 0, 1, 10, 19, 9_990), 3), Added::Late);
+        assert_eq!(a.add(partial(&c, 0, 1, 10, 29, 9_990), 4), Added::Late);
+        assert_eq!(a.needed_from([&key]), Some(4));
+        let next = a.close_due(at(30_000), &committed(&[(0, 150), (1, 10)]));
+        assert_eq!((next.len(), next[0].1.late), (1, Some(0)), "late offsets not committed yet wait");
+        let next = a.close_due(at(40_000), &committed(&[(0, 150), (1, 30)]));
+        assert_eq!((next.len(), next[0].1.late), (1, Some(20)));
+        assert_eq!(a.add(partial(&c, 0, 1, 20, 29, 9_990), 5), Added::Replay);
+        assert_eq!(a.needed_from([&key]), None);
+    }
+
+    #[test]
+    fn a_held_binding_keeps_its_windows_open() {
+        let c = contract();
+        let (mut a, key) = aggregator(&c);
+        a.hold(&key);
+        assert!(a.close_due(at(60_000), &all()).is_empty());
+        a.release(&key);
+        assert_eq!(a.close_due(at(60_000), &all()).len(), 5);
     }
 }

@@ -173,6 +173,11 @@ impl Windows {
         }
     }
 
+    /// Replaces the contracts (a new catalog revision): open windows close with the new ones.
+    pub fn follow(&mut self, bindings: impl IntoIterator<Item = (String, Arc<Contract>)>) {
+        self.bindings = bindings.into_iter().collect();
+    }
+
     /// Measures lineage coverage (when lineage documents are written).
     pub fn with_lineage(mut self, track: bool) -> Self {
         self.track_lineage = track;

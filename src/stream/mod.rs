@@ -99,8 +99,9 @@ fn run_loop<'b>(flow: &mut Flow<'b>, limits: Limits, stop: &AtomicBool, reload: 
     let mut in_flight: Option<Sent<'b>> = None;
     while !stop.load(Ordering::Relaxed) {
         // Between batches only: a new catalog revision holds the next batch (`reload`).
-        if let Some(bound) = reload.as_mut().and_then(reload::Reload::check) {
+        if let Some((bound, catalog)) = reload.as_mut().and_then(reload::Reload::check) {
             flow.bound = bound;
+            flow.out.follow(&catalog);
         }
         if let Some(fatal) = flow.source.fatal() {
             error!(error = %fatal, "stopping: the Kafka connection cannot work with this configuration");

@@ -105,6 +105,14 @@ impl Outputs {
         }
     }
 
+    /// Follows a new catalog revision (same topics): windows closed from now on are judged and
+    /// labelled with its contracts, SLAs and owners.
+    pub(super) fn follow(&mut self, catalog: &Catalog) {
+        self.contracts = catalog.bindings().map(|b| (b.topic.clone(), b.contract.clone())).collect();
+        self.owners = catalog.products.iter().map(|p| (p.name().to_owned(), p.decl.metadata.owner.clone())).collect();
+        self.windows.follow(self.contracts.clone());
+    }
+
     /// A reconciliation verdict decided at `now`: counted in this instance's window, or sent as
     /// a partial with the next batch (group-wide windows).
     pub(super) fn decided(&mut self, d: &Decided, now: OffsetDateTime) {

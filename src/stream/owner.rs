@@ -27,11 +27,12 @@ use tracing::{info, warn};
 
 use super::Env;
 use super::outputs::Outputs;
+use super::reload::Current;
 use crate::config::{KafkaClient, Settings};
 use crate::contract::Contract;
 use crate::error::{Error, System};
 use crate::product::Catalog;
-use crate::quality::aggregate::{Added, Aggregator, Progress, Timing};
+use crate::quality::aggregate::{Added, Aggregator, Committed, Progress, Timing};
 use crate::quality::alert::{Metric, Track};
 use crate::quality::partial::{Partial, binding_key, partition_of};
 use crate::sink::Sinks;
@@ -44,14 +45,24 @@ struct State {
     alerts: Vec<(Metric, Track)>,
 }
 
-/// Runs the owner until `env.stop` is set. Any failure (a window's outputs not written, a
-/// server unavailable) starts it over from the committed partials after a pause, never skipping
-/// a window; the stream beside it goes on meanwhile.
-pub fn run(settings: &Settings, catalog: &Catalog, env: Env) -> Result<(), Error> {
+/// Why [`run_once`] returned.
+enum Ended {
+    /// `env.stop` was set.
+    Stopped,
+    /// A new catalog revision binds other products or contracts: start over with it.
+    Rebound,
+}
+
+/// Runs the owner until `env.stop` is set, with the catalog in force (`current`: the stream
+/// switches it; the owner follows). Any failure (a window's outputs not written, a server
+/// unavailable) starts it over from the committed partials after a pause, never skipping a
+/// window; the stream beside it goes on meanwhile.
+pub fn run(settings: &Settings, current: &Current, env: Env) -> Result<(), Error> {
     let mut pause = Duration::from_millis(500);
     while !env.stop.load(Ordering::Relaxed) {
-        match run_once(settings, catalog, &env) {
-            Ok(()) => return Ok(()),
+        match run_once(settings, current, &env) {
+            Ok(Ended::Stopped) => return Ok(()),
+            Ok(Ended::Rebound) => info!("the catalog's bindings changed; the group-wide quality owner starts over with them"),
             Err(e) => {
                 warn!(error = %e.message, retry_in_ms = pause.as_millis() as u64, "group-wide quality owner failed; starting over from the committed partials");
                 std::thread::sleep(pause);
@@ -150,7 +161,16 @@ fn read_states(settings: &Settings) -> Result<HashMap<String, State>, Error> {
     Ok(states)
 }
 
-fn run_once(settings: &Settings, catalog: &Catalog, env: &Env) -> Result<(), Error> {
+fn bindings_of(catalog: &Catalog) -> BTreeMap<String, (Arc<Contract>, String)> {
+    catalog
+        .bindings()
+        .map(|b| (binding_key(&b.contract.product, &b.contract.name, &b.topic), (b.contract.clone(), b.topic.clone())))
+        .collect()
+}
+
+fn run_once(settings: &Settings, current: &Current, env: &Env) -> Result<Ended, Error> {
+    let (mut generation, catalog) = current.get();
+    let catalog: &Catalog = &catalog;
     let topic = settings.topics.partials.clone();
     let consumer = consumer(settings, &format!("{}.quality", settings.kafka.group_id))?;
     consumer.subscribe(&[&topic]).map_err(|e| Error::transient(System::Kafka, format_args!("cannot subscribe to {topic}: {e}")))?;
@@ -158,10 +178,7 @@ fn run_once(settings: &Settings, catalog: &Catalog, env: &Env) -> Result<(), Err
         0 => return Err(Error::transient(System::Kafka, format_args!("the partials topic {topic} does not exist yet"))),
         n => i32::try_from(n).unwrap_or(i32::MAX),
     };
-    let bindings: BTreeMap<String, (Arc<Contract>, String)> = catalog
-        .bindings()
-        .map(|b| (binding_key(&b.contract.product, &b.contract.name, &b.topic), (b.contract.clone(), b.topic.clone())))
-        .collect();
+    let mut bindings = bindings_of(catalog);
     let sinks = Sinks::connect_reporter(settings, env.runtime.clone(), &env.stop)?;
     let track_lineage = sinks.has_store();
     // Group scope (the owner runs only then), so its reports carry no instance.
@@ -172,6 +189,15 @@ fn run_once(settings: &Settings, catalog: &Catalog, env: &Env) -> Result<(), Err
         silence_after: Duration::from_millis(settings.quality.silence_after_ms),
     };
     let mut agg = Aggregator::new(timing, track_lineage);
+    // At-least-once, windows wait for the stream's group to commit what they counted (see
+    // `quality::aggregate`): a reader of the group's committed offsets that never joins it.
+    let exactly_once = settings.delivery.exactly_once;
+    let offsets = if exactly_once { None } else { Some(consumer_of_offsets(settings)?) };
+    let mut committed = if exactly_once { Committed::everything() } else { Committed::default() };
+    let mut committed_at: Option<Instant> = None;
+    // Partials partitions gained and not yet read up to where they stood at the takeover
+    // (partition → (high watermark then, give up waiting at)).
+    let mut catching_up: HashMap<i32, (i64, Instant)> = HashMap::new();
     let mut owned: HashSet<i32> = HashSet::new();
     let mut keys_of: HashMap<i32, Vec<String>> = HashMap::new();
     for key in bindings.keys() {
@@ -182,6 +208,20 @@ fn run_once(settings: &Settings, catalog: &Catalog, env: &Env) -> Result<(), Err
     let mut source_partitions: HashMap<String, usize> = HashMap::new();
     info!(topic = %topic, partitions = partials_partitions, "group-wide quality owner started");
     while !env.stop.load(Ordering::Relaxed) {
+        if current.generation() != generation {
+            let (g, next) = current.get();
+            generation = g;
+            let next_bindings = bindings_of(&next);
+            if !next_bindings.keys().eq(bindings.keys()) {
+                return Ok(Ended::Rebound);
+            }
+            for (key, (contract, _)) in &next_bindings {
+                agg.set_contract(key, contract.clone());
+            }
+            out.follow(&next);
+            bindings = next_bindings;
+            info!(generation, "group-wide windows follow the new catalog revision");
+        }
         let polled = consumer.poll(Duration::from_millis(100));
         // Ownership: the partials partitions assigned now.
         let assigned: HashSet<i32> = consumer
@@ -195,10 +235,25 @@ fn run_once(settings: &Settings, catalog: &Catalog, env: &Env) -> Result<(), Err
                     agg.disown(key);
                 }
                 let _ = position.remove(p);
+                let _ = catching_up.remove(p);
             }
             let gained: Vec<i32> = assigned.difference(&owned).copied().collect();
             if !gained.is_empty() {
                 let mut states = read_states(settings)?;
+                // Where this group's reading of each gained partition starts.
+                let mut start = TopicPartitionList::new();
+                for p in &gained {
+                    let _ = start.add_partition(&topic, *p);
+                }
+                let start: HashMap<i32, i64> = consumer
+                    .committed_offsets(start, Duration::from_secs(10))
+                    .map(|tpl| {
+                        tpl.elements()
+                            .iter()
+                            .filter_map(|e| if let Offset::Offset(o) = e.offset() { Some((e.partition(), o)) } else { None })
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 for p in &gained {
                     for key in keys_of.get(p).into_iter().flatten() {
                         let Some((contract, source)) = bindings.get(key) else { continue };
@@ -213,6 +268,17 @@ fn run_once(settings: &Settings, catalog: &Catalog, env: &Env) -> Result<(), Err
                         let state = states.remove(key).unwrap_or_default();
                         out.restore_alerts(source, state.alerts);
                         agg.own(key, contract.clone(), source, n, state.progress, now);
+                        agg.hold(key);
+                    }
+                    // Hold the windows until the partials already there are read: the backlog
+                    // goes into its windows, not into `late` of windows closed empty meanwhile.
+                    let (low, high) = consumer.fetch_watermarks(&topic, *p, Duration::from_secs(10)).unwrap_or((0, 0));
+                    if start.get(p).copied().unwrap_or(low).max(low) < high {
+                        let _ = catching_up.insert(*p, (high, Instant::now() + HOLD_AT_MOST));
+                    } else {
+                        for key in keys_of.get(p).into_iter().flatten() {
+                            agg.release(key);
+                        }
                     }
                 }
                 info!(gained = ?gained, owned = ?assigned, "owning group-wide windows");
@@ -236,8 +302,48 @@ fn run_once(settings: &Settings, catalog: &Catalog, env: &Env) -> Result<(), Err
                 }
             }
         }
+        if !catching_up.is_empty() {
+            let read: HashMap<i32, i64> = consumer
+                .position()
+                .map(|tpl| {
+                    tpl.elements()
+                        .iter()
+                        .filter_map(|e| if let Offset::Offset(o) = e.offset() { Some((e.partition(), o)) } else { None })
+                        .collect()
+                })
+                .unwrap_or_default();
+            catching_up.retain(|p, (high, until)| {
+                let at = read.get(p).copied().max(position.get(p).copied()).unwrap_or(0);
+                let caught_up = at >= *high;
+                if caught_up || Instant::now() > *until {
+                    if !caught_up {
+                        warn!(
+                            partition = *p,
+                            read = at,
+                            takeover_end = *high,
+                            "partials backlog not read within its bound; closing windows anyway"
+                        );
+                    }
+                    for key in keys_of.get(p).into_iter().flatten() {
+                        agg.release(key);
+                    }
+                    return false;
+                }
+                true
+            });
+        }
+        if let Some(reader) = &offsets
+            && agg.has_open()
+            && committed_at.is_none_or(|t| t.elapsed() >= COMMITTED_REFRESH)
+        {
+            committed_at = Some(Instant::now());
+            match committed_offsets(reader, &agg, &source_partitions) {
+                Ok(c) => committed = c,
+                Err(e) => warn!(error = %e.message, "cannot read the stream's committed offsets; windows wait"),
+            }
+        }
         let now = env.clock.now();
-        let closed = agg.close_due(now);
+        let closed = agg.close_due(now, &committed);
         if closed.is_empty() {
             continue;
         }
@@ -271,7 +377,41 @@ fn run_once(settings: &Settings, catalog: &Catalog, env: &Env) -> Result<(), Err
             warn!(error = %e, "cannot commit the partials read; a new owner reads them again");
         }
     }
-    Ok(())
+    Ok(Ended::Stopped)
+}
+
+/// How often, at most, the stream group's committed offsets are read while windows are open.
+const COMMITTED_REFRESH: Duration = Duration::from_millis(500);
+/// How long a new owner waits at most to read the partials backlog before closing windows.
+const HOLD_AT_MOST: Duration = Duration::from_secs(60);
+
+/// A consumer in the stream's group that never subscribes: it only reads the group's committed
+/// offsets (an OffsetFetch; it takes no partitions from the stream).
+fn consumer_of_offsets(settings: &Settings) -> Result<BaseConsumer, Error> {
+    consumer(settings, &settings.kafka.group_id)
+}
+
+/// The stream group's committed offsets of every partition of the source topics `agg` owns.
+fn committed_offsets(reader: &BaseConsumer, agg: &Aggregator, partitions: &HashMap<String, usize>) -> Result<Committed, Error> {
+    let mut tpl = TopicPartitionList::new();
+    for topic in agg.topics() {
+        for p in 0..partitions.get(topic).copied().unwrap_or(0) {
+            let _ = tpl.add_partition(topic, i32::try_from(p).unwrap_or(i32::MAX));
+        }
+    }
+    let mut next = HashMap::new();
+    if tpl.count() == 0 {
+        return Ok(Committed::offsets(next));
+    }
+    let tpl = reader
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .map_err(|e| Error::transient(System::Kafka, format_args!("cannot read the stream group's committed offsets: {e}")))?;
+    for e in tpl.elements() {
+        if let Offset::Offset(o) = e.offset() {
+            let _ = next.insert((e.topic().to_owned(), e.partition()), o);
+        }
+    }
+    Ok(Committed::offsets(next))
 }
 
 fn outcome(a: Added) -> &'static str {
