@@ -83,11 +83,17 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     }));
 
     let (done_tx, done_rx) = std::sync::mpsc::channel();
+    // One OpenLineage run per instance, shared by the stream and the quality owner beside it.
+    let lineage_run = crate::lineage::openlineage::Run::new(
+        "meshguard",
+        format!("meshguard.{}", settings.kafka.group_id),
+        time::OffsetDateTime::now_utc(),
+    );
     let stream = {
-        let (settings, health, stop) = (settings.clone(), health.clone(), stop.clone());
+        let (settings, health, stop, run) = (settings.clone(), health.clone(), stop.clone(), lineage_run.clone());
         let handle = runtime.handle().clone();
         std::thread::Builder::new().name("stream".into()).spawn(move || {
-            let env = crate::stream::Env { clock: Arc::new(SystemClock), health, stop, runtime: handle };
+            let env = crate::stream::Env { clock: Arc::new(SystemClock), health, stop, runtime: handle, run };
             let r = crate::stream::run(&settings, &catalog, env, reload);
             let _ = done_tx.send(());
             r
@@ -100,10 +106,10 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     // Group-wide quality: this instance may own some bindings' windows (by partition of the
     // partials topic); the owner runs beside the stream and stops with it.
     let owner = if settings.quality.scope == crate::config::QualityScope::Group {
-        let (settings, health, stop, current) = (settings.clone(), health.clone(), stop.clone(), current.clone());
+        let (settings, health, stop, current, run) = (settings.clone(), health.clone(), stop.clone(), current.clone(), lineage_run.clone());
         let handle = runtime.handle().clone();
         match beside("quality-owner", "group-wide quality owner", move || {
-            let env = crate::stream::Env { clock: Arc::new(SystemClock), health, stop, runtime: handle };
+            let env = crate::stream::Env { clock: Arc::new(SystemClock), health, stop, runtime: handle, run };
             crate::stream::owner::run(&settings, &current, env)
         }) {
             Ok(t) => Some(t),

@@ -88,6 +88,8 @@ struct Binding {
     owned_since_ms: i64,
     /// Closing held: the owner has not yet read the partials that were there at its takeover.
     held: bool,
+    /// The window whose wait for commits was last logged.
+    warned_waiting: Option<i64>,
 }
 
 /// The source consumer group's committed offsets (next offset to read per topic and partition):
@@ -108,6 +110,11 @@ impl Committed {
     /// The group's committed offsets.
     pub fn offsets(next: HashMap<(String, i32), i64>) -> Self {
         Self { everything: false, next }
+    }
+
+    /// The committed offset of a partition, if known.
+    pub fn next_of(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.next.get(&(topic.to_owned(), partition)).copied()
     }
 
     /// Whether offsets up to `last` of a partition are committed.
@@ -181,6 +188,7 @@ impl Aggregator {
                 late_entries: Vec::new(),
                 owned_since_ms: crate::measure::unix_ms(now),
                 held: false,
+                warned_waiting: None,
             },
         );
     }
@@ -324,7 +332,19 @@ impl Aggregator {
                     break;
                 }
                 let durable = |e: &Entry| committed.covers(&b.topic, e.partition, e.last);
-                if !b.open.get(&next).is_none_or(|w| w.entries.iter().all(durable)) {
+                if let Some(e) = b.open.get(&next).and_then(|w| w.entries.iter().find(|e| !durable(e))) {
+                    // Said once per window, when it waits past its lateness bound as long again.
+                    if now_ms >= end.saturating_add(lateness.saturating_mul(2).max(30_000)) && b.warned_waiting != Some(next) {
+                        b.warned_waiting = Some(next);
+                        tracing::warn!(
+                            topic = %b.topic,
+                            partition = e.partition,
+                            last_offset = e.last,
+                            committed = ?committed.next_of(&b.topic, e.partition),
+                            window_start_ms = next,
+                            "a due window waits for the stream's group to commit offsets it counted"
+                        );
+                    }
                     break;
                 }
                 let w = b.open.remove(&next).unwrap_or_default();

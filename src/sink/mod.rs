@@ -68,12 +68,18 @@ impl Sinks {
         Ok(Self { side, replace_side: false, transactional_id, mongo, partials_partitions, settings: settings.clone(), runtime })
     }
 
-    /// The sinks of the owner of group-wide windows: a producer that is not transactional (its
-    /// outputs have deterministic ids, see docs/design.md) and the document store.
-    pub fn connect_reporter(settings: &Settings, runtime: tokio::runtime::Handle, stop: &AtomicBool) -> Result<Self, Error> {
-        let side = side_producer(settings, None, stop)?;
+    /// The sinks of the owner of group-wide windows: a producer (transactional under
+    /// `transactional_id` in exactly-once mode; at-least-once its outputs have deterministic
+    /// ids, see docs/design.md) and the document store.
+    pub fn connect_reporter(
+        settings: &Settings,
+        runtime: tokio::runtime::Handle,
+        stop: &AtomicBool,
+        transactional_id: Option<String>,
+    ) -> Result<Self, Error> {
+        let side = side_producer(settings, transactional_id.as_deref(), stop)?;
         let mongo = if settings.mongodb.enabled { Some(connect_mongo(settings, None, &runtime, stop)?) } else { None };
-        Ok(Self { side, replace_side: false, transactional_id: None, mongo, partials_partitions: 1, settings: settings.clone(), runtime })
+        Ok(Self { side, replace_side: false, transactional_id, mongo, partials_partitions: 1, settings: settings.clone(), runtime })
     }
 
     /// Keeps a pending reconciliation claim durably (group-wide quality), in the current batch:

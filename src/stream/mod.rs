@@ -52,6 +52,9 @@ pub struct Env {
     pub stop: Arc<AtomicBool>,
     /// The runtime the document store and the source database's clients run on.
     pub runtime: tokio::runtime::Handle,
+    /// This instance's OpenLineage run: the stream's lifecycle events and the group-wide
+    /// owner's RUNNING events beside it carry the same run id.
+    pub run: crate::lineage::openlineage::Run,
 }
 
 /// Runs until `env.stop` is set, then drains the current batch and commits. With `reload`
@@ -66,7 +69,7 @@ pub fn run(settings: &Settings, catalog: &Catalog, env: Env, mut reload: Option<
     let sinks = Sinks::connect(settings, catalog, &instance, env.runtime.clone(), &env.stop)?;
     let reconciler = if settings.mysql.enabled { Some(Worker::for_mysql(settings, env.clock.clone(), &env.runtime)?) } else { None };
     let plan = Plan { threads: settings.delivery.evaluators(), records: sinks.has_store(), claims: reconciler.is_some() };
-    let out = Outputs::new(settings, catalog, &instance, env.clock.now(), sinks.has_store());
+    let out = Outputs::new(settings, catalog, &instance, env.run.clone(), env.clock.now(), sinks.has_store());
     let source = KafkaSource::subscribe(settings, &topics, env.health.clone())?;
     let exactly_once = settings.delivery.exactly_once;
     info!(topics = topics.len(), exactly_once, group = %settings.kafka.group_id, instance = %instance, "stream started");

@@ -51,7 +51,7 @@ pub(super) struct Outputs {
 }
 
 impl Outputs {
-    pub(super) fn new(settings: &Settings, catalog: &Catalog, instance: &str, now: OffsetDateTime, track_lineage: bool) -> Self {
+    pub(super) fn new(settings: &Settings, catalog: &Catalog, instance: &str, run: Run, now: OffsetDateTime, track_lineage: bool) -> Self {
         let contracts: HashMap<String, Arc<Contract>> = catalog.bindings().map(|b| (b.topic.clone(), b.contract.clone())).collect();
         let windows = Windows::new(
             contracts.clone(),
@@ -89,7 +89,7 @@ impl Outputs {
             owners: catalog.products.iter().map(|p| (p.name().to_owned(), p.decl.metadata.owner.clone())).collect(),
             contracts,
             instance: instance.to_owned(),
-            run: Run::new("meshguard", format!("meshguard.{}", settings.kafka.group_id), now),
+            run,
             namespace,
             outputs,
             last_quality: Vec::new(),

@@ -179,10 +179,14 @@ fn run_once(settings: &Settings, current: &Current, env: &Env) -> Result<Ended, 
         n => i32::try_from(n).unwrap_or(i32::MAX),
     };
     let mut bindings = bindings_of(catalog);
-    let sinks = Sinks::connect_reporter(settings, env.runtime.clone(), &env.stop)?;
+    let exactly_once = settings.delivery.exactly_once;
+    // Exactly-once, a transactional producer of its own (a new id per start, like the stream's
+    // default; the partials' consumer group fences an owner that lost its partitions).
+    let transactional_id = exactly_once.then(|| format!("{}.quality-{}", settings.kafka.group_id, uuid::Uuid::new_v4().simple()));
+    let mut sinks = Sinks::connect_reporter(settings, env.runtime.clone(), &env.stop, transactional_id)?;
     let track_lineage = sinks.has_store();
     // Group scope (the owner runs only then), so its reports carry no instance.
-    let mut out = Outputs::new(settings, catalog, "group", env.clock.now(), track_lineage);
+    let mut out = Outputs::new(settings, catalog, "group", env.run.clone(), env.clock.now(), track_lineage);
     let timing = Timing {
         window: Duration::from_millis(settings.quality.window_ms),
         lateness: Duration::from_millis(settings.quality.lateness_ms),
@@ -191,7 +195,6 @@ fn run_once(settings: &Settings, current: &Current, env: &Env) -> Result<Ended, 
     let mut agg = Aggregator::new(timing, track_lineage);
     // At-least-once, windows wait for the stream's group to commit what they counted (see
     // `quality::aggregate`): a reader of the group's committed offsets that never joins it.
-    let exactly_once = settings.delivery.exactly_once;
     let offsets = if exactly_once { None } else { Some(consumer_of_offsets(settings)?) };
     let mut committed = if exactly_once { Committed::everything() } else { Committed::default() };
     let mut committed_at: Option<Instant> = None;
@@ -222,70 +225,74 @@ fn run_once(settings: &Settings, current: &Current, env: &Env) -> Result<Ended, 
             bindings = next_bindings;
             info!(generation, "group-wide windows follow the new catalog revision");
         }
-        let polled = consumer.poll(Duration::from_millis(100));
-        // Ownership: the partials partitions assigned now.
-        let assigned: HashSet<i32> = consumer
-            .assignment()
-            .map(|tpl| tpl.elements().iter().filter(|e| e.topic() == topic).map(|e| e.partition()).collect())
-            .unwrap_or_default();
-        if assigned != owned {
-            let now = env.clock.now();
-            for p in owned.difference(&assigned) {
-                for key in keys_of.get(p).into_iter().flatten() {
-                    agg.disown(key);
-                }
-                let _ = position.remove(p);
-                let _ = catching_up.remove(p);
-            }
-            let gained: Vec<i32> = assigned.difference(&owned).copied().collect();
-            if !gained.is_empty() {
-                let mut states = read_states(settings)?;
-                // Where this group's reading of each gained partition starts.
-                let mut start = TopicPartitionList::new();
-                for p in &gained {
-                    let _ = start.add_partition(&topic, *p);
-                }
-                let start: HashMap<i32, i64> = consumer
-                    .committed_offsets(start, Duration::from_secs(10))
-                    .map(|tpl| {
-                        tpl.elements()
-                            .iter()
-                            .filter_map(|e| if let Offset::Offset(o) = e.offset() { Some((e.partition(), o)) } else { None })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for p in &gained {
+        // Read what is there (up to a bound) before closing anything: a window is never closed
+        // by its lateness bound while its partials wait unread in the owner's own backlog.
+        let mut drained = 0_usize;
+        while drained < DRAIN_AT_MOST {
+            let polled = consumer.poll(if drained == 0 { Duration::from_millis(100) } else { Duration::ZERO });
+            // Ownership: the partials partitions assigned now.
+            let assigned: HashSet<i32> = consumer
+                .assignment()
+                .map(|tpl| tpl.elements().iter().filter(|e| e.topic() == topic).map(|e| e.partition()).collect())
+                .unwrap_or_default();
+            if assigned != owned {
+                let now = env.clock.now();
+                for p in owned.difference(&assigned) {
                     for key in keys_of.get(p).into_iter().flatten() {
-                        let Some((contract, source)) = bindings.get(key) else { continue };
-                        let n = match source_partitions.get(source) {
-                            Some(n) => *n,
-                            None => {
-                                let n = partitions(&consumer, source)?;
-                                let _ = source_partitions.insert(source.clone(), n);
-                                n
-                            }
-                        };
-                        let state = states.remove(key).unwrap_or_default();
-                        out.restore_alerts(source, state.alerts);
-                        agg.own(key, contract.clone(), source, n, state.progress, now);
-                        agg.hold(key);
+                        agg.disown(key);
                     }
-                    // Hold the windows until the partials already there are read: the backlog
-                    // goes into its windows, not into `late` of windows closed empty meanwhile.
-                    let (low, high) = consumer.fetch_watermarks(&topic, *p, Duration::from_secs(10)).unwrap_or((0, 0));
-                    if start.get(p).copied().unwrap_or(low).max(low) < high {
-                        let _ = catching_up.insert(*p, (high, Instant::now() + HOLD_AT_MOST));
-                    } else {
+                    let _ = position.remove(p);
+                    let _ = catching_up.remove(p);
+                }
+                let gained: Vec<i32> = assigned.difference(&owned).copied().collect();
+                if !gained.is_empty() {
+                    let mut states = read_states(settings)?;
+                    // Where this group's reading of each gained partition starts.
+                    let mut start = TopicPartitionList::new();
+                    for p in &gained {
+                        let _ = start.add_partition(&topic, *p);
+                    }
+                    let start: HashMap<i32, i64> = consumer
+                        .committed_offsets(start, Duration::from_secs(10))
+                        .map(|tpl| {
+                            tpl.elements()
+                                .iter()
+                                .filter_map(|e| if let Offset::Offset(o) = e.offset() { Some((e.partition(), o)) } else { None })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    for p in &gained {
                         for key in keys_of.get(p).into_iter().flatten() {
-                            agg.release(key);
+                            let Some((contract, source)) = bindings.get(key) else { continue };
+                            let n = match source_partitions.get(source) {
+                                Some(n) => *n,
+                                None => {
+                                    let n = partitions(&consumer, source)?;
+                                    let _ = source_partitions.insert(source.clone(), n);
+                                    n
+                                }
+                            };
+                            let state = states.remove(key).unwrap_or_default();
+                            out.restore_alerts(source, state.alerts);
+                            agg.own(key, contract.clone(), source, n, state.progress, now);
+                            agg.hold(key);
+                        }
+                        // Hold the windows until the partials already there are read: the backlog
+                        // goes into its windows, not into `late` of windows closed empty meanwhile.
+                        let (low, high) = consumer.fetch_watermarks(&topic, *p, Duration::from_secs(10)).unwrap_or((0, 0));
+                        if start.get(p).copied().unwrap_or(low).max(low) < high {
+                            let _ = catching_up.insert(*p, (high, Instant::now() + HOLD_AT_MOST));
+                        } else {
+                            for key in keys_of.get(p).into_iter().flatten() {
+                                agg.release(key);
+                            }
                         }
                     }
+                    info!(gained = ?gained, owned = ?assigned, "owning group-wide windows");
                 }
-                info!(gained = ?gained, owned = ?assigned, "owning group-wide windows");
+                owned = assigned;
             }
-            owned = assigned;
-        }
-        if let Some(m) = polled {
+            let Some(m) = polled else { break };
             let m = m.map_err(|e| Error::transient(System::Kafka, format_args!("reading {topic}: {e}")))?;
             let _ = position.insert(m.partition(), m.offset() + 1);
             match m.payload().map(serde_json::from_slice::<Partial>) {
@@ -301,6 +308,7 @@ fn run_once(settings: &Settings, current: &Current, env: &Env) -> Result<Ended, 
                     metrics::counter!(crate::telemetry::names::PARTIALS_TOTAL, "outcome" => "unreadable").increment(1);
                 }
             }
+            drained += 1;
         }
         if !catching_up.is_empty() {
             let read: HashMap<i32, i64> = consumer
@@ -350,28 +358,39 @@ fn run_once(settings: &Settings, current: &Current, env: &Env) -> Result<Ended, 
         let mut states = Vec::with_capacity(closed.len());
         let mut windows = Vec::with_capacity(closed.len());
         for (key, w, progress) in closed {
+            tracing::debug!(key, window_start = %w.window_start, volume = w.volume, late = ?w.late, "window closed");
             states.push((key, w.topic.clone(), progress));
             windows.push(w);
         }
         out.report(windows, now);
-        sinks.begin()?;
-        let reports = out.reports();
-        sinks.send_reports(&reports)?;
-        sinks.write_documents(Documents::default(), &reports)?;
-        for (key, source, progress) in states {
-            let state = State { progress, alerts: out.alert_state(&source) };
-            sinks.send_state(&key, &serde_json::to_value(&state).unwrap_or_default())?;
-        }
-        sinks.finish(None)?;
-        out.clear_pending();
-        // Commit what no open window needs any more.
+        // What no open window needs any more: committed with the outputs.
         let mut tpl = TopicPartitionList::new();
         for p in &owned {
             let Some(next) = position.get(p) else { continue };
             let needed = agg.needed_from(keys_of.get(p).into_iter().flatten()).unwrap_or(*next);
             let _ = tpl.add_partition_offset(&topic, *p, Offset::Offset(needed.min(*next)));
         }
-        if tpl.count() > 0
+        let group = if exactly_once && tpl.count() > 0 { consumer.group_metadata() } else { None };
+        let written = (|| {
+            sinks.begin()?;
+            let reports = out.reports();
+            sinks.send_reports(&reports)?;
+            sinks.write_documents(Documents::default(), &reports)?;
+            for (key, source, progress) in states {
+                let state = State { progress, alerts: out.alert_state(&source) };
+                sinks.send_state(&key, &serde_json::to_value(&state).unwrap_or_default())?;
+            }
+            // Exactly-once: the alerts, run events, states and the partials read commit in one
+            // transaction (a killed owner's outputs are aborted, never read twice).
+            sinks.finish(group.as_ref().map(|g| (&tpl, g)))
+        })();
+        if let Err(e) = written {
+            sinks.failed(&e);
+            return Err(e);
+        }
+        out.clear_pending();
+        if group.is_none()
+            && tpl.count() > 0
             && let Err(e) = consumer.commit(&tpl, CommitMode::Sync)
         {
             warn!(error = %e, "cannot commit the partials read; a new owner reads them again");
@@ -380,6 +399,8 @@ fn run_once(settings: &Settings, current: &Current, env: &Env) -> Result<Ended, 
     Ok(Ended::Stopped)
 }
 
+/// Partials read at most per round before due windows are closed.
+const DRAIN_AT_MOST: usize = 10_000;
 /// How often, at most, the stream group's committed offsets are read while windows are open.
 const COMMITTED_REFRESH: Duration = Duration::from_millis(500);
 /// How long a new owner waits at most to read the partials backlog before closing windows.
