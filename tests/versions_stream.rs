@@ -270,3 +270,123 @@ async fn run_counts_duplicates_and_dead_letters_them_when_configured() {
     assert_eq!(metric_sum(&metrics, "meshguard_events_total", &[("topic", rejecting.as_str()), ("outcome", "invalid")]), 5.0);
     assert_eq!(metric_sum(&metrics, "meshguard_events_total", &[("topic", counting.as_str()), ("outcome", "invalid")]), 2.0);
 }
+
+/// A TCP proxy to the document store that the test can cut: connections are closed and new
+/// ones refused until it is restored (no server is stopped: others use it).
+struct Proxy {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: String) -> Self {
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (is_open, conns) = (open.clone(), live.clone());
+        let pipe = |mut from: TcpStream, mut to: TcpStream| {
+            let _ = std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from, &mut to);
+                let _ = to.shutdown(Shutdown::Write);
+            });
+        };
+        let _ = std::thread::spawn(move || {
+            for inbound in listener.incoming().flatten() {
+                if !is_open.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = inbound.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(outbound) = TcpStream::connect(&target) else { continue };
+                let (Ok(i2), Ok(o2), Ok(i3), Ok(o3)) =
+                    (inbound.try_clone(), outbound.try_clone(), inbound.try_clone(), outbound.try_clone())
+                else {
+                    continue;
+                };
+                conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend([i3, o3]);
+                pipe(inbound, o2);
+                pipe(outbound, i2);
+            }
+        });
+        Self { port, open, live }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for s in self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Rule failures and shadow rejections count once per record although a batch is evaluated
+/// again after each failed write: the document store is cut off while a batch is in flight,
+/// the stream retries it several times (each retry a new evaluation), and the counters stay at
+/// zero until the batch is acknowledged, then hold exactly one count per record.
+#[tokio::test(flavor = "multi_thread")]
+async fn rule_failures_and_shadow_rejections_count_once_through_a_retried_batch() {
+    let kafka = kafka();
+    let topic = unique("pay-retried");
+    create_topics(&kafka, &[&topic], 1).await;
+    let names = Names::new();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    versioned_schemas(dir.path());
+    let rules = "      rules:\n        - name: big\n          expr: amount > 100.0\n          severity: warn\n";
+    product(dir.path(), "retried", &topic, &format!("{rules}{VERSIONS}"));
+    let store = mongodb();
+    let proxy = Proxy::start(store.trim_start_matches("mongodb://").trim_end_matches('/').to_owned());
+    let uri = format!("mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=500&connectTimeoutMS=500", proxy.port);
+    let mut env = env(dir.path(), true);
+    env.push(("MESHGUARD__MONGODB__URI", uri));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let service = Service::start(&kafka, &dir.path().join("products"), &names, &env_refs);
+    service.wait_ready(Duration::from_secs(60));
+
+    proxy.cut();
+    // All held to 1.0.0, which accepts them; the warn rule `big` fails on every one. The shadow
+    // 3.0.0 rejects the 10 without payment_method and runs the rule (failing) on the other 10.
+    let records: Vec<(String, Vec<u8>, Option<&str>)> =
+        (0..20).map(|id| (format!("k{id}"), payment(id, id % 2 == 0, false, true), Some("1.0.0"))).collect();
+    let n = produce(&kafka, &topic, &records).await;
+    let metrics = || service.get("/metrics").map(|(_, body)| body).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = metrics();
+        if metric_sum(&m, "meshguard_sink_errors_total", &[("sink", "mongodb")]) >= 3.0 {
+            // Evaluated at least three times, acknowledged never: nothing counted yet.
+            assert_eq!(metric_sum(&m, "meshguard_rule_violations_total", &[("product", "retried")]), 0.0, "{m}");
+            assert_eq!(metric_sum(&m, "meshguard_shadow_rejections_total", &[("product", "retried")]), 0.0, "{m}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the store's failures never showed: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    proxy.restore();
+    wait_committed(&kafka, &names.group, &[&topic], 1, n as i64, Duration::from_secs(120));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let m = loop {
+        let m = metrics();
+        if metric_sum(&m, "meshguard_events_total", &[("topic", topic.as_str())]) >= n as f64 {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "the batch was never applied: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let rule = |version: &str| {
+        metric_sum(
+            &m,
+            "meshguard_rule_violations_total",
+            &[("product", "retried"), ("version", version), ("rule", "big"), ("severity", "warn")],
+        )
+    };
+    assert_eq!(rule("1.0.0"), 20.0, "{m}");
+    assert_eq!(rule("3.0.0"), 10.0, "{m}");
+    assert_eq!(metric_sum(&m, "meshguard_shadow_rejections_total", &[("product", "retried"), ("version", "3.0.0")]), 10.0, "{m}");
+    assert_eq!(metric_sum(&m, "meshguard_events_total", &[("topic", topic.as_str())]), 20.0, "{m}");
+}
