@@ -90,10 +90,41 @@ async fn produce(kafka: &str, topic: &str, records: &[(String, Vec<u8>, Option<&
 fn env(dir: &Path, store: bool) -> Vec<(&'static str, String)> {
     let mut env =
         vec![("MESHGUARD__SCHEMAS__DIR", dir.join("schemas").display().to_string()), ("MESHGUARD__MYSQL__ENABLED", "false".to_owned())];
-    if !store {
+    if store {
+        // Short windows, so the test sees its windows closed within seconds.
+        env.push(("MESHGUARD__QUALITY__WINDOW_MS", "1000".to_owned()));
+    } else {
         env.push(("MESHGUARD__MONGODB__ENABLED", "false".to_owned()));
     }
     env
+}
+
+/// The `quality_metrics` documents of `topic`, polled until their volumes add up to `volume`.
+async fn windows_with_volume(database: &str, topic: &str, volume: u64, within: Duration) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let windows = mongo_docs(database, "quality_metrics", bson::doc! {"topic": topic}).await;
+        if sum(&windows, "volume") >= volume {
+            return windows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "windows of {topic} reached volume {} of {volume}: {windows:#?}",
+            sum(&windows, "volume")
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A window's rejections by one shadow version (its `shadow_rejections` entry).
+fn shadow_rejected(window: &Value, version: &str) -> u64 {
+    window["shadow_rejections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["version"] == version)
+        .map(|e| sum(std::slice::from_ref(e), "rejected"))
+        .sum()
 }
 
 /// One topic, records written to 1.0.0 and 2.0.0 (and to none, and to an unknown version):
@@ -190,6 +221,13 @@ async fn versions_in_run(store: bool) {
         ];
         let want: Vec<(i64, String, String)> = want.into_iter().map(|(o, v, c)| (o, v.to_owned(), c.to_owned())).collect();
         assert_eq!(versions, want);
+
+        // The windows count the shadow's would-be rejections as the metric does.
+        let windows = windows_with_volume(&names.database, &topic, n as u64, Duration::from_secs(60)).await;
+        assert_eq!(sum(&windows, "volume"), 8, "{windows:#?}");
+        assert_eq!(windows.iter().map(|w| shadow_rejected(w, "3.0.0")).sum::<u64>(), 5, "{windows:#?}");
+        assert_eq!(sum(&windows, "invalid"), 4, "{windows:#?}");
+        assert_eq!(sum(&windows, "duplicates"), 0, "{windows:#?}");
     }
 }
 
