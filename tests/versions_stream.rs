@@ -309,6 +309,138 @@ async fn run_counts_duplicates_and_dead_letters_them_when_configured() {
     assert_eq!(metric_sum(&metrics, "meshguard_events_total", &[("topic", counting.as_str()), ("outcome", "invalid")]), 2.0);
 }
 
+/// Produces `(key, payload)` records to `topic` one at a time (a key's copies in order on its
+/// partition), each stamped with the time it is sent; returns the timestamps in ms.
+async fn produce_stamped(producer: &FutureProducer, topic: &str, records: &[(String, Vec<u8>)]) -> Vec<i64> {
+    let mut stamps = Vec::with_capacity(records.len());
+    for (key, payload) in records {
+        let ts = meshguard::measure::unix_ms(time::OffsetDateTime::now_utc());
+        let rec = FutureRecord::<str, [u8]>::to(topic).key(key).payload(payload).timestamp(ts);
+        let _ = producer.send(rec, Duration::from_secs(10)).await.unwrap_or_else(|(e, _)| panic!("{e}"));
+        stamps.push(ts);
+    }
+    stamps
+}
+
+/// `count` payments with fresh ids from `first_id`, then a second copy of every `every`-th one
+/// (same key, same payload): the duplicates. Returns the records in sending order and, for each,
+/// whether it is a duplicate.
+fn with_duplicates(first_id: u32, count: u32, every: u32) -> Vec<((String, Vec<u8>), bool)> {
+    let rec = |id: u32| (format!("key-{id}"), payment(id, true, false, true));
+    let mut out: Vec<((String, Vec<u8>), bool)> = (first_id..first_id + count).map(|id| (rec(id), false)).collect();
+    out.extend((first_id..first_id + count).step_by(every as usize).map(|id| (rec(id), true)));
+    out
+}
+
+/// Waits until `svc` holds `partitions` source partitions.
+async fn wait_assigned(svc: &Service, partitions: f64, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let held = svc.get("/metrics").map_or(-1.0, |(_, body)| metric_sum(&body, "meshguard_assigned_partitions", &[]));
+        if held == partitions {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the instance at {} holds {held} partitions, not {partitions}, after {within:?}",
+            svc.http
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Duplicates of a `unique: payment_id` contract (group-wide windows) counted exactly per window
+/// and in the metric across a rebalance: one instance reads the first phase (200 payments, 40
+/// of them sent twice), a second joins and takes half the partitions, then the second phase
+/// (200 more, 50 sent twice) is read by both. Uniqueness state is per partition and dropped on
+/// revoke (docs/design.md), so each duplicate here is read by the instance that read its first
+/// copy: both copies of a key are sent within one phase, and the phases are apart from the
+/// rebalance (the first committed before the second instance starts, the second sent once both
+/// hold their share). Every window's `duplicates` equals the duplicates sent with a timestamp
+/// in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicates_are_counted_exactly_per_window_across_a_rebalance() {
+    let kafka = kafka();
+    let topic = unique("pay-unique-rebalance");
+    create_topics(&kafka, &[&topic], 4).await;
+    let names = Names::new();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    versioned_schemas(dir.path());
+    product(dir.path(), "unique-rebalance", &topic, "      unique:\n        fields: [payment_id]\n");
+    let mut env = env(dir.path(), true);
+    for (k, v) in [
+        ("MESHGUARD__QUALITY__SCOPE", "group".to_owned()),
+        ("MESHGUARD__QUALITY__WINDOW_MS", "2000".to_owned()),
+        ("MESHGUARD__QUALITY__LATENESS_MS", "3000".to_owned()),
+        ("MESHGUARD__QUALITY__SILENCE_AFTER_MS", "600000".to_owned()),
+        ("MESHGUARD__TOPICS__PARTIALS", format!("{}.partials", names.alerts)),
+        ("MESHGUARD__TOPICS__QUALITY_STATE", format!("{}.state", names.alerts)),
+    ] {
+        env.retain(|(key, _)| *key != k);
+        env.push((k, v));
+    }
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let window_of = |ms: i64| ms - ms.rem_euclid(2000);
+    let mut expected: std::collections::BTreeMap<i64, u64> = std::collections::BTreeMap::new();
+    let mut sent = 0usize;
+
+    // Phase 1: one instance.
+    let first = Service::start(&kafka, &dir.path().join("products"), &names, &env_refs);
+    let phase1 = with_duplicates(0, 200, 5);
+    let records: Vec<(String, Vec<u8>)> = phase1.iter().map(|(r, _)| r.clone()).collect();
+    for (ts, (_, dup)) in produce_stamped(&producer, &topic, &records).await.into_iter().zip(&phase1) {
+        *expected.entry(window_of(ts)).or_default() += u64::from(*dup);
+    }
+    sent += phase1.len();
+    wait_committed(&kafka, &names.group, &[&topic], 4, sent as i64, Duration::from_secs(120));
+
+    // A second instance joins: the group rebalances until each holds two partitions.
+    let second = Service::start(&kafka, &dir.path().join("products"), &names, &env_refs);
+    wait_assigned(&second, 2.0, Duration::from_secs(60)).await;
+    wait_assigned(&first, 2.0, Duration::from_secs(60)).await;
+
+    // Phase 2: both instances.
+    let phase2 = with_duplicates(1000, 200, 4);
+    let records: Vec<(String, Vec<u8>)> = phase2.iter().map(|(r, _)| r.clone()).collect();
+    for (ts, (_, dup)) in produce_stamped(&producer, &topic, &records).await.into_iter().zip(&phase2) {
+        *expected.entry(window_of(ts)).or_default() += u64::from(*dup);
+    }
+    sent += phase2.len();
+    wait_committed(&kafka, &names.group, &[&topic], 4, sent as i64, Duration::from_secs(120));
+    let injected: u64 = expected.values().sum();
+    assert_eq!(injected, 40 + 50);
+
+    // The metric, summed over both instances; the second counted its share after the rebalance.
+    let count = |svc: &Service| {
+        svc.get("/metrics").map_or(0.0, |(_, body)| metric_sum(&body, "meshguard_duplicates_total", &[("topic", topic.as_str())]))
+    };
+    let (by_first, by_second) = (count(&first), count(&second));
+    assert_eq!(by_first + by_second, injected as f64, "first {by_first}, second {by_second}");
+    assert!(by_second > 0.0 && by_first > 40.0, "first {by_first}, second {by_second}");
+
+    // The group-wide windows: every duplicate in the window of its timestamp, none late.
+    let windows = windows_with_volume(&names.database, &topic, sent as u64, Duration::from_secs(120)).await;
+    assert_eq!(sum(&windows, "volume"), sent as u64, "{windows:#?}");
+    assert_eq!(sum(&windows, "late"), 0, "{windows:#?}");
+    let mut got: std::collections::BTreeMap<i64, u64> = std::collections::BTreeMap::new();
+    for w in &windows {
+        let start =
+            w["window_start"].as_str().and_then(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok());
+        let start = start.map(meshguard::measure::unix_ms).unwrap_or_else(|| panic!("window_start of {w}"));
+        let n = sum(std::slice::from_ref(w), "duplicates");
+        if n > 0 {
+            *got.entry(start).or_default() += n;
+        }
+    }
+    expected.retain(|_, n| *n > 0);
+    assert_eq!(got, expected, "duplicates per window start (ms)");
+}
+
 /// A TCP proxy to the document store that the test can cut: connections are closed and new
 /// ones refused until it is restored (no server is stopped: others use it).
 struct Proxy {
