@@ -3,7 +3,9 @@
 //! version (dead letters and lineage name the version applied), a shadow version's would-be
 //! rejections counted exactly and never dead-lettered, and duplicates (the same key and payload
 //! produced twice) counted exactly and dead-lettered with class `duplicate` when the contract
-//! says so.
+//! says so. The quality windows carry both (`shadow_rejections`, `duplicates`), duplicates
+//! exactly per window across a rebalance; rule failures and shadow rejections count once per
+//! record through a batch retried while the document store is cut off.
 
 // tests/common's helpers trip this lint on the toolchain in use; the code is shared as it is.
 #![allow(clippy::result_large_err)]
