@@ -1,12 +1,13 @@
 //! One record's verdict: decode → validate → measure, with no I/O. `check` and `run` share it.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::contract::tape::Tape;
-use crate::contract::{AnyRecord, Contract, RecordView, RuleOutcome, SchemaEngine, Violation};
+use crate::contract::{AnyRecord, Contract, RecordView, RuleOutcome, RuleSeverity, SchemaEngine, Violation};
 use crate::decode::{DecodeError, decode_json};
 use crate::measure::{self, Completeness};
 
@@ -60,6 +61,12 @@ pub struct Evaluation {
     pub freshness: Option<Duration>,
     /// Failed `warn` business rules: counted (metrics, `check`), never a rejection.
     pub warnings: Vec<Violation>,
+    /// Every shadow version's verdict (empty for a contract without shadow versions): counted
+    /// in metrics and quality windows, never a rejection.
+    pub shadows: Vec<ShadowVerdict>,
+    /// Whether the record repeats the `unique:` key of an earlier record within the horizon
+    /// (set by the stream, which alone sees the records in order).
+    pub duplicate: bool,
 }
 
 impl Evaluation {
@@ -92,6 +99,8 @@ pub fn evaluate(contract: &Contract, payload: &[u8], now: OffsetDateTime) -> Eva
             event_time: None,
             freshness: None,
             warnings: Vec::new(),
+            shadows: Vec::new(),
+            duplicate: false,
         },
         Ok(record) => evaluate_record(contract, record, now),
     }
@@ -208,6 +217,8 @@ fn measure<'a>(
         freshness: event_time.map(|t| measure::freshness(t, now)),
         record: None,
         warnings: Vec::new(),
+        shadows: Vec::new(),
+        duplicate: false,
     }
 }
 
@@ -221,6 +232,8 @@ pub struct ShadowVerdict {
     pub version: String,
     /// What it would have done; `None` when it accepts the record.
     pub rejection: Option<Rejection>,
+    /// Its failed `warn` business rules.
+    pub warnings: Vec<Violation>,
 }
 
 /// One record's evaluation against a contract with several versions.
@@ -230,10 +243,9 @@ pub struct VersionedEvaluation<'c> {
     pub applied_version: String,
     /// That version's compiled contract (what the stream's dead letters and lineage name).
     pub applied: &'c Contract,
-    /// The verdict of that version (or the unknown-version rejection).
+    /// The verdict of that version (or the unknown-version rejection), with every shadow
+    /// version's verdict in `evaluation.shadows`.
     pub evaluation: Evaluation,
-    /// Every shadow version's verdict.
-    pub shadows: Vec<ShadowVerdict>,
 }
 
 /// The enforced version a record is held to: the one its version header names, else the newest.
@@ -264,7 +276,7 @@ pub fn evaluate_versioned<'c>(
     version_header: Option<&[u8]>,
     now: OffsetDateTime,
 ) -> VersionedEvaluation<'c> {
-    let (applied, evaluation) = match select_version(contract, version_header) {
+    let (applied, mut evaluation) = match select_version(contract, version_header) {
         Ok(v) => (v, evaluate(v, payload, now)),
         Err(rejection) => {
             let newest = contract.newest();
@@ -273,7 +285,8 @@ pub fn evaluate_versioned<'c>(
             (newest, eval)
         }
     };
-    VersionedEvaluation { applied_version: applied.version.clone(), applied, evaluation, shadows: shadows(contract, payload, now) }
+    evaluation.shadows = shadows(contract, payload, now);
+    VersionedEvaluation { applied_version: applied.version.clone(), applied, evaluation }
 }
 
 /// Like [`evaluate_lean`] (the stream's path), choosing the version from `version_header` and
@@ -290,20 +303,22 @@ pub fn evaluate_lean_versioned<'c, 'i, T>(
     let shadows = shadows(contract, payload, now);
     match select_version(contract, version_header) {
         Ok(v) => {
-            let (evaluation, taken) = evaluate_lean(v, payload, now, tape, valid);
-            (VersionedEvaluation { applied_version: v.version.clone(), applied: v, evaluation, shadows }, taken)
+            let (mut evaluation, taken) = evaluate_lean(v, payload, now, tape, valid);
+            evaluation.shadows = shadows;
+            (VersionedEvaluation { applied_version: v.version.clone(), applied: v, evaluation }, taken)
         }
         Err(rejection) => {
             let newest = contract.newest();
             let (mut evaluation, _) = evaluate_lean(newest, payload, now, tape, |_, _| None::<T>);
             evaluation.rejection = Some(rejection);
-            (VersionedEvaluation { applied_version: newest.version.clone(), applied: newest, evaluation, shadows }, None)
+            evaluation.shadows = shadows;
+            (VersionedEvaluation { applied_version: newest.version.clone(), applied: newest, evaluation }, None)
         }
     }
 }
 
-/// Every shadow version's verdict on `payload`, counted in
-/// `meshguard_shadow_rejections_total{product,contract,version}`.
+/// Every shadow version's verdict on `payload` (counted in
+/// `meshguard_shadow_rejections_total{product,contract,version}` by [`Tally`], once final).
 pub fn shadows(contract: &Contract, payload: &[u8], now: OffsetDateTime) -> Vec<ShadowVerdict> {
     contract
         .shadows()
@@ -311,16 +326,76 @@ pub fn shadows(contract: &Contract, payload: &[u8], now: OffsetDateTime) -> Vec<
             let mut tape = Tape::new();
             // Only the verdict is kept: no id.
             let (eval, _) = lean(s, payload, now, &mut tape, false, |_, _| None::<()>);
-            if eval.rejection.is_some() {
-                metrics::counter!(
-                    crate::telemetry::names::SHADOW_REJECTIONS_TOTAL,
-                    "product" => s.product.clone(),
-                    "contract" => s.name.clone(),
-                    "version" => s.version.clone()
-                )
-                .increment(1);
-            }
-            ShadowVerdict { version: s.version.clone(), rejection: eval.rejection }
+            ShadowVerdict { version: s.version.clone(), rejection: eval.rejection, warnings: eval.warnings }
         })
         .collect()
+}
+
+/// What evaluations add to `meshguard_rule_violations_total{product,contract,version,rule,severity}`
+/// and `meshguard_shadow_rejections_total{product,contract,version}`, gathered per record and
+/// counted by [`Tally::emit`] once the records' outcome is final. The stream evaluates a batch
+/// again when a sink fails, so counting at evaluation would count a retried record twice; it
+/// emits a batch's tally after the batch is committed, as it applies the batch to the windows.
+#[derive(Debug, Default)]
+pub struct Tally<'c> {
+    /// Rule failures by (product, contract, version, rule, severity).
+    rules: HashMap<(&'c str, &'c str, &'c str, String, &'static str), u64>,
+    /// Shadow rejections by (product, contract, shadow version).
+    shadows: HashMap<(&'c str, &'c str, &'c str), u64>,
+}
+
+impl<'c> Tally<'c> {
+    /// Adds one record's rule failures and shadow rejections: `applied` is the version it was
+    /// held to, `base` the bound contract (whose shadow versions `eval.shadows` follows).
+    pub fn add(&mut self, base: &'c Contract, applied: &'c Contract, eval: &Evaluation) {
+        if let Some(r) = &eval.rejection {
+            self.rules_of(applied, &r.violations, RuleSeverity::Error);
+        }
+        self.rules_of(applied, &eval.warnings, RuleSeverity::Warn);
+        for (s, v) in base.shadows().zip(&eval.shadows) {
+            if let Some(r) = &v.rejection {
+                *self.shadows.entry((&s.product, &s.name, &s.version)).or_default() += 1;
+                self.rules_of(s, &r.violations, RuleSeverity::Error);
+            }
+            self.rules_of(s, &v.warnings, RuleSeverity::Warn);
+        }
+    }
+
+    fn rules_of(&mut self, c: &'c Contract, violations: &[Violation], severity: RuleSeverity) {
+        for v in violations {
+            if let Some(rule) = &v.rule {
+                let (product, contract, version) = c.rules.labels();
+                *self.rules.entry((product, contract, version, rule.clone(), severity.as_str())).or_default() += 1;
+            }
+        }
+    }
+
+    /// Whether nothing was gathered.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.shadows.is_empty()
+    }
+
+    /// Counts what was gathered in the metrics, and empties the tally.
+    pub fn emit(&mut self) {
+        for ((product, contract, version, rule, severity), n) in self.rules.drain() {
+            metrics::counter!(
+                crate::telemetry::names::RULE_VIOLATIONS_TOTAL,
+                "product" => product.to_owned(),
+                "contract" => contract.to_owned(),
+                "version" => version.to_owned(),
+                "rule" => rule,
+                "severity" => severity
+            )
+            .increment(n);
+        }
+        for ((product, contract, version), n) in self.shadows.drain() {
+            metrics::counter!(
+                crate::telemetry::names::SHADOW_REJECTIONS_TOTAL,
+                "product" => product.to_owned(),
+                "contract" => contract.to_owned(),
+                "version" => version.to_owned()
+            )
+            .increment(n);
+        }
+    }
 }

@@ -13,7 +13,7 @@ use meshguard::contract::{AnyRecord, RuleOutcome};
 use meshguard::generate::Generator;
 use meshguard::product::model::{RuleSeverity, RuleSpec};
 use meshguard::product::{Catalog, Files};
-use meshguard::verdict::{evaluate, evaluate_lean};
+use meshguard::verdict::{Tally, evaluate, evaluate_lean};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
@@ -234,20 +234,39 @@ fn lint_names_the_file_the_rule_and_the_compile_error() {
 }
 
 #[test]
-fn rule_violations_are_counted_per_rule_in_metrics() {
+fn rule_violations_are_counted_per_rule_in_metrics_once_final() {
+    let dir = temp_products(
+        "        - name: positive\n          expr: amount > 0.0\n        - name: small\n          expr: amount < 100.0\n          severity: warn\n",
+    );
+    let catalog = Catalog::load(&Files::Disk { products: dir.path().join("config/products"), schemas: dir.path().join("schemas") })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let contract = catalog.product("t").and_then(|p| p.contract(Some("c"))).cloned().unwrap_or_else(|| panic!("contract"));
+    let now = time::macros::datetime!(2026-11-29 12:00:00 UTC);
+    let payload = |amount: f64| {
+        json!({"payment_id": "5f0c8a52-8a4e-4d8b-9c43-2f1d6c1b7e10", "customer_id": 1, "amount": amount, "currency": "EUR",
+               "status": "PENDING", "created_at": "2026-11-29T11:59:00Z"})
+        .to_string()
+    };
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
-    let rules = RuleSet::compile(
-        "prod",
-        "con",
-        &[spec("positive", "amount > 0", RuleSeverity::Error), spec("small", "amount < 100", RuleSeverity::Warn)],
-    )
-    .unwrap_or_else(|e| panic!("{e:?}"));
-    metrics::with_local_recorder(&recorder, || {
-        for amount in [-1, 0, 5, 500, 1000] {
-            let _ = run_rules(&rules, &json!({ "amount": amount }));
+    let rendered = metrics::with_local_recorder(&recorder, || {
+        // Evaluated twice, as the stream evaluates a batch again after a sink failure: the
+        // evaluations themselves count nothing, the tally of the one that is kept counts once.
+        let amounts = [0.0, 0.0, 5.0, 500.0, 1000.0];
+        let evaluate_all = || amounts.iter().map(|a| evaluate(&contract, payload(*a).as_bytes(), now)).collect::<Vec<_>>();
+        let _failed_attempt = evaluate_all();
+        let kept = evaluate_all();
+        let mut tally = Tally::default();
+        let before = handle.render();
+        for eval in &kept {
+            tally.add(&contract, &contract, eval);
         }
+        tally.emit();
+        // Emitting empties the tally: a second emit adds nothing.
+        tally.emit();
+        before
     });
+    assert!(!rendered.contains("meshguard_rule_violations_total"), "evaluation counted: {rendered}");
     let text = handle.render();
     let line = |rule: &str| {
         text.lines()
@@ -256,7 +275,8 @@ fn rule_violations_are_counted_per_rule_in_metrics() {
             .to_owned()
     };
     assert!(line("positive").ends_with(" 2"), "{text}");
-    assert!(line("positive").contains("severity=\"error\"") && line("positive").contains("product=\"prod\""), "{text}");
+    assert!(line("positive").contains("severity=\"error\"") && line("positive").contains("product=\"t\""), "{text}");
+    assert!(line("positive").contains("version=\"1\""), "{text}");
     assert!(line("small").ends_with(" 2") && line("small").contains("severity=\"warn\""), "{text}");
 }
 

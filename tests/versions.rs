@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use meshguard::product::{Catalog, Files};
-use meshguard::verdict::{evaluate, evaluate_lean_versioned, evaluate_versioned};
+use meshguard::verdict::{Tally, evaluate, evaluate_lean_versioned, evaluate_versioned};
 use serde_json::Value;
 use time::macros::datetime;
 
@@ -92,11 +92,22 @@ fn shadow_versions_are_counted_and_never_reject() {
     let handle = recorder.handle();
     let payloads: [&[u8]; 4] = [WITH_METHOD, EXTRA_FIELD, EXTRA_FIELD, WITHOUT_METHOD];
     let verdicts = metrics::with_local_recorder(&recorder, || {
-        payloads.iter().map(|p| evaluate_versioned(&contract, p, Some(b"1.0.0"), NOW)).collect::<Vec<_>>()
+        // Evaluated twice (a batch retried after a sink failure): only the tally of the kept
+        // evaluations counts, once.
+        let evaluate_all = || payloads.iter().map(|p| evaluate_versioned(&contract, p, Some(b"1.0.0"), NOW)).collect::<Vec<_>>();
+        let _failed_attempt = evaluate_all();
+        let kept = evaluate_all();
+        assert!(!handle.render().contains("meshguard_shadow_rejections_total"), "evaluation counted");
+        let mut tally = Tally::default();
+        for v in &kept {
+            tally.add(&contract, v.applied, &v.evaluation);
+        }
+        tally.emit();
+        kept
     });
     // Held to 1.0.0, all four pass; 3.0.0 (closed, payment_method required) rejects three.
     assert!(verdicts.iter().all(|v| v.evaluation.is_valid()));
-    let shadow_rejects: Vec<bool> = verdicts.iter().map(|v| v.shadows[0].rejection.is_some()).collect();
+    let shadow_rejects: Vec<bool> = verdicts.iter().map(|v| v.evaluation.shadows[0].rejection.is_some()).collect();
     assert_eq!(shadow_rejects, [false, true, true, true]);
     let text = handle.render();
     let line = text.lines().find(|l| l.starts_with("meshguard_shadow_rejections_total")).unwrap_or_default();

@@ -174,5 +174,7 @@ fn rejected(contract: &Contract, stage: Stage, class: &'static str, keyword: &st
         event_time: None,
         freshness: None,
         warnings: Vec::new(),
+        shadows: Vec::new(),
+        duplicate: false,
     }
 }

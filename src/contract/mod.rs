@@ -22,6 +22,8 @@ pub use self::avro::{AvroContract, AvroEncoding};
 pub use self::json_schema::{JsonSchemaContract, SchemaRetriever};
 pub use self::required::RequiredFields;
 pub use self::rules::{RuleOutcome, RuleSet};
+/// A business rule's severity (its metric label), re-exported for the stages that count failures.
+pub use crate::product::model::RuleSeverity;
 
 /// Read access to a decoded record, however it is held: a `serde_json::Value` tree, or a tape
 /// ([`tape::TapeNode`]). Completeness, the record id, the event time and reconciliation claims

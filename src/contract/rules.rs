@@ -5,8 +5,10 @@
 //! passes when it evaluates to `true`; `false` is a violation, and so is any evaluation error (a
 //! missing field, a wrong type, a result that is not a bool), carrying the error — never a
 //! panic. Severity `error` rejects the record like a schema violation (keyword `rule`, the rule's
-//! name in [`Violation::rule`]); `warn` is only counted. Every failure increments
-//! `meshguard_rule_violations_total{product,contract,version,rule,severity}`.
+//! name in [`Violation::rule`]); `warn` is only counted. Every failure is counted in
+//! `meshguard_rule_violations_total{product,contract,version,rule,severity}` once the record's
+//! outcome is final ([`crate::verdict::Tally`]), not here: a batch the stream evaluates again
+//! after a sink failure would count twice.
 //!
 //! Fields are converted to CEL values only when a rule reads them (a variable resolver), so a
 //! rule over two fields costs two conversions whatever the record's size.
@@ -22,7 +24,6 @@ use serde_json::Value;
 
 use super::{AnyRecord, RecordView, Violation};
 use crate::product::model::{RuleSeverity, RuleSpec};
-use crate::telemetry::names;
 
 /// The variable that holds the whole record.
 pub const RECORD_VARIABLE: &str = "record";
@@ -135,7 +136,14 @@ impl RuleSet {
         &self.rules
     }
 
-    /// Runs every rule on `record`, appending failures to `out`, and counts them in metrics.
+    /// `(product, contract, version)`: the labels of this set's failures in
+    /// `meshguard_rule_violations_total`.
+    pub fn labels(&self) -> (&str, &str, &str) {
+        (&self.labels.0, &self.labels.1, &self.version)
+    }
+
+    /// Runs every rule on `record`, appending failures to `out` (counted by the caller, once the
+    /// record's outcome is final: [`crate::verdict::Tally`]).
     pub fn evaluate(&self, record: AnyRecord<'_>, out: &mut RuleOutcome) {
         let Some(env) = &self.env else { return };
         let vars = RecordVars { record, whole: std::sync::OnceLock::new() };
@@ -150,15 +158,6 @@ impl RuleSet {
                 Err(_) => format!("rule {:?} could not be evaluated (the evaluator failed): {}", rule.name, rule.expr),
             };
             let message = cut(failure);
-            metrics::counter!(
-                names::RULE_VIOLATIONS_TOTAL,
-                "product" => self.labels.0.clone(),
-                "contract" => self.labels.1.clone(),
-                "version" => self.version.clone(),
-                "rule" => rule.name.clone(),
-                "severity" => rule.severity.as_str()
-            )
-            .increment(1);
             let violation = Violation { path: String::new(), keyword: "rule".into(), message, rule: Some(rule.name.clone()) };
             match rule.severity {
                 RuleSeverity::Error => out.errors.push(violation),

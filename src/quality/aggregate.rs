@@ -403,6 +403,8 @@ fn closed_window(
         invalid: w.invalid,
         validity: ratio(w.volume - w.invalid.min(w.volume), w.volume),
         violations: w.violations.clone(),
+        duplicates: w.duplicates,
+        shadow_rejections: crate::quality::window::shadow_list(w.shadow_rejections.clone()),
         completeness: ratio(w.present, w.expected),
         required_present: w.present,
         required_expected: w.expected,

@@ -62,6 +62,13 @@ pub struct Counts {
     pub invalid: u64,
     /// Rejected records by violated keyword (a record counts once per keyword).
     pub violations: BTreeMap<String, u64>,
+    /// Records that repeat the `unique:` key of an earlier record within the horizon (counted
+    /// whether or not they are dead-lettered). Absent from partials written before it existed.
+    #[serde(default)]
+    pub duplicates: u64,
+    /// Records each shadow version would have rejected, by version (never dead-lettered).
+    #[serde(default)]
+    pub shadow_rejections: BTreeMap<String, u64>,
     /// Required fields present.
     pub present: u64,
     /// Required fields applicable.
@@ -101,6 +108,19 @@ fn merge_samples(into: &mut Vec<String>, from: &[String]) {
     }
 }
 
+/// Counts the shadow versions that would have rejected the record of `eval`, by version.
+pub(crate) fn count_shadows(into: &mut BTreeMap<String, u64>, eval: &Evaluation) {
+    for s in eval.shadows.iter().filter(|s| s.rejection.is_some()) {
+        // No String per record once the version has an entry.
+        match into.get_mut(&s.version) {
+            Some(n) => *n += 1,
+            None => {
+                let _ = into.insert(s.version.clone(), 1);
+            }
+        }
+    }
+}
+
 impl Counts {
     /// Counts one evaluated record; `sla` is the contract's freshness SLA in seconds.
     pub fn observe(&mut self, eval: &Evaluation, sla: Option<f64>, lineage: bool) {
@@ -119,6 +139,8 @@ impl Counts {
             }
             push_sample(&mut self.invalid_samples, eval.record_id.as_deref());
         }
+        self.duplicates += u64::from(eval.duplicate);
+        count_shadows(&mut self.shadow_rejections, eval);
         if let Some(age) = eval.freshness {
             let age = age.as_secs_f64();
             if sla.is_some_and(|s| age > s) {
@@ -150,6 +172,10 @@ impl Counts {
         self.invalid += o.invalid;
         for (k, n) in &o.violations {
             *self.violations.entry(k.clone()).or_default() += n;
+        }
+        self.duplicates += o.duplicates;
+        for (v, n) in &o.shadow_rejections {
+            *self.shadow_rejections.entry(v.clone()).or_default() += n;
         }
         self.present += o.present;
         self.expected += o.expected;
@@ -366,6 +392,43 @@ mod tests {
         let p99 = merged.freshness_quantile(0.99).unwrap_or_default();
         assert!((p99 - exact).abs() <= exact * RELATIVE_ERROR + 1e-9, "p99 {p99} vs exact {exact}");
         assert_eq!(merged.freshness_quantile(0.99), whole.freshness_quantile(0.99));
+    }
+
+    #[test]
+    fn duplicates_and_shadow_rejections_merge_exactly_and_old_partials_still_read() {
+        use crate::verdict::{Rejection, ShadowVerdict, Stage};
+        let shadow = |version: &str, rejects: bool| ShadowVerdict {
+            version: version.into(),
+            rejection: rejects.then(|| Rejection { stage: Stage::Validate, class: "contract_violation", violations: Vec::new() }),
+            warnings: Vec::new(),
+        };
+        let eval = |duplicate: bool, shadows: Vec<ShadowVerdict>| Evaluation {
+            rejection: None,
+            record: None,
+            record_id: None,
+            completeness: crate::measure::Completeness { present: 0, applicable: 0 },
+            event_time: None,
+            freshness: None,
+            warnings: Vec::new(),
+            shadows,
+            duplicate,
+        };
+        let mut parts = [Counts::default(), Counts::default()];
+        parts[0].observe(&eval(true, vec![shadow("2", true), shadow("3", false)]), None, false);
+        parts[0].observe(&eval(false, vec![shadow("2", true), shadow("3", true)]), None, false);
+        parts[1].observe(&eval(true, vec![shadow("2", false), shadow("3", true)]), None, false);
+        parts[1].observe(&eval(false, Vec::new()), None, false);
+        let mut merged = Counts::default();
+        for p in &parts {
+            let back: Counts = serde_json::from_slice(&serde_json::to_vec(p).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+            merged.merge(&back);
+        }
+        assert_eq!((merged.volume, merged.duplicates), (4, 2));
+        assert_eq!(merged.shadow_rejections, BTreeMap::from([("2".to_owned(), 2), ("3".to_owned(), 2)]));
+        // A partial written before these counts existed.
+        let old: Counts = serde_json::from_str(r#"{"volume":3,"invalid":1,"violations":{"type":1},"present":0,"expected":0,"checked":0,"matched":0,"mismatched":0,"missing":0,"lineage":0,"freshness":null,"invalid_samples":[],"accuracy_samples":[],"stale_samples":[]}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((old.volume, old.duplicates, old.shadow_rejections.len()), (3, 0, 0));
     }
 
     #[test]

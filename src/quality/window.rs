@@ -1,5 +1,6 @@
 //! Tumbling quality windows per (product, contract, topic): volume, validity, violations by
-//! keyword, completeness, freshness quantiles, accuracy, lineage coverage, and silence.
+//! keyword, duplicates, shadow versions' rejections, completeness, freshness quantiles,
+//! accuracy, lineage coverage, and silence.
 //! Windows are aligned to multiples of their size since the epoch, so every instance of the
 //! group cuts the same windows.
 
@@ -11,6 +12,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::contract::Contract;
+use crate::quality::partial::count_shadows;
 use crate::reconcile::{Decided, Outcome};
 use crate::verdict::Evaluation;
 
@@ -25,6 +27,8 @@ struct Open {
     volume: u64,
     invalid: u64,
     violations: BTreeMap<String, u64>,
+    duplicates: u64,
+    shadow_rejections: BTreeMap<String, u64>,
     present: u64,
     expected: u64,
     ages: Vec<f64>,
@@ -64,6 +68,13 @@ pub struct ClosedWindow {
     pub validity: Option<f64>,
     /// Violations by keyword.
     pub violations: BTreeMap<String, u64>,
+    /// Records that repeat the `unique:` key of an earlier record within the horizon, as seen
+    /// per source partition (dead-lettered or not).
+    pub duplicates: u64,
+    /// Records each shadow version would have rejected (none dead-lettered), one entry per
+    /// shadow version that rejected any. A list, not a map keyed by version: a version such as
+    /// `2.0.0` is no field name a document store takes as it is.
+    pub shadow_rejections: Vec<ShadowRejections>,
     /// Required fields present / applicable.
     pub completeness: Option<f64>,
     /// Required fields present.
@@ -100,6 +111,20 @@ pub struct ClosedWindow {
     /// (counted here, in the next window to close, rather than lost).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub late: Option<u64>,
+}
+
+/// How many records of a window one shadow version would have rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShadowRejections {
+    /// The shadow version.
+    pub version: String,
+    /// Records it would have rejected.
+    pub rejected: u64,
+}
+
+/// The per-version counts as a window document lists them, in version order.
+pub(crate) fn shadow_list(counts: BTreeMap<String, u64>) -> Vec<ShadowRejections> {
+    counts.into_iter().map(|(version, rejected)| ShadowRejections { version, rejected }).collect()
 }
 
 impl ClosedWindow {
@@ -219,6 +244,8 @@ impl Windows {
                 }
                 push_sample(&mut w.invalid_samples, eval.record_id.as_deref());
             }
+            w.duplicates += u64::from(eval.duplicate);
+            count_shadows(&mut w.shadow_rejections, eval);
             if let Some(age) = eval.freshness {
                 if sla.is_some_and(|s| age > s) {
                     push_sample(&mut w.stale_samples, eval.record_id.as_deref());
@@ -300,6 +327,8 @@ impl Windows {
                 invalid: w.invalid,
                 validity: ratio(w.volume - w.invalid, w.volume),
                 violations: w.violations,
+                duplicates: w.duplicates,
+                shadow_rejections: shadow_list(w.shadow_rejections),
                 completeness: ratio(w.present, w.expected),
                 required_present: w.present,
                 required_expected: w.expected,

@@ -26,7 +26,7 @@ use crate::sink::Sinks;
 use crate::sink::mongo::Documents;
 use crate::source::{Firsts, KafkaSource, NextOffsets};
 use crate::telemetry::names::{BATCH_RECORDS, SINK_ERRORS_TOTAL, SINK_WRITE_SECONDS};
-use crate::verdict::{Evaluation, Stage};
+use crate::verdict::{Evaluation, Stage, Tally};
 
 /// What one acknowledged batch contributes to windows, metrics and reconciliation. Topics are
 /// borrowed from the bindings, not from the batch, so the batch's records can be released
@@ -35,6 +35,9 @@ pub(super) struct Done<'b> {
     evaluated: Vec<(&'b str, OffsetDateTime, Evaluation)>,
     claims: Vec<Claim>,
     lineage: HashMap<&'b str, u64>,
+    /// Rule failures and shadow rejections, counted in metrics only once the batch is
+    /// acknowledged: a batch evaluated again after a sink failure must not count twice.
+    tally: Tally<'b>,
 }
 
 /// A batch whose outputs are sent, waiting for their acknowledgement (or the transaction's
@@ -78,7 +81,8 @@ impl<'b> Flow<'b> {
     pub(super) fn process(&mut self, batch: &[BorrowedMessage<'_>], first: Firsts) -> Result<Sent<'b>, Error> {
         self.sinks.begin()?;
         let mut next = NextOffsets::default();
-        let mut done = Done { evaluated: Vec::with_capacity(batch.len()), claims: Vec::new(), lineage: HashMap::new() };
+        let mut done =
+            Done { evaluated: Vec::with_capacity(batch.len()), claims: Vec::new(), lineage: HashMap::new(), tally: Tally::default() };
         let mut documents = Documents::default();
         let store = self.sinks.has_store();
         // One instant per batch (a batch spans a few milliseconds): freshness, lineage and windows
@@ -103,6 +107,7 @@ impl<'b> Flow<'b> {
             if let Some(r) = &eval.rejection {
                 sinks.dead_letter(m, applied, r)?;
             }
+            done.tally.add(&b.contract, applied, &eval);
             if let Some(builder) = partials.as_mut() {
                 let c = &b.contract;
                 let binding = Binding {
@@ -159,8 +164,9 @@ impl<'b> Flow<'b> {
 
     /// Hands an acknowledged batch to the deferred stages: metrics and windows now, its claims
     /// to reconciliation (decided after their grace period, counted in the window open then).
-    pub(super) fn finished(&mut self, done: Done<'b>, stop: &AtomicBool) {
+    pub(super) fn finished(&mut self, mut done: Done<'b>, stop: &AtomicBool) {
         apply(&done, self.bound, &mut self.out);
+        done.tally.emit();
         if let Some(r) = &self.reconciler {
             r.submit(done.claims, stop);
         }

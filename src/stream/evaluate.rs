@@ -89,6 +89,8 @@ impl Unique {
         if state.tracker.observe_at(m.partition(), Some(m.offset()), key, now) == Seen::New {
             return;
         }
+        // The windows count it from the verdict: they take only batches that were committed.
+        eval.duplicate = true;
         let through = state.counted_through.entry(m.partition()).or_insert(-1);
         if m.offset() > *through {
             *through = m.offset();
