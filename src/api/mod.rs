@@ -108,8 +108,9 @@ impl Api {
             if let Some(text) = &p.graphql_sdl {
                 let _ = graphql.insert(p.name().to_owned(), text.clone());
             }
+            let base = p.decl.spec.apis.rest.as_ref().and_then(|r| r.base_path().ok()).unwrap_or_default();
             for e in p.decl.spec.apis.rest.iter().flat_map(|r| r.endpoints.iter()) {
-                match Alias::parse(p.name(), e) {
+                match Alias::parse(p.name(), &base, e) {
                     Some(a) if !a.is_reserved(&catalog) => aliases.push(a),
                     _ => warn!(product = p.name(), endpoint = %e, "REST endpoint not served (unsupported shape or clashes with a route)"),
                 }
