@@ -261,6 +261,10 @@ impl Drop for Serve {
 }
 
 fn serve_from_catalog(database: &str) -> Serve {
+    serve_from_catalog_with(database, &[])
+}
+
+fn serve_from_catalog_with(database: &str, env: &[(&str, &str)]) -> Serve {
     let addr = format!("127.0.0.1:{}", free_port());
     let child = Command::new(binary())
         .arg("serve")
@@ -275,6 +279,7 @@ fn serve_from_catalog(database: &str) -> Serve {
         // Products on disk that differ from the stored ones: the stored ones must be served.
         .env("MESHGUARD__PRODUCTS__DIR", "/nonexistent")
         .env("RUST_LOG", std::env::var("MESHGUARD_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -366,6 +371,28 @@ async fn serve_switches_to_a_new_revision_without_restart_and_refuses_a_broken_o
     // Refused once, not on every poll.
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(metric_sum(&scrape(&server.addr), "meshguard_catalog_refusals_total", &[]), 1.0);
+}
+
+/// The anonymous limiter's buckets are the process's, not a revision's: an address that spent
+/// its burst is still refused after `serve` switches to a new catalog revision.
+#[tokio::test]
+async fn a_catalog_switch_does_not_refill_the_anonymous_buckets() {
+    let db = fresh_db();
+    let dir = ConfigDir::shipped();
+    let _ = apply(&db, &dir);
+    // Three requests without credentials, then never another token.
+    let server = serve_from_catalog_with(&db, &[("MESHGUARD__API__ANONYMOUS_BURST", "3"), ("MESHGUARD__API__ANONYMOUS_PER_SECOND", "0")]);
+    let anonymous = || http_get(&server.addr, &format!("/{PAYMENTS}/alerts")).map(|(status, _)| status);
+    for _ in 0..3 {
+        assert_eq!(anonymous(), Some(401));
+    }
+    assert_eq!(anonymous(), Some(429), "the burst is spent");
+    dir.usd_only();
+    let _ = apply(&db, &dir);
+    // Authenticated requests are not limited: they see the switch.
+    eventually("serve rejects EUR under revision 2", || validate(&server.addr, EUR_PAYMENT) == (200, Some(false)));
+    assert_eq!(metric_sum(&scrape(&server.addr), "meshguard_catalog_revision", &[("product", PAYMENTS)]), 2.0);
+    assert_eq!(anonymous(), Some(429), "the new revision kept the spent bucket");
 }
 
 #[tokio::test]
