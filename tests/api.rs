@@ -453,13 +453,13 @@ fn api_end_to_end() {
         "/{product}/alerts",
         "/{product}/validate",
         "/{product}/graphql",
-        "/payments/{payment_id}",
-        "/payments/{payment_id}/status",
-        "/payments/search",
-        "/loans/{loan_id}",
-        "/loans/search",
-        "/cards/transactions/{transaction_id}",
-        "/cards/transactions/search",
+        "/v1/payments/payments/{payment_id}",
+        "/v1/payments/payments/{payment_id}/status",
+        "/v1/payments/payments/search",
+        "/v1/loans/loans/{loan_id}",
+        "/v1/loans/loans/search",
+        "/v1/cards/cards/transactions/{transaction_id}",
+        "/v1/cards/cards/transactions/search",
     ] {
         assert!(doc["paths"][route].is_object(), "openapi lacks {route}");
     }
@@ -587,21 +587,25 @@ fn api_end_to_end() {
     assert!(bad["violations"].as_array().unwrap().iter().any(|v| v["path"] == "/currency"), "{bad}");
 
     // Aliases from spec.apis.rest.endpoints.
-    let alias = c.call(&team, "GET", &format!("/payments/{}", p1.id), None, 200, Some(PAYMENTS)).json();
+    let alias = c.call(&team, "GET", &format!("/v1/payments/payments/{}", p1.id), None, 200, Some(PAYMENTS)).json();
     assert_eq!(alias, rec);
-    let status = c.call(&team, "GET", &format!("/payments/{}/status", p1.id), None, 200, Some(PAYMENTS)).json();
+    let status = c.call(&team, "GET", &format!("/v1/payments/payments/{}/status", p1.id), None, 200, Some(PAYMENTS)).json();
     assert_eq!(status, json!({"payment_id": p1.id, "status": "COMPLETED"}));
-    let _ = c.call(&Cred::user("u-loans-team"), "GET", &format!("/payments/{}", p1.id), None, 403, Some(PAYMENTS));
-    let _ = c.call(&Cred::none(), "GET", &format!("/payments/{}/status", p1.id), None, 401, Some(PAYMENTS));
-    let via_alias =
-        search(&mut c, &team, "/payments/search", json!({"filter": {"field": "currency", "op": "eq", "value": "GBP"}, "limit": 500}));
-    // `/cards/transactions/search` also matches `/cards/transactions/{transaction_id}`: POST is the search.
+    let _ = c.call(&Cred::user("u-loans-team"), "GET", &format!("/v1/payments/payments/{}", p1.id), None, 403, Some(PAYMENTS));
+    let _ = c.call(&Cred::none(), "GET", &format!("/v1/payments/payments/{}/status", p1.id), None, 401, Some(PAYMENTS));
+    let via_alias = search(
+        &mut c,
+        &team,
+        "/v1/payments/payments/search",
+        json!({"filter": {"field": "currency", "op": "eq", "value": "GBP"}, "limit": 500}),
+    );
+    // `/v1/cards/cards/transactions/search` also matches `…/{transaction_id}`: POST is the search.
     let cards = Cred::user("u-cards-team");
-    let r = c.call(&cards, "POST", "/cards/transactions/search", Some(b"{}"), 200, Some("cards-data-product")).json();
+    let r = c.call(&cards, "POST", "/v1/cards/cards/transactions/search", Some(b"{}"), 200, Some("cards-data-product")).json();
     assert_eq!(r["count"], 0);
-    let r = c.call(&cards, "GET", "/cards/transactions/search", None, 405, Some("unknown"));
+    let r = c.call(&cards, "GET", "/v1/cards/cards/transactions/search", None, 405, Some("unknown"));
     assert_eq!(r.headers.get("allow").map(String::as_str), Some("POST"), "the concrete path wins over the templated one");
-    let r = c.call(&cards, "PUT", "/cards/transactions/x", None, 405, Some("unknown"));
+    let r = c.call(&cards, "PUT", "/v1/cards/cards/transactions/x", None, 405, Some("unknown"));
     assert_eq!(r.headers.get("allow").map(String::as_str), Some("GET,HEAD"));
 
     let gbp: Vec<String> = payments.iter().filter(|p| p.currency == "GBP").map(|p| p.id.clone()).collect();
@@ -737,7 +741,8 @@ fn api_end_to_end() {
     // even reach the parser.
     let _ = c.call(&Cred::user("u-fraud-team"), "POST", p, Some(br#"{"filter":{"$where":"1"}}"#), 400, Some(PAYMENTS));
     let _ = c.call(&Cred::user("u-loans-team"), "POST", p, Some(br#"{"filter":{"$where":"1"}}"#), 403, Some(PAYMENTS));
-    let via_alias = c.call(&Cred::user("u-analytics-team"), "POST", "/payments/search", Some(b"{}"), 200, Some(PAYMENTS)).json();
+    let via_alias =
+        c.call(&Cred::user("u-analytics-team"), "POST", "/v1/payments/payments/search", Some(b"{}"), 200, Some(PAYMENTS)).json();
     assert!(via_alias["count"].as_u64().unwrap() > 0, "{via_alias}");
 
     // --- metrics
@@ -782,7 +787,7 @@ fn api_end_to_end() {
     let read = about(doc! { "record_id": p1.id.as_str(), "route": "/{product}/data/{record_id}" });
     assert_eq!(read.get_i32("status").unwrap(), 200, "{read}");
     assert_eq!(read.get_str("path").unwrap(), format!("/payments-data-product/data/{}", p1.id));
-    let refused = about(doc! { "path": "/cards/transactions/x", "method": "PUT" });
+    let refused = about(doc! { "path": "/v1/cards/cards/transactions/x", "method": "PUT" });
     assert_eq!(refused.get_i32("status").unwrap(), 405, "{refused}");
     assert_eq!(refused.get_str("user").unwrap(), "u-cards-team", "{refused}");
     let lost = about(doc! { "path": "/no-such-product/alerts" });
@@ -1027,8 +1032,8 @@ fn odd_credentials_are_refused_and_far_expiries_accepted() {
     assert_eq!(get(vec![bearer(&jwt_with_header(&json!({"alg": "HS256"}), &not_yet))]), 401);
 }
 
-/// The aliases answer the decoded path like the main routes, and refuse `//` and a trailing
-/// slash like them.
+/// The aliases answer under the path of `apis.rest.baseUrl`, on the decoded path like the main
+/// routes, and refuse `//` and a trailing slash like them.
 #[test]
 fn aliases_match_the_decoded_path_strictly() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -1047,17 +1052,32 @@ fn aliases_match_the_decoded_path_strictly() {
     let get = |path: &str| try_http(&server.addr, "GET", path, &auth, None).unwrap();
     let main = get("/payments-data-product/data/k%201");
     assert_eq!(main.status, 200, "{}", main.text());
-    let alias = get("/payments/k%201");
+    let alias = get("/v1/payments/payments/k%201");
     assert_eq!(alias.status, 200, "{}", alias.text());
     assert_eq!(alias.json(), main.json());
-    assert_eq!(get("/payments/k%201/status").json(), json!({"payment_id": "k 1", "status": "PENDING"}));
+    assert_eq!(get("/v1/payments/payments/k%201/status").json(), json!({"payment_id": "k 1", "status": "PENDING"}));
+    // The prefix is `apis.rest.baseUrl`'s path (https://api.banking.com/v1/payments), decoded
+    // like the rest of the path.
+    let encoded = get("/%761/payments/payments/k%201");
+    assert_eq!(encoded.status, 200, "{}", encoded.text());
+    assert_eq!(encoded.json(), main.json());
+    for path in [
+        "/payments/k%201",
+        "/v1/payments/k%201",
+        "/v1%2Fpayments/payments/k%201",
+        "/v1/payments//payments/k%201",
+        "/v1//payments/payments/k%201",
+        "/v1/payments/payments/k%201/status/",
+    ] {
+        assert_eq!(get(path).status, 404, "{path}");
+    }
     for path in [
         "/payments-data-product/data/k%201/",
         "/payments-data-product//data/k%201",
-        "/payments/k%201/",
-        "/payments//k%201",
-        "//payments/k%201",
-        "/payments/k%201/status/",
+        "/v1/payments/payments/k%201/",
+        "/v1/payments/payments//k%201",
+        "//v1/payments/payments/k%201",
+        "/v1/payments/payments/k%201/status/",
     ] {
         assert_eq!(get(path).status, 404, "{path}");
     }

@@ -237,6 +237,98 @@ async fn a_broken_contract_is_refused_by_apply_with_its_file_named() {
     assert!(stored(&db).await.is_empty(), "a catalog that does not lint is not written at all");
 }
 
+/// The payments schema with currency restricted to one code: a distinct content per code.
+fn only_currency(dir: &ConfigDir, code: &str) {
+    let path = dir.schema("payment-schema.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(r#""^[A-Z]{3}$""#));
+    std::fs::write(&path, text.replace(r#""^[A-Z]{3}$""#, &format!(r#""^{code}$""#))).unwrap();
+}
+
+/// The revision `catalog apply` reported writing for `product` (its last plan's `-> N`).
+fn applied_revision(out: &Output, product: &str) -> i64 {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rfind(|l| l.trim_start().starts_with(product)).unwrap_or_else(|| panic!("{}", text(out)));
+    line.split("-> ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+}
+
+/// Four applies of four different payments contracts, started together over revision 1: each
+/// writes its own revision (2, 3, 4, 5 in some order), none overwrites another's number.
+#[tokio::test]
+async fn concurrent_applies_never_write_the_same_revision() {
+    let db = fresh_db();
+    let _ = apply(&db, &ConfigDir::shipped());
+    let dirs: Vec<ConfigDir> = ["USD", "EUR", "GBP", "JPY"]
+        .iter()
+        .map(|code| {
+            let dir = ConfigDir::shipped();
+            only_currency(&dir, code);
+            dir
+        })
+        .collect();
+    let children: Vec<Child> = dirs
+        .iter()
+        .map(|dir| {
+            Command::new(binary())
+                .args(["catalog", "apply", "--config"])
+                .arg(dir.config())
+                .current_dir(repo())
+                .env_remove("MESHGUARD_CONFIG")
+                .env("MESHGUARD__MONGODB__URI", mongodb())
+                .env("MESHGUARD__MONGODB__DATABASE", &db)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    for out in &outs {
+        assert_eq!(out.status.code(), Some(0), "{}", text(out));
+    }
+    let mut revisions: Vec<i64> = outs.iter().map(|o| applied_revision(o, PAYMENTS)).collect();
+    revisions.sort_unstable();
+    assert_eq!(revisions, vec![2, 3, 4, 5], "{}", outs.iter().map(text).collect::<Vec<_>>().join("\n"));
+    let docs = stored(&db).await;
+    let payments = docs.iter().find(|d| d.get_str("_id").unwrap() == PAYMENTS).unwrap();
+    assert_eq!(revision(payments), 5);
+    // The others were unchanged by every apply.
+    assert!(docs.iter().filter(|d| d.get_str("_id").unwrap() != PAYMENTS).all(|d| revision(d) == 1));
+}
+
+/// The writes under `catalog apply`: a revision is claimed once, and the document replaced only
+/// over the revision and hash read, so the second of two writers that read the same revision is
+/// told, and nothing is overwritten.
+#[tokio::test]
+async fn a_write_over_a_revision_read_before_another_write_is_refused() {
+    use meshguard::sink::mongo::MongoSink;
+    let db = fresh_db();
+    let _ = apply(&db, &ConfigDir::shipped());
+    let store = MongoSink::connect(&mongodb(), &db, &[]).await.unwrap();
+    let read = store.catalog().await.unwrap();
+    let have = read.applied.iter().find(|p| p.name == PAYMENTS).unwrap().clone();
+    assert_eq!(have.revision, 1);
+    let next = |marker: &str| meshguard::product::stored::StoredProduct { revision: 2, hash: format!("sha256:{marker}"), ..have.clone() };
+    let expected = Some((have.revision, have.hash.as_str()));
+    assert!(store.put_product_if(&next("first"), expected).await.unwrap(), "the first writer writes revision 2");
+    assert!(!store.put_product_if(&next("second"), expected).await.unwrap(), "the second, from the same read, is refused");
+    assert!(!store.put_product_if(&next("third"), None).await.unwrap(), "one that read no document is refused too");
+    let now = store.catalog().await.unwrap();
+    let stored_now = now.applied.iter().find(|p| p.name == PAYMENTS).unwrap();
+    assert_eq!((stored_now.revision, stored_now.hash.as_str()), (2, "sha256:first"));
+    // The claim under it: the first writer of a revision holds it, the second is told.
+    let claimed = next("claimed");
+    let claimed = meshguard::product::stored::StoredProduct { revision: 3, ..claimed };
+    assert_eq!(store.claim_revision(&claimed).await.unwrap(), meshguard::sink::catalog::Claim::Claimed);
+    assert!(matches!(store.claim_revision(&claimed).await.unwrap(), meshguard::sink::catalog::Claim::Taken { claimed_at: Some(_) }));
+    store.release_revision(&claimed).await;
+    assert_eq!(store.claim_revision(&claimed).await.unwrap(), meshguard::sink::catalog::Claim::Claimed, "released");
+    // A product never applied is inserted once.
+    let fresh = meshguard::product::stored::StoredProduct { name: "new-product".into(), revision: 1, ..have.clone() };
+    assert!(store.put_product_if(&fresh, None).await.unwrap());
+    assert!(!store.put_product_if(&fresh, None).await.unwrap());
+}
+
 /// An HS256 JWT minted without the server's code.
 fn token(roles: &[&str]) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
@@ -261,6 +353,10 @@ impl Drop for Serve {
 }
 
 fn serve_from_catalog(database: &str) -> Serve {
+    serve_from_catalog_with(database, &[])
+}
+
+fn serve_from_catalog_with(database: &str, env: &[(&str, &str)]) -> Serve {
     let addr = format!("127.0.0.1:{}", free_port());
     let child = Command::new(binary())
         .arg("serve")
@@ -275,6 +371,7 @@ fn serve_from_catalog(database: &str) -> Serve {
         // Products on disk that differ from the stored ones: the stored ones must be served.
         .env("MESHGUARD__PRODUCTS__DIR", "/nonexistent")
         .env("RUST_LOG", std::env::var("MESHGUARD_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -366,6 +463,28 @@ async fn serve_switches_to_a_new_revision_without_restart_and_refuses_a_broken_o
     // Refused once, not on every poll.
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(metric_sum(&scrape(&server.addr), "meshguard_catalog_refusals_total", &[]), 1.0);
+}
+
+/// The anonymous limiter's buckets are the process's, not a revision's: an address that spent
+/// its burst is still refused after `serve` switches to a new catalog revision.
+#[tokio::test]
+async fn a_catalog_switch_does_not_refill_the_anonymous_buckets() {
+    let db = fresh_db();
+    let dir = ConfigDir::shipped();
+    let _ = apply(&db, &dir);
+    // Three requests without credentials, then never another token.
+    let server = serve_from_catalog_with(&db, &[("MESHGUARD__API__ANONYMOUS_BURST", "3"), ("MESHGUARD__API__ANONYMOUS_PER_SECOND", "0")]);
+    let anonymous = || http_get(&server.addr, &format!("/{PAYMENTS}/alerts")).map(|(status, _)| status);
+    for _ in 0..3 {
+        assert_eq!(anonymous(), Some(401));
+    }
+    assert_eq!(anonymous(), Some(429), "the burst is spent");
+    dir.usd_only();
+    let _ = apply(&db, &dir);
+    // Authenticated requests are not limited: they see the switch.
+    eventually("serve rejects EUR under revision 2", || validate(&server.addr, EUR_PAYMENT) == (200, Some(false)));
+    assert_eq!(metric_sum(&scrape(&server.addr), "meshguard_catalog_revision", &[("product", PAYMENTS)]), 2.0);
+    assert_eq!(anonymous(), Some(429), "the new revision kept the spent bucket");
 }
 
 #[tokio::test]

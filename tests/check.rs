@@ -227,6 +227,51 @@ fn lint_names_each_problem_with_file_and_line() {
     assert!(err.contains("2 problems found"), "{err}");
 }
 
+/// `apis.rest.baseUrl`'s path prefixes the REST aliases, so a base path under a main route, or
+/// one whose endpoints answer the paths of another product's, is an error at its line.
+#[test]
+fn lint_refuses_a_base_url_that_collides() {
+    let tmp = copy_config();
+    let products = tmp.path().join("config/products");
+    let edit = |file: &str, from: &str, to: &str| {
+        let text = std::fs::read_to_string(products.join(file)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(text.contains(from), "{file} lacks {from}");
+        std::fs::write(products.join(file), text.replace(from, to)).unwrap_or_else(|e| panic!("{e}"));
+        to.lines().next().and_then(|first| text.replace(from, to).lines().position(|l| l.contains(first)).map(|i| i + 1))
+    };
+    // Cards under payments' base path, with an endpoint that answers payments' record paths.
+    let cards_line = edit("cards.yaml", "baseUrl: https://api.banking.com/v1/cards", "baseUrl: https://api.banking.com/v1/payments");
+    let _ = edit("cards.yaml", "- /cards/transactions/{transaction_id}", "- /payments/{transaction_id}");
+    // Loans under /products, a main route.
+    let loans_line = edit("loans.yaml", "baseUrl: https://api.banking.com/v1/loans", "baseUrl: /products/loans/");
+    let (code, _, err) = lint(&tmp.path().join("config"));
+    assert_eq!(code, Some(1), "{err}");
+    let cards = err.lines().find(|l| l.contains("cards.yaml")).unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        cards.contains(&format!("cards.yaml:{}: ", cards_line.unwrap_or_default()))
+            && cards.contains("/v1/payments/payments/{transaction_id} collides with /v1/payments/payments/{payment_id}")
+            && cards.contains("payments-data-product"),
+        "{cards}"
+    );
+    let loans = err.lines().find(|l| l.contains("loans.yaml")).unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        loans.contains(&format!("loans.yaml:{}: ", loans_line.unwrap_or_default())) && loans.contains("under /products, a main route"),
+        "{loans}"
+    );
+    assert!(err.contains("2 problems found"), "{err}");
+    // A base URL that cannot prefix a route at all.
+    let _ = edit("loans.yaml", "baseUrl: /products/loans/", "baseUrl: https://api.banking.com/v1/loans?v=2");
+    let (code, _, err) = lint(&tmp.path().join("config"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("a query or fragment cannot prefix a route"), "{err}");
+    // An endpoint a main route would answer instead.
+    let _ = edit("loans.yaml", "baseUrl: https://api.banking.com/v1/loans?v=2", "baseUrl: /v1");
+    let _ = edit("loans.yaml", "- /loans/{loan_id}/status", "- /data/{loan_id}");
+    let (code, _, err) = lint(&tmp.path().join("config"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("endpoint /v1/data/{loan_id} is shadowed by the main route /{product}/data/{record_id}"), "{err}");
+}
+
 #[test]
 fn lint_warns_when_a_source_database_is_not_the_settings_database() {
     let tmp = copy_config();

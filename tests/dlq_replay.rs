@@ -138,12 +138,19 @@ async fn replays_what_the_fixed_contract_accepts_exactly_once() {
     assert_eq!(dry["dry_run"], true);
     assert_eq!(dry["still_failing_by_class"], serde_json::json!({"contract_violation": 1, "json_syntax": 1}), "{dry:#}");
     assert_eq!(dry["skipped_by_reason"], serde_json::json!({"missing_headers": 1, "source_not_bound": 1}), "{dry:#}");
+    // Per product (the dead letter without headers names none: totals only).
+    assert_eq!(
+        dry["by_product"],
+        serde_json::json!({"payments-data-product": {"replayed": 2, "still_failing": 2, "skipped": 1}}),
+        "{dry:#}"
+    );
 
     // The real run, exactly-once: replays and receipts commit in one transaction.
     let first = replay(&s, dir, &[], &[("MESHGUARD__DELIVERY__EXACTLY_ONCE", "true")]);
     assert_eq!(counts(&first), [6, 2, 2, 2, 0], "{first:#}");
     assert_eq!(first["exactly_once"], true);
     assert_eq!(first["replayed_by_topic"][&topic], 2);
+    assert_eq!(first["by_product"]["payments-data-product"]["replayed"], 2, "{first:#}");
 
     // The source topic holds the 5 originals and exactly 2 replays: original key, value and
     // headers, plus meshguard.replayed: 1.
@@ -179,6 +186,11 @@ async fn replays_what_the_fixed_contract_accepts_exactly_once() {
     assert_eq!(
         second["skipped_by_reason"],
         serde_json::json!({"already_replayed": 2, "failed_after_replay": 2, "missing_headers": 1, "source_not_bound": 1}),
+        "{second:#}"
+    );
+    assert_eq!(
+        second["by_product"],
+        serde_json::json!({"payments-data-product": {"replayed": 0, "still_failing": 2, "skipped": 5}}),
         "{second:#}"
     );
     let source = read_all(&s.kafka, &topic, 7, Duration::from_secs(30));

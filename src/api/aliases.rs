@@ -1,19 +1,25 @@
 //! The REST endpoints a product declares in `spec.apis.rest.endpoints` (`/payments/{payment_id}`),
-//! served as aliases of the main routes. They are matched on the percent-decoded path, and with
-//! the main routes' strictness: an empty segment (`//`) or a trailing slash matches nothing.
+//! served as aliases of the main routes under the path of `spec.apis.rest.baseUrl`
+//! (`https://api.banking.com/v1/payments` → `/v1/payments/payments/{payment_id}`, as OpenAPI
+//! joins a server URL and a path; the host is the gateway's). Without a base path they are
+//! served at the root. They are matched on the percent-decoded path, and with the main routes'
+//! strictness: an empty segment (`//`) or a trailing slash matches nothing.
 
 use percent_encoding::percent_decode_str;
 
 use crate::product::Catalog;
+use crate::product::model::BasePath;
 
 /// A REST endpoint declared in a product's `spec.apis.rest.endpoints`, served as an alias.
 #[derive(Debug, Clone)]
 pub struct Alias {
-    /// The endpoint as declared (`/payments/{payment_id}/status`): the audit's route.
+    /// The path served, base path and endpoint (`/v1/payments/payments/{payment_id}/status`):
+    /// the audit's route and the OpenAPI path.
     pub template: String,
     /// The product it serves.
     pub product: String,
-    /// Static leading segments (`["payments"]`), compared with decoded segments.
+    /// Static leading segments, base path's first (`["v1", "payments", "payments"]`), compared
+    /// with decoded segments.
     pub(crate) prefix: Vec<String>,
     /// What it serves.
     pub kind: AliasKind,
@@ -40,16 +46,19 @@ impl AliasKind {
 }
 
 impl Alias {
-    /// Parses the supported shapes: static segments then `{param}`, `{param}/status` or `search`.
-    pub fn parse(product: &str, template: &str) -> Option<Self> {
-        let segs: Vec<&str> = template.trim_matches('/').split('/').collect();
+    /// Parses the supported shapes of an endpoint under a base path: static segments then
+    /// `{param}`, `{param}/status` or `search`, with at least one static segment in all.
+    pub fn parse(product: &str, base: &BasePath, endpoint: &str) -> Option<Self> {
+        let trimmed = endpoint.trim_matches('/');
+        let segs: Vec<&str> = trimmed.split('/').collect();
         let is_param = |s: &str| s.len() > 2 && s.starts_with('{') && s.ends_with('}');
         let is_static = |s: &str| !s.is_empty() && !s.contains(['{', '}']);
         let build = |prefix: &[&str], kind, param: Option<&str>| {
-            (!prefix.is_empty() && prefix.iter().all(|s| is_static(s))).then(|| Self {
-                template: template.to_owned(),
+            let full: Vec<String> = base.segments.iter().cloned().chain(prefix.iter().map(|s| (*s).to_owned())).collect();
+            (!full.is_empty() && prefix.iter().all(|s| is_static(s))).then(|| Self {
+                template: format!("{}/{trimmed}", base.raw),
                 product: product.to_owned(),
-                prefix: prefix.iter().map(|s| (*s).to_owned()).collect(),
+                prefix: full,
                 kind,
                 param: param.map(|p| p.trim_matches(['{', '}']).to_owned()),
             })
@@ -103,18 +112,34 @@ mod tests {
 
     #[test]
     fn aliases_parse_the_supported_shapes() {
-        let a = Alias::parse("p", "/payments/{payment_id}/status").unwrap_or_else(|| panic!("status"));
+        let root = BasePath::default();
+        let a = Alias::parse("p", &root, "/payments/{payment_id}/status").unwrap_or_else(|| panic!("status"));
         assert_eq!(a.kind, AliasKind::Status);
         assert_eq!(a.param.as_deref(), Some("payment_id"));
         assert_eq!(a.matches(&segs("/payments/42/status")), Some("42".into()));
         assert_eq!(a.matches(&segs("/payments/42")), None);
-        let a = Alias::parse("p", "/cards/transactions/search").unwrap_or_else(|| panic!("search"));
+        let a = Alias::parse("p", &root, "/cards/transactions/search").unwrap_or_else(|| panic!("search"));
         assert_eq!(a.kind, AliasKind::Search);
         assert_eq!(a.matches(&segs("/cards/transactions/search")), Some(String::new()));
         assert_eq!(a.matches(&segs("/cards/transactions")), None);
-        let r = Alias::parse("p", "/cards/transactions/{transaction_id}").unwrap_or_else(|| panic!("record"));
+        let r = Alias::parse("p", &root, "/cards/transactions/{transaction_id}").unwrap_or_else(|| panic!("record"));
         assert_eq!(r.matches(&segs("/cards/transactions/t1")), Some("t1".into()));
-        assert!(Alias::parse("p", "/{x}/y").is_none());
+        assert!(Alias::parse("p", &root, "/{x}/y").is_none());
+    }
+
+    #[test]
+    fn aliases_are_served_under_the_base_path() {
+        let base = BasePath::parse("https://api.banking.com/v1/my%20api/").unwrap_or_else(|e| panic!("{e}"));
+        let a = Alias::parse("p", &base, "/payments/{payment_id}").unwrap_or_else(|| panic!("record"));
+        assert_eq!(a.template, "/v1/my%20api/payments/{payment_id}");
+        assert_eq!(a.matches(&segs("/v1/my%20api/payments/k%201")), Some("k 1".into()));
+        assert_eq!(a.matches(&segs("/v1/my api/payments/k")), Some("k".into()));
+        assert_eq!(a.matches(&segs("/payments/k")), None);
+        assert_eq!(a.matches(&segs("/v1/payments/k")), None);
+        // Under a base path an endpoint may be a parameter alone.
+        let r = Alias::parse("p", &base, "/{id}").unwrap_or_else(|| panic!("bare param"));
+        assert_eq!(r.matches(&segs("/v1/my%20api/k")), Some("k".into()));
+        assert!(Alias::parse("p", &BasePath::default(), "/{id}").is_none());
     }
 
     #[test]

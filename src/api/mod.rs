@@ -51,7 +51,7 @@ use tracing::warn;
 
 pub use self::aliases::{Alias, AliasKind};
 use self::auth::Authenticator;
-use self::limit::AnonymousLimiter;
+pub use self::limit::AnonymousLimiter;
 use self::search::Fields;
 pub use self::server::{ServeError, serve};
 use crate::config::ApiSettings;
@@ -82,8 +82,9 @@ pub struct Api {
     aliases: Vec<Alias>,
     /// The OpenAPI document, built once.
     openapi: Value,
-    /// Limits callers without valid credentials, per address.
-    limiter: AnonymousLimiter,
+    /// Limits callers without valid credentials, per address; shared by every catalog revision
+    /// served, so a new revision does not hand a flooding address a fresh bucket.
+    limiter: Arc<AnonymousLimiter>,
     /// Longest a request may take, body upload included.
     request_timeout: Duration,
 }
@@ -91,11 +92,13 @@ pub struct Api {
 impl Api {
     /// Builds the API over a loaded catalog and a MongoDB database; `settings` gives the
     /// per-request limits. Search fields and GraphQL schemas come from what the catalog loaded
-    /// (no file is read again, so a built-in catalog serves the same).
+    /// (no file is read again, so a built-in catalog serves the same). `auth` and `limiter`
+    /// outlive a catalog revision: `serve` passes the same ones to each.
     pub fn new(
         catalog: Catalog,
         db: Database,
         auth: Arc<Authenticator>,
+        limiter: Arc<AnonymousLimiter>,
         metrics: Option<PrometheusHandle>,
         settings: &ApiSettings,
     ) -> Self {
@@ -108,8 +111,9 @@ impl Api {
             if let Some(text) = &p.graphql_sdl {
                 let _ = graphql.insert(p.name().to_owned(), text.clone());
             }
+            let base = p.decl.spec.apis.rest.as_ref().and_then(|r| r.base_path().ok()).unwrap_or_default();
             for e in p.decl.spec.apis.rest.iter().flat_map(|r| r.endpoints.iter()) {
-                match Alias::parse(p.name(), e) {
+                match Alias::parse(p.name(), &base, e) {
                     Some(a) if !a.is_reserved(&catalog) => aliases.push(a),
                     _ => warn!(product = p.name(), endpoint = %e, "REST endpoint not served (unsupported shape or clashes with a route)"),
                 }
@@ -141,7 +145,7 @@ impl Api {
             graphql_schemas,
             aliases,
             openapi,
-            limiter: AnonymousLimiter::new(settings.anonymous_per_second, settings.anonymous_burst),
+            limiter,
             request_timeout: Duration::from_millis(settings.request_timeout_ms),
         }
     }

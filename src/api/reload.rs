@@ -2,7 +2,8 @@
 //! per request, so a new revision (built whole beside the running one, then swapped in) serves
 //! from the next request while requests already in progress finish on the one they started
 //! with. `meshguard serve` swaps when the catalog in MongoDB changes (`products.source =
-//! "mongodb"`).
+//! "mongodb"`). What is not the catalog's outlives a revision: the authenticator (its JWKS
+//! cache) and the anonymous limiter's buckets are shared by every revision's `Api`.
 
 use std::sync::{Arc, PoisonError, RwLock};
 

@@ -10,7 +10,7 @@ use super::fail;
 use super::lint::{dir_settings, load_dir};
 use crate::config::Settings;
 use crate::product::stored::{self, Change, ChangeKind, StoredProduct};
-use crate::sink::catalog::Stored;
+use crate::sink::catalog::{Claim, Stored};
 use crate::sink::mongo::MongoSink;
 
 /// Arguments of `catalog`.
@@ -22,7 +22,9 @@ use crate::sink::mongo::MongoSink;
     (schemas, Avro writer schemas, the GraphQL schema), a content hash and a revision. A product\n  \
     whose content changed gets revision + 1; an unchanged one keeps its revision (applying twice\n  \
     changes nothing); a product no longer on disk is marked retired: true (and revision + 1),\n  \
-    never deleted.\n\n  \
+    never deleted. Each write first claims its revision (data_product_revisions) and replaces\n  \
+    only the revision this apply read: when another apply got there first, it reads and plans\n  \
+    again (up to 10 times), so two applies never write the same revision.\n\n  \
     With products.source = \"mongodb\" (MESHGUARD__PRODUCTS__SOURCE=mongodb), `serve` and `run`\n  \
     read this catalog instead of files and switch to a new revision without a restart (every\n  \
     products.reload_interval_ms): `serve` from the next request, `run` from the next batch. A\n  \
@@ -147,40 +149,108 @@ async fn apply(args: DirArgs, write: bool) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let current = match stored(&store).await {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let changes = stored::plan(&current.applied, &desired);
-    for c in &changes {
+    // Each write first claims its revision (an insert into data_product_revisions, refused
+    // atomically when another apply holds it), then replaces the document only if it is still
+    // the one this apply read. When another apply got there first, read again and plan again
+    // (the product now differs from the newer revision, or is unchanged), so no two applies
+    // write the same revision number.
+    for attempt in 1..=APPLY_ATTEMPTS {
+        let current = match stored(&store).await {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        let changes = stored::plan(&current.applied, &desired);
+        let summary = report_plan(&changes, &current, &desired);
+        let pending = changes.iter().filter(|c| c.write.is_some()).count();
+        if !write {
+            println!("{}: {summary}", if pending == 0 { "nothing to apply" } else { "apply would write" });
+            return if pending == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) };
+        }
+        let mut overtaken = None;
+        for c in &changes {
+            let Some(doc) = &c.write else { continue };
+            match write_change(&store, c, doc.clone()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    overtaken = Some(c);
+                    break;
+                }
+                Err(e) => return fail(format!("cannot write {} to data_products: {e} (applying again is safe)", c.name)),
+            }
+        }
+        let Some(c) = overtaken else {
+            println!("applied to {}/data_products: {summary}", settings.mongodb.database);
+            return ExitCode::SUCCESS;
+        };
+        let what = if c.from == 0 { "was not applied".to_owned() } else { format!("was at revision {}", c.from) };
+        if attempt == APPLY_ATTEMPTS {
+            return fail(format!(
+                "{} {what} when this apply read it, and revision {} is claimed by another writer (data_product_revisions), \
+                 {APPLY_ATTEMPTS} times in a row; the products before it in the list above are written, it and those after \
+                 it are not: run `meshguard catalog diff`, then apply again",
+                c.name, c.to
+            ));
+        }
+        println!("  {} {what} when read, and another `catalog apply` claimed revision {} since: reading the catalog again", c.name, c.to);
+        tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt))).await;
+    }
+    ExitCode::SUCCESS
+}
+
+/// Times `catalog apply` reads and plans again after another apply claimed a revision first.
+const APPLY_ATTEMPTS: u32 = 10;
+
+/// A claim older than this whose revision `data_products` still does not hold belongs to an
+/// apply that died between claiming and writing: its number is skipped, not waited for.
+const STALE_CLAIM: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Claims the change's revision and writes its document; `Ok(false)` when another writer
+/// holds the revision or changed the document since it was read.
+async fn write_change(store: &MongoSink, c: &Change, mut doc: StoredProduct) -> Result<bool, crate::sink::mongo::MongoSinkError> {
+    loop {
+        match store.claim_revision(&doc).await? {
+            Claim::Claimed => break,
+            Claim::Taken { claimed_at: Some(at) }
+                if std::time::SystemTime::now().duration_since(at.to_system_time()).is_ok_and(|age| age > STALE_CLAIM) =>
+            {
+                println!(
+                    "  ({} revision {} was claimed at {} by an apply that never wrote it: using revision {})",
+                    doc.name,
+                    doc.revision,
+                    at.try_to_rfc3339_string().unwrap_or_default(),
+                    doc.revision + 1
+                );
+                doc.revision += 1;
+            }
+            Claim::Taken { .. } => return Ok(false),
+        }
+    }
+    match store.put_product_if(&doc, c.stored_hash.as_deref().map(|h| (c.from, h))).await {
+        Ok(true) => Ok(true),
+        other => {
+            store.release_revision(&doc).await;
+            other
+        }
+    }
+}
+
+/// Prints the plan; its one-line summary.
+fn report_plan(changes: &[Change], current: &Stored, desired: &[StoredProduct]) -> String {
+    for c in changes {
         println!("{}", describe_change(c));
     }
     for id in current.unapplied.iter().filter(|id| !desired.iter().any(|d| &d.name == *id)) {
         println!("  {id:<28} not applied (a declaration `run` stored from files); left as it is");
     }
     let count = |k: ChangeKind| changes.iter().filter(|c| c.kind == k).count();
-    let summary = format!(
+    format!(
         "{} added, {} changed, {} restored, {} retired, {} unchanged",
         count(ChangeKind::Added),
         count(ChangeKind::Changed),
         count(ChangeKind::Restored),
         count(ChangeKind::Retired),
         count(ChangeKind::Unchanged)
-    );
-    let pending = changes.iter().filter(|c| c.write.is_some()).count();
-    if !write {
-        println!("{}: {summary}", if pending == 0 { "nothing to apply" } else { "apply would write" });
-        return if pending == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) };
-    }
-    for c in &changes {
-        if let Some(doc) = &c.write
-            && let Err(e) = store.put_product(doc).await
-        {
-            return fail(format!("cannot write {} to data_products: {e} (applying again is safe)", c.name));
-        }
-    }
-    println!("applied to {}/data_products: {summary}", settings.mongodb.database);
-    ExitCode::SUCCESS
+    )
 }
 
 fn describe_change(c: &Change) -> String {

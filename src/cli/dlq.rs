@@ -32,7 +32,9 @@ pub enum DlqCommand {
     /// `meshguard.replayed` (a replay that failed again) is never replayed: each record is replayed
     /// at most once. With delivery.exactly_once the replays and receipts commit in Kafka
     /// transactions. Dead letters without readable reason headers, without payload, or whose
-    /// source topic is no longer bound are skipped and counted by reason.
+    /// source topic is no longer bound are skipped and counted by reason. The summary also
+    /// counts per product (JSON: `by_product`); the command serves no metrics (it exits before
+    /// any scrape): a scheduler that keeps metrics reads them from `--format json`.
     ///
     /// Exit status: 0 when the run completed (whatever still fails is in the summary), 2 on a
     /// usage or configuration error, 1 when Kafka failed (run it again: receipts say what was replayed).

@@ -8,11 +8,11 @@ use clap::Args;
 use tracing::{info, warn};
 
 use super::{ConfigArg, fail};
-use crate::api::Api;
 use crate::api::auth::Authenticator;
 use crate::api::reload::Swap;
 use crate::api::routes::Ops;
 use crate::api::server::Limits;
+use crate::api::{AnonymousLimiter, Api};
 use crate::sink::catalog::{Poll, describe};
 use crate::sink::mongo::MongoSink;
 
@@ -69,11 +69,13 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
     };
     runtime.block_on(auth.prefetch());
     let auth = Arc::new(auth);
+    // One per process, not per revision: a catalog switch must not refill a flooder's bucket.
+    let limiter = Arc::new(AnonymousLimiter::new(settings.api.anonymous_per_second, settings.api.anonymous_burst));
     // One API per catalog revision; the listeners' routers are swapped whole (`api::reload`).
     let build = {
         let (db, settings) = (sink.database().clone(), settings.clone());
         move |catalog| {
-            let api = Arc::new(Api::new(catalog, db.clone(), auth.clone(), Some(metrics.clone()), &settings.api));
+            let api = Arc::new(Api::new(catalog, db.clone(), auth.clone(), limiter.clone(), Some(metrics.clone()), &settings.api));
             let routers = match settings.api.ops_addr {
                 None => vec![api.clone().router(Ops::OnApiPort)],
                 Some(_) => vec![api.clone().router(Ops::Separate), api.clone().ops_router()],

@@ -245,6 +245,8 @@ impl Catalog {
         let mut topic_owner: HashMap<String, PathBuf> = HashMap::new();
         // Schemas referenced by several contracts are parsed once.
         let mut avro_cache: HashMap<PathBuf, &'static apache_avro::Schema> = HashMap::new();
+        // Where each product declares `baseUrl`, for the lint across products.
+        let mut base_url_lines: Vec<Option<usize>> = Vec::new();
         for (file, text) in sources {
             let decl: DataProduct = match serde_yaml::from_str(&text) {
                 Ok(d) => d,
@@ -413,9 +415,14 @@ impl Catalog {
                     let _ = bindings.insert(topic.clone(), Binding { topic, contract });
                 }
             }
+            if let Some(Err(message)) = decl.spec.apis.rest.as_ref().map(|r| r.base_path()) {
+                here("baseUrl", format!("spec.apis.rest.{message}"));
+            }
+            base_url_lines.push(line_of(&text, "baseUrl"));
             let raw = serde_yaml::from_str::<Value>(&text).unwrap_or(Value::Null);
             products.push(Product { decl, file, contracts, raw, schemas, graphql_sdl });
         }
+        lint_rest_paths(&products, &base_url_lines, &mut problems);
         if problems.is_empty() { Ok(Self { products, bindings }) } else { Err(LoadErrors(problems)) }
     }
 
@@ -437,6 +444,86 @@ impl Catalog {
     /// Every bound topic.
     pub fn topics(&self) -> Vec<String> {
         self.bindings.keys().cloned().collect()
+    }
+}
+
+/// First segments the main routes own (`/products`, `/healthz`, …).
+const MAIN_ROUTE_ROOTS: [&str; 4] = ["products", "healthz", "metrics", "openapi.json"];
+
+/// The main routes under a product segment (`None` = a path parameter). A search endpoint
+/// `/{x}/search` is not shadowed by `POST /{product}/search`: that handler serves it.
+const MAIN_PRODUCT_ROUTES: [(&str, &[Option<&str>]); 5] = [
+    ("/{product}/data/{record_id}", &[None, Some("data"), None]),
+    ("/{product}/lineage/{record_id}", &[None, Some("lineage"), None]),
+    ("/{product}/validate", &[None, Some("validate")]),
+    ("/{product}/alerts", &[None, Some("alerts")]),
+    ("/{product}/graphql", &[None, Some("graphql")]),
+];
+
+/// A product's REST endpoints as served: `baseUrl`'s path, then the endpoint's segments
+/// (`None` for a `{param}`). With the template for messages.
+fn served_paths(product: &Product) -> Vec<(String, Vec<Option<String>>)> {
+    let Some(rest) = &product.decl.spec.apis.rest else { return Vec::new() };
+    let base = rest.base_path().unwrap_or_default();
+    rest.endpoints
+        .iter()
+        .map(|e| {
+            let trimmed = e.trim_matches('/');
+            let mut pattern: Vec<Option<String>> = base.segments.iter().cloned().map(Some).collect();
+            pattern.extend(trimmed.split('/').map(|s| (!(s.starts_with('{') && s.ends_with('}'))).then(|| s.to_owned())));
+            (format!("{}/{trimmed}", base.raw), pattern)
+        })
+        .collect()
+}
+
+/// Whether some request path matches both patterns.
+fn overlap(a: &[Option<String>], b: &[Option<String>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| matches!((x, y), (None, _) | (_, None)) || x == y)
+}
+
+/// The lint of `apis.rest.baseUrl` across products: a prefixed endpoint must not be shadowed by
+/// a main route or a product's routes, nor answer a path another product's endpoint answers.
+/// Products without a base path keep today's behaviour (an endpoint that clashes is skipped
+/// with a warning when served).
+fn lint_rest_paths(products: &[Product], lines: &[Option<usize>], problems: &mut Vec<Problem>) {
+    let prefixed = |p: &Product| p.decl.spec.apis.rest.as_ref().and_then(|r| r.base_path().ok()).is_some_and(|b| !b.segments.is_empty());
+    let paths: Vec<_> = products.iter().map(served_paths).collect();
+    for (i, p) in products.iter().enumerate() {
+        if !prefixed(p) {
+            continue;
+        }
+        let mut report = |message: String| problems.push(Problem { file: p.file.clone(), line: lines.get(i).copied().flatten(), message });
+        let base = p.decl.spec.apis.rest.as_ref().and_then(|r| r.base_path().ok()).unwrap_or_default();
+        let first = base.segments.first().map(String::as_str).unwrap_or_default();
+        if MAIN_ROUTE_ROOTS.contains(&first) {
+            report(format!("spec.apis.rest.baseUrl: its path {} is under /{first}, a main route of the API", base.raw));
+            continue;
+        }
+        if products.iter().any(|q| q.name() == first) {
+            report(format!("spec.apis.rest.baseUrl: its path {} is under /{first}, the main routes of product {first:?}", base.raw));
+            continue;
+        }
+        for (template, pattern) in &paths[i] {
+            let shadowing = MAIN_PRODUCT_ROUTES.iter().find(|(_, route)| {
+                route.len() == pattern.len() && route.iter().zip(pattern).all(|(r, s)| r.is_none() || r.as_deref() == s.as_deref())
+            });
+            if let Some((route, _)) = shadowing {
+                report(format!("spec.apis.rest: endpoint {template} is shadowed by the main route {route}"));
+                continue;
+            }
+            for (j, q) in products.iter().enumerate() {
+                // A pair of prefixed products is reported once, by the first.
+                if j == i || (j < i && prefixed(q)) {
+                    continue;
+                }
+                if let Some((other, _)) = paths[j].iter().find(|(_, o)| overlap(pattern, o)) {
+                    report(format!(
+                        "spec.apis.rest: endpoint {template} collides with {other} of product {:?} (both would answer the same paths)",
+                        q.name()
+                    ));
+                }
+            }
+        }
     }
 }
 

@@ -340,11 +340,79 @@ pub struct Apis {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RestApi {
-    /// Public base URL.
-    pub base_url: String,
-    /// Endpoint templates.
+    /// Public base URL (`https://api.banking.com/v1/payments`) or path (`/v1/payments`): its
+    /// path is the prefix of the served endpoints; its host is the gateway's, not ours. Without
+    /// one, or with no path, the endpoints are served at the root.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Endpoint templates, relative to the base URL's path.
     #[serde(default)]
     pub endpoints: Vec<String>,
+}
+
+impl RestApi {
+    /// The base URL's path: its segments as written (percent-encoded) and decoded, empty for
+    /// the root. An error says what is wrong with the base URL.
+    pub fn base_path(&self) -> Result<BasePath, String> {
+        match &self.base_url {
+            None => Ok(BasePath::default()),
+            Some(url) => BasePath::parse(url),
+        }
+    }
+}
+
+/// The path part of `apis.rest.baseUrl`, the prefix of a product's REST aliases.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BasePath {
+    /// The path as written, without a trailing `/` (`/v1/payments`; empty for the root).
+    pub raw: String,
+    /// Its segments, percent-decoded (compared with a request's decoded segments).
+    pub segments: Vec<String>,
+}
+
+impl BasePath {
+    /// Reads `https://host[:port]/path` or `/path`. A query, a fragment, an empty or dot
+    /// segment, a template (`{x}`) or an escape that is not UTF-8 is refused: the prefix must be
+    /// a plain path the aliases can be matched under.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let path = if let Some((scheme, rest)) = url.split_once("://") {
+            if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+                return Err(format!("baseUrl {url:?}: only http(s) URLs or paths starting with / are supported"));
+            }
+            match rest.find(['/', '?', '#']) {
+                Some(i) if rest[..i].is_empty() => return Err(format!("baseUrl {url:?} has no host")),
+                Some(i) => &rest[i..],
+                None if rest.is_empty() => return Err(format!("baseUrl {url:?} has no host")),
+                None => "",
+            }
+        } else if url.starts_with('/') {
+            url
+        } else {
+            return Err(format!("baseUrl {url:?}: expected an http(s) URL or a path starting with /"));
+        };
+        if path.contains(['?', '#']) {
+            return Err(format!("baseUrl {url:?}: a query or fragment cannot prefix a route"));
+        }
+        // One trailing slash is how base URLs are often written; it adds no segment.
+        let path = path.strip_suffix('/').unwrap_or(path);
+        if path.is_empty() {
+            return Ok(Self::default());
+        }
+        let mut segments = Vec::new();
+        for seg in path[1..].split('/') {
+            let decoded = percent_encoding::percent_decode_str(seg)
+                .decode_utf8()
+                .map_err(|_| format!("baseUrl {url:?}: segment {seg:?} does not decode to UTF-8"))?;
+            if seg.is_empty() || decoded == "." || decoded == ".." {
+                return Err(format!("baseUrl {url:?}: empty, '.' or '..' segments are not served"));
+            }
+            if decoded.contains(['{', '}']) {
+                return Err(format!("baseUrl {url:?}: templated segments ({seg}) are not supported"));
+            }
+            segments.push(decoded.into_owned());
+        }
+        Ok(Self { raw: path.to_owned(), segments })
+    }
 }
 
 /// GraphQL description.
@@ -415,4 +483,41 @@ fn schema_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::collections
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BasePath;
+
+    fn segs(url: &str) -> Vec<String> {
+        BasePath::parse(url).unwrap_or_else(|e| panic!("{e}")).segments
+    }
+
+    #[test]
+    fn the_base_path_is_the_urls_path() {
+        assert_eq!(segs("https://api.banking.com/v1/payments"), vec!["v1", "payments"]);
+        assert_eq!(BasePath::parse("https://api.banking.com/v1/payments").map(|b| b.raw), Ok("/v1/payments".to_owned()));
+        assert_eq!(segs("HTTP://h:8443/v1/"), vec!["v1"]);
+        assert_eq!(segs("/v1/my%20api"), vec!["v1", "my api"]);
+        assert_eq!(BasePath::parse("https://api.banking.com"), Ok(BasePath::default()));
+        assert_eq!(BasePath::parse("https://api.banking.com/"), Ok(BasePath::default()));
+        assert_eq!(BasePath::parse("/"), Ok(BasePath::default()));
+    }
+
+    #[test]
+    fn base_paths_that_cannot_prefix_a_route_are_refused() {
+        for bad in [
+            "api.banking.com/v1",
+            "ftp://h/v1",
+            "https:///v1",
+            "https://h/v1?x=1",
+            "https://h/v1#top",
+            "/v1//payments",
+            "/v1/../admin",
+            "/v1/{version}",
+            "/v1/%FF",
+        ] {
+            assert!(BasePath::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
 }

@@ -208,6 +208,9 @@ pub struct Change {
     pub kind: ChangeKind,
     /// Revision stored now (0: none).
     pub from: i64,
+    /// Hash stored now (`None`: no applied document): with `from`, what the write expects to
+    /// replace, so that a concurrent apply is noticed instead of overwritten.
+    pub stored_hash: Option<String>,
     /// Revision after the apply.
     pub to: i64,
     /// What differs: `declaration`, and each file added, changed or removed.
@@ -222,7 +225,9 @@ pub fn plan(current: &[StoredProduct], desired: &[StoredProduct]) -> Vec<Change>
     let stored: BTreeMap<&str, &StoredProduct> = current.iter().map(|p| (p.name.as_str(), p)).collect();
     let mut changes = Vec::new();
     for want in desired {
-        let (kind, from, details) = match stored.get(want.name.as_str()) {
+        let have = stored.get(want.name.as_str());
+        let stored_hash = have.map(|h| h.hash.clone());
+        let (kind, from, details) = match have {
             None => (ChangeKind::Added, 0, Vec::new()),
             Some(have) if have.hash == want.hash && !have.retired => (ChangeKind::Unchanged, have.revision, Vec::new()),
             Some(have) => {
@@ -232,7 +237,7 @@ pub fn plan(current: &[StoredProduct], desired: &[StoredProduct]) -> Vec<Change>
         };
         let to = if kind == ChangeKind::Unchanged { from } else { from + 1 };
         let write = (kind != ChangeKind::Unchanged).then(|| StoredProduct { revision: to, retired: false, ..want.clone() });
-        changes.push(Change { name: want.name.clone(), kind, from, to, details, write });
+        changes.push(Change { name: want.name.clone(), kind, from, stored_hash, to, details, write });
     }
     for have in current {
         if have.retired || desired.iter().any(|w| w.name == have.name) {
@@ -243,6 +248,7 @@ pub fn plan(current: &[StoredProduct], desired: &[StoredProduct]) -> Vec<Change>
             name: have.name.clone(),
             kind: ChangeKind::Retired,
             from: have.revision,
+            stored_hash: Some(have.hash.clone()),
             to: have.revision + 1,
             details: Vec::new(),
             write: Some(write),

@@ -152,10 +152,16 @@ pub struct DeadLetter<'a> {
 pub enum Outcome {
     /// The filters leave it out.
     OutsideFilter,
-    /// Selected, not replayed, for this reason.
-    Skipped(Skip),
+    /// Selected, not replayed, for this reason; the product its headers name, when they can
+    /// be read.
+    Skipped(Skip, Option<String>),
     /// The contract in force still rejects it, with this class.
-    StillFailing(&'static str),
+    StillFailing {
+        /// The error class.
+        class: &'static str,
+        /// The product whose contract rejected it.
+        product: String,
+    },
     /// It passes: publish it to `topic` with `headers`.
     Replay {
         /// Its source topic.
@@ -176,31 +182,32 @@ pub fn judge(catalog: &Catalog, filter: &Filter, letter: DeadLetter<'_>, now: Of
             return Outcome::OutsideFilter;
         }
     }
-    let Some(headers) = letter.headers else { return Outcome::Skipped(Skip::MalformedHeaders) };
+    let Some(headers) = letter.headers else { return Outcome::Skipped(Skip::MalformedHeaders, None) };
     let parsed = match parse(headers) {
         Ok(p) => p,
-        Err(skip) => return Outcome::Skipped(skip),
+        Err(skip) => return Outcome::Skipped(skip, None),
     };
+    let skipped = |skip: Skip| Outcome::Skipped(skip, Some(parsed.product.clone()));
     if filter.product.as_ref().is_some_and(|p| *p != parsed.product) {
         return Outcome::OutsideFilter;
     }
     if letter.receipted {
-        return Outcome::Skipped(Skip::AlreadyReplayed);
+        return skipped(Skip::AlreadyReplayed);
     }
     if parsed.replayed >= 1 {
-        return Outcome::Skipped(Skip::FailedAfterReplay);
+        return skipped(Skip::FailedAfterReplay);
     }
     if parsed.payload_dropped {
-        return Outcome::Skipped(Skip::PayloadDropped);
+        return skipped(Skip::PayloadDropped);
     }
-    let Some(binding) = catalog.binding(&parsed.source_topic) else { return Outcome::Skipped(Skip::SourceNotBound) };
+    let Some(binding) = catalog.binding(&parsed.source_topic) else { return skipped(Skip::SourceNotBound) };
     let mut checker = match Checker::new(&binding.contract, parsed.version_header()) {
         Ok(c) => c,
-        Err(rejection) => return Outcome::StillFailing(rejection.class),
+        Err(rejection) => return Outcome::StillFailing { class: rejection.class, product: parsed.product },
     };
     let eval = checker.add(&report_at("dlq", 0), Item::Line(letter.payload.unwrap_or_default().to_vec()), now);
     match eval.rejection {
-        Some(r) => Outcome::StillFailing(r.class),
+        Some(r) => Outcome::StillFailing { class: r.class, product: parsed.product },
         None => Outcome::Replay { topic: parsed.source_topic.clone(), headers: parsed.replay_headers(), product: parsed.product },
     }
 }
@@ -230,6 +237,22 @@ pub struct Summary {
     pub still_failing_by_class: BTreeMap<String, u64>,
     /// Skipped, per reason.
     pub skipped_by_reason: BTreeMap<String, u64>,
+    /// Replayed, still failing and skipped per product (header `meshguard.product`): what a
+    /// scheduler turns into `meshguard_dlq_replayed_total{product,outcome}` if it keeps
+    /// metrics (the command is one-shot and serves none). A dead letter whose headers cannot be
+    /// read names no product: it is in the totals only.
+    pub by_product: BTreeMap<String, ProductCounts>,
+}
+
+/// One product's share of a run.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct ProductCounts {
+    /// Re-published (with --dry-run: would be).
+    pub replayed: u64,
+    /// Still rejected by the contract in force.
+    pub still_failing: u64,
+    /// Selected but not replayed.
+    pub skipped: u64,
 }
 
 impl Summary {
@@ -238,17 +261,22 @@ impl Summary {
         self.read += 1;
         match outcome {
             Outcome::OutsideFilter => self.outside_filter += 1,
-            Outcome::Skipped(skip) => {
+            Outcome::Skipped(skip, product) => {
                 self.skipped += 1;
                 *self.skipped_by_reason.entry(skip.as_str().to_owned()).or_default() += 1;
+                if let Some(p) = product {
+                    self.by_product.entry(p.clone()).or_default().skipped += 1;
+                }
             }
-            Outcome::StillFailing(class) => {
+            Outcome::StillFailing { class, product } => {
                 self.still_failing += 1;
                 *self.still_failing_by_class.entry((*class).to_owned()).or_default() += 1;
+                self.by_product.entry(product.clone()).or_default().still_failing += 1;
             }
-            Outcome::Replay { topic, .. } => {
+            Outcome::Replay { topic, product, .. } => {
                 self.replayed += 1;
                 *self.replayed_by_topic.entry(topic.clone()).or_default() += 1;
+                self.by_product.entry(product.clone()).or_default().replayed += 1;
             }
         }
     }
@@ -273,6 +301,9 @@ impl Summary {
         out.push_str(&format!("  {:<15} {:>6}  {}\n", "still failing", self.still_failing, list(&self.still_failing_by_class)));
         out.push_str(&format!("  {:<15} {:>6}  {}\n", "skipped", self.skipped, list(&self.skipped_by_reason)));
         out.push_str(&format!("  {:<15} {:>6}\n", "outside filter", self.outside_filter));
+        for (product, c) in &self.by_product {
+            out.push_str(&format!("  {product}: {replayed} {}, still failing {}, skipped {}\n", c.replayed, c.still_failing, c.skipped));
+        }
         out
     }
 }
@@ -332,13 +363,18 @@ mod tests {
     #[test]
     fn the_summary_counts_every_outcome() {
         let mut s = Summary { dlq: "datamesh.dlq".into(), ..Summary::default() };
-        s.count(&Outcome::Skipped(Skip::FailedAfterReplay));
-        s.count(&Outcome::StillFailing("json_syntax"));
+        s.count(&Outcome::Skipped(Skip::FailedAfterReplay, Some("p".into())));
+        s.count(&Outcome::Skipped(Skip::MissingHeaders, None));
+        s.count(&Outcome::StillFailing { class: "json_syntax", product: "q".into() });
         s.count(&Outcome::OutsideFilter);
         s.count(&Outcome::Replay { topic: "payments.created".into(), headers: Vec::new(), product: "p".into() });
-        assert_eq!((s.read, s.replayed, s.still_failing, s.skipped, s.outside_filter), (4, 1, 1, 1, 1));
+        assert_eq!((s.read, s.replayed, s.still_failing, s.skipped, s.outside_filter), (5, 1, 1, 2, 1));
+        assert_eq!(s.by_product.get("p"), Some(&ProductCounts { replayed: 1, still_failing: 0, skipped: 1 }));
+        assert_eq!(s.by_product.get("q"), Some(&ProductCounts { replayed: 0, still_failing: 1, skipped: 0 }));
+        assert_eq!(s.by_product.len(), 2, "a dead letter that names no product is in the totals only");
         let text = s.render_text();
         assert!(text.contains("replayed             1  payments.created 1"), "{text}");
-        assert!(text.contains("skipped              1  failed_after_replay 1"), "{text}");
+        assert!(text.contains("skipped              2  failed_after_replay 1, missing_headers 1"), "{text}");
+        assert!(text.contains("  p: replayed 1, still failing 0, skipped 1\n"), "{text}");
     }
 }

@@ -19,7 +19,9 @@ use mongodb::bson::{Bson, DateTime, Document, doc};
 use serde_json::Value;
 use tracing::{error, info};
 
-use super::mongo::{DATA_PRODUCTS, MongoSink, MongoSinkError, classify, in_collection, json_to_bson};
+use super::mongo::{
+    DATA_PRODUCT_REVISIONS, DATA_PRODUCTS, MongoSink, MongoSinkError, classify, in_collection, is_duplicate_key, json_to_bson,
+};
 use crate::product::stored::{Revisions, StoredProduct, compile};
 use crate::product::{Catalog, LoadErrors};
 use crate::telemetry::names::{CATALOG_REFUSALS_TOTAL, CATALOG_REVISION};
@@ -124,6 +126,59 @@ impl MongoSink {
         self.put_document(DATA_PRODUCTS, &p.name, to_document(p)).await
     }
 
+    /// Claims revision `p.revision` of `p.name` by inserting `<product>@<revision>` into
+    /// `data_product_revisions` (with the hash and the time): an insert of an existing `_id` is
+    /// refused atomically by every MongoDB-wire server, FerretDB 1.x included, whose filtered
+    /// updates are a scan then a write by `_id` (two conditional replaces can both match).
+    /// `Taken` says when the holder claimed it.
+    pub async fn claim_revision(&self, p: &StoredProduct) -> Result<Claim, MongoSinkError> {
+        let id = format!("{}@{}", p.name, p.revision);
+        let coll = self.collection(DATA_PRODUCT_REVISIONS);
+        let claim = doc! { "_id": id.as_str(), "product": p.name.as_str(), "revision": p.revision, "hash": p.hash.as_str(), "retired": p.retired, "claimed_at": DateTime::now() };
+        match coll.insert_one(claim).await {
+            Ok(_) => Ok(Claim::Claimed),
+            Err(e) if is_duplicate_key(&e) => {
+                let held =
+                    coll.find_one(doc! { "_id": id.as_str() }).await.map_err(|e| in_collection(DATA_PRODUCT_REVISIONS, classify(&e)))?;
+                Ok(Claim::Taken { claimed_at: held.and_then(|d| d.get_datetime("claimed_at").ok().copied()) })
+            }
+            Err(e) => Err(in_collection(DATA_PRODUCT_REVISIONS, classify(&e))),
+        }
+    }
+
+    /// Gives back a claim whose document could not be written (best effort).
+    pub async fn release_revision(&self, p: &StoredProduct) {
+        let id = format!("{}@{}", p.name, p.revision);
+        let _ = self.collection(DATA_PRODUCT_REVISIONS).delete_one(doc! { "_id": id }).await;
+    }
+
+    /// Writes one product's document only if the stored one is still `expected` (its revision
+    /// and hash; `None`: no applied document, at most a declaration `run` stored). `Ok(false)`
+    /// when another writer got there first. On MongoDB this alone keeps two applies apart; on
+    /// FerretDB 1.x (a scan, then a write by `_id`) it is the second guard behind
+    /// [`Self::claim_revision`]. The filter names more than `_id`, which FerretDB answers by
+    /// scanning: fine for a collection of a handful of documents.
+    pub async fn put_product_if(&self, p: &StoredProduct, expected: Option<(i64, &str)>) -> Result<bool, MongoSinkError> {
+        let mut replacement = to_document(p);
+        let _ = replacement.insert("_id", p.name.as_str());
+        let coll = self.collection(DATA_PRODUCTS);
+        let written = match expected {
+            Some((revision, hash)) => coll
+                .replace_one(doc! { "_id": p.name.as_str(), "revision": revision, "hash": hash }, replacement)
+                .await
+                .map(|r| r.matched_count == 1),
+            // Inserted, or replacing a declaration without a revision; a concurrent insert
+            // makes this one a duplicate key.
+            None => {
+                match coll.replace_one(doc! { "_id": p.name.as_str(), "revision": { "$exists": false } }, replacement).upsert(true).await {
+                    Err(e) if is_duplicate_key(&e) => Ok(false),
+                    other => other.map(|_| true),
+                }
+            }
+        };
+        written.map_err(|e| in_collection(DATA_PRODUCTS, classify(&e)))
+    }
+
     /// Stores a declaration `run` read from files, unless an applied document (with a
     /// revision) holds that product: `catalog apply` owns those, and `run` never overwrites them.
     pub async fn put_declaration_unless_applied(&self, name: &str, declaration: &Value) -> Result<bool, MongoSinkError> {
@@ -135,6 +190,18 @@ impl MongoSink {
         self.put(DATA_PRODUCTS, name, declaration).await?;
         Ok(true)
     }
+}
+
+/// The answer to a revision claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This writer holds the revision: it writes the document.
+    Claimed,
+    /// Another writer claimed it, at that time when known.
+    Taken {
+        /// When the other writer claimed it.
+        claimed_at: Option<DateTime>,
+    },
 }
 
 /// A catalog compiled from the stored documents, with the revisions it holds.

@@ -36,6 +36,9 @@ use crate::verdict::Evaluation;
 pub const LINEAGE: &str = "data_lineage";
 /// The seed's data product declarations.
 pub const DATA_PRODUCTS: &str = "data_products";
+/// One document per product revision `catalog apply` wrote (`_id` = `<product>@<revision>`):
+/// inserting it claims the revision, so two applies never write the same one.
+pub const DATA_PRODUCT_REVISIONS: &str = "data_product_revisions";
 /// The seed's quality alerts (one document per alert episode).
 pub const ALERTS: &str = "data_quality_alerts";
 /// The seed's users (`user_id`, `roles`).
@@ -718,7 +721,7 @@ pub(super) fn in_collection(collection: &str, e: MongoSinkError) -> MongoSinkErr
     }
 }
 
-fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+pub(super) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     match e.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
         ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
