@@ -547,7 +547,9 @@ ferretdb_ready() {
 # PostgreSQL refuses to run as root, and the default $TC_HOME (/root/.cache/...) is not
 # reachable by Debian's `postgres` user. As root, initdb and the server therefore run in a user
 # namespace of their own (`unshare --user`) where our uid 0 is mapped to a non-root uid: the
-# files stay root's, reachable where root can reach them, and `down --wipe` deletes them.
+# files stay root's, reachable where root can reach them, and `down --wipe` deletes them. Where
+# user namespaces are not allowed (a chroot, some containers), they run as the `postgres` user
+# (`setpriv`), which works if that user can reach $TC_HOME.
 
 postgresql_bindir() {
   local d
@@ -564,15 +566,26 @@ postgresql_install() {
 }
 
 # Sets PG_AS_OWNER: the prefix that runs a PostgreSQL server program as a non-root uid when we
-# are root (`unshare` execs the program: the pid stays the same).
+# are root (`unshare` and `setpriv` exec the program: the pid stays the same), and makes the
+# cluster's directories writable by that uid.
 postgresql_owner_cmd() {
+  local dir=$TC_HOME/postgresql uid gid
   PG_AS_OWNER=()
-  if ((EUID == 0)); then
-    local uid gid
-    uid=$(id -u postgres 2>/dev/null) || uid=70
-    gid=$(id -g postgres 2>/dev/null) || gid=$uid
+  mkdir -p "$dir/run"
+  ((EUID == 0)) || return 0
+  uid=$(id -u postgres 2>/dev/null) || uid=70
+  gid=$(id -g postgres 2>/dev/null) || gid=$uid
+  if unshare --user "--map-user=$uid" "--map-group=$gid" true 2>/dev/null; then
     PG_AS_OWNER=(unshare --user "--map-user=$uid" "--map-group=$gid")
+    return 0
   fi
+  id postgres >/dev/null 2>&1 || die "postgresql: cannot run as root, user namespaces are not allowed here (unshare --user), and there is no postgres user"
+  PG_AS_OWNER=(setpriv --reuid=postgres --regid=postgres --init-groups)
+  mkdir -p "$dir/data"
+  chown postgres:postgres "$dir/data" "$dir/run"
+  chmod 700 "$dir/data"
+  "${PG_AS_OWNER[@]}" test -w "$dir/data" ||
+    die "postgresql: cannot run as root, user namespaces are not allowed here (unshare --user), and the postgres user cannot reach $dir: set MESHGUARD_TC_HOME to a directory it can reach (e.g. /var/tmp/meshguard-tc)"
 }
 
 postgresql_url() {
@@ -586,7 +599,7 @@ postgresql_launch() {
   mkdir -p "$dir/logs"
   if [[ ! -f $dir/data/PG_VERSION ]]; then
     log "creating a PostgreSQL cluster in $dir/data"
-    rm -rf "$dir/data"
+    rm -rf "$dir/data/"* # kept: the directory (its owner, when run as postgres)
     "${PG_AS_OWNER[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
       >>"$(svc_log postgresql)" 2>&1 || {
       show_log_tail "$(svc_log postgresql)"
@@ -596,7 +609,7 @@ postgresql_launch() {
   fi
   # Test data: no fsync wait per commit (as MariaDB's innodb_flush_log_at_trx_commit=2).
   spawn postgresql "${PG_AS_OWNER[@]}" "$bin/postgres" -D "$dir/data" -p "$POSTGRESQL_PORT" \
-    -c listen_addresses="$TC_HOST" -c unix_socket_directories="$dir" \
+    -c listen_addresses="$TC_HOST" -c unix_socket_directories="$dir/run" \
     -c synchronous_commit=off -c max_connections=200 -c logging_collector=off
 }
 
