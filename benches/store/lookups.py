@@ -46,7 +46,7 @@ import uuid
 
 import pymongo
 
-DB = "mg_lookups"
+DB_NAME = ["mg_lookups"]
 VERSIONS = "records.payments"
 LINEAGE = "data_lineage"
 TOPIC = "payments"
@@ -128,7 +128,7 @@ class Target:
             else:
                 sys.exit(f"unknown backing store {kind!r} in {spec!r}")
         self.client = pymongo.MongoClient(self.uri, directConnection=True, serverSelectionTimeoutMS=5000, socketTimeoutMS=600_000)
-        self.db = self.client[DB]
+        self.db = self.client[DB_NAME[0]]
         self.size = 0
 
     def coll(self, name):
@@ -144,12 +144,12 @@ class Target:
         return out.stdout
 
     def _pg_tables(self):
-        out = self._pg(f"select _jsonb->>'_id', _jsonb->>'table' from \"{DB}\"._ferretdb_database_metadata")
+        out = self._pg(f"select _jsonb->>'_id', _jsonb->>'table' from \"{DB_NAME[0]}\"._ferretdb_database_metadata")
         return dict(line.split("|", 1) for line in out.split("\n") if "|" in line)
 
     def backend_index(self, create):
         if self.sqlite_dir:
-            conn = sqlite3.connect(os.path.join(self.sqlite_dir, DB + ".sqlite"), timeout=60)
+            conn = sqlite3.connect(os.path.join(self.sqlite_dir, DB_NAME[0] + ".sqlite"), timeout=60)
             for coll, table in self._sqlite_tables(conn).items():
                 if create:
                     conn.execute(f'create index if not exists "{table}_mg_id" on "{table}" (_ferretdb_sjson->\'$._id\')')
@@ -160,10 +160,10 @@ class Target:
         elif self.pg_url:
             for coll, table in self._pg_tables().items():
                 if create:
-                    self._pg(f'create index if not exists "{table}_mg_id" on "{DB}"."{table}" using gin ((_jsonb->\'_id\') jsonb_path_ops)')
-                    self._pg(f'analyze "{DB}"."{table}"')
+                    self._pg(f'create index if not exists "{table}_mg_id" on "{DB_NAME[0]}"."{table}" using gin ((_jsonb->\'_id\') jsonb_path_ops)')
+                    self._pg(f'analyze "{DB_NAME[0]}"."{table}"')
                 else:
-                    self._pg(f'drop index if exists "{DB}"."{table}_mg_id"')
+                    self._pg(f'drop index if exists "{DB_NAME[0]}"."{table}_mg_id"')
         else:
             sys.exit(f"--backend-index needs sqlite=DIR or pg=URL for target {self.name}")
 
@@ -207,6 +207,7 @@ def operations(size, rng, args):
     ids = [rng.randrange(size) for _ in range(args.samples)]
     in_lists = [[rng.randrange(size) for _ in range(100)] for _ in range(args.samples)]
     keys = [key_of(rng.randrange(n_keys)) for _ in range(args.samples)]
+    bulk_ids = [[rng.randrange(size) for _ in range(1000)] for _ in range(args.inserts)]
     found = {}
 
     def check(name, want, got):
@@ -268,6 +269,18 @@ def operations(size, rng, args):
             check("replace", 1, r.matched_count)
         return f
 
+    def bulk_upsert(t):
+        def f(i):
+            reqs = []
+            for n in bulk_ids[i]:
+                d = version_doc(n)
+                d["status"] = "BULK"
+                reqs.append(pymongo.ReplaceOne({"_id": d["_id"]}, d, upsert=True))
+            # one `update` command with every statement (FerretDB has no client bulkWrite)
+            r = t.coll(VERSIONS).bulk_write(reqs, ordered=False)
+            check("bulk", len(reqs), r.matched_count + len(r.upserted_ids))
+        return f
+
     def update_set(t):
         def f(i):
             r = t.coll(VERSIONS).update_one({"_id": version_doc(ids[i])["_id"]}, {"$set": {"status": "UPDATED"}})
@@ -304,10 +317,13 @@ def operations(size, rng, args):
         ("insert_many 1,000 unordered", args.inserts, insert_many, False),
         ("replace_one upsert by _id", args.write_samples, replace_upsert, False),
         ("update_one $set by _id", args.write_samples, update_set, False),
+        ("bulk_write of 1,000 replace-upserts by _id (per document)", args.inserts, bulk_upsert, False),
         ("delete_one by _id", args.write_samples, delete_one, False),
         ("delete_many _id $in 100", args.batch_samples, delete_many, True),
     ]
     ops = [(n, m, f, sc) for n, m, f, sc in ops if not (sc and size > args.scan_max_size)]
+    if args.only:
+        ops = [o for o in ops if any(w.lower() in o[0].lower() for w in args.only.split(","))]
     return ops, found
 
 
@@ -368,16 +384,28 @@ def main():
                     help="skip the operations FerretDB filters in Go ($in, ranges, nested fields) above this size")
     ap.add_argument("--fill-batch", type=int, default=2000, help="documents per insert_many while filling")
     ap.add_argument("--backend-index", action="store_true", help="also time with an _id index made in the backing database")
+    ap.add_argument("--only", default="", help="time only the operations whose name contains one of these words (comma-separated)")
+    ap.add_argument("--database", default="mg_lookups", help="database to fill (dropped at the start and, unless --keep, at the end)")
+    ap.add_argument("--resume", action="store_true", help="keep what --database holds (an earlier run with --keep or stopped) and grow it")
+    ap.add_argument("--variants", default="stock,indexed", help="stock (as FerretDB makes the tables) and/or indexed (with --backend-index)")
     ap.add_argument("--keep", action="store_true", help="keep the database at the end (default: dropped)")
     ap.add_argument("--out", default="lookups.jsonl", help="JSON lines, one per (stage, variant, target, op)")
     args = ap.parse_args()
     EVENTS_KEYS[0] = args.keys
+    DB_NAME[0] = args.database
     if args.inserts * 1000 < args.samples + 100 * args.batch_samples:
         args.inserts = -(-(args.samples + 100 * args.batch_samples) // 1000)
 
     targets = [Target(s) for s in args.target]
     for t in targets:
-        t.client.drop_database(DB)
+        if args.resume:
+            # documents 0..n-1 of an earlier run of the same --keys (the timed writes leave the
+            # count as it was)
+            t.size = t.coll(VERSIONS).estimated_document_count()
+            print(f"resuming {t.name} at {t.size:,} + {t.coll(LINEAGE).estimated_document_count():,} documents", flush=True)
+        else:
+            t.client.drop_database(DB_NAME[0])
+    variants = args.variants.split(",")
     with open(args.out, "a") as out:
         for stage, size in enumerate(int(s) for s in args.sizes.split(",")):
             # fill, alternating which target goes first
@@ -387,9 +415,10 @@ def main():
                 if rate:
                     print(f"fill {t.name} to {size:,} + {size:,}: {rate:,.0f} docs/s", flush=True)
                     out.write(json.dumps({"size": size, "target": t.name, "op": "fill insert_many", "docs_per_s": rate}) + "\n")
-            rows = run_ops(targets, size, "stock", args, out, size)
-            table(rows, targets, size, "stock")
-            if args.backend_index:
+            if "stock" in variants:
+                rows = run_ops(targets, size, "stock", args, out, size)
+                table(rows, targets, size, "stock")
+            if args.backend_index and "indexed" in variants:
                 for t in targets:
                     t0 = time.perf_counter()
                     t.backend_index(True)
@@ -400,7 +429,7 @@ def main():
                     t.backend_index(False)
     if not args.keep:
         for t in targets:
-            t.client.drop_database(DB)
+            t.client.drop_database(DB_NAME[0])
 
 
 if __name__ == "__main__":
