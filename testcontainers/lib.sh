@@ -15,7 +15,23 @@ KAFKA_PORT=${MESHGUARD_TC_KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${MESHGUARD_TC_KAFKA_CONTROLLER_PORT:-9093}
 MARIADB_PORT=${MESHGUARD_TC_MARIADB_PORT:-3306}
 FERRETDB_PORT=${MESHGUARD_TC_FERRETDB_PORT:-27017}
-ALL_SERVICES=(kafka mariadb ferretdb ferretdb_auth)
+# FerretDB's backend: sqlite (files, the default) or postgresql (a PostgreSQL cluster of our own,
+# the `postgresql` server below, started before FerretDB). See README.md, "FerretDB backends".
+FERRETDB_BACKEND=${MESHGUARD_FERRETDB_BACKEND:-sqlite}
+case $FERRETDB_BACKEND in
+  sqlite | postgresql) ;;
+  *)
+    printf '[testcontainers] error: MESHGUARD_FERRETDB_BACKEND=%s (expected sqlite or postgresql)\n' "$FERRETDB_BACKEND" >&2
+    exit 1
+    ;;
+esac
+POSTGRESQL_PORT=${MESHGUARD_TC_POSTGRESQL_PORT:-5432}
+POSTGRESQL_DATABASE=ferretdb
+if [[ $FERRETDB_BACKEND == postgresql ]]; then
+  ALL_SERVICES=(kafka mariadb ferretdb ferretdb_auth postgresql)
+else
+  ALL_SERVICES=(kafka mariadb ferretdb ferretdb_auth)
+fi
 
 # Secured endpoints (issue 6): TLS material shared by Kafka and MariaDB, the SASL_SSL listener,
 # and the users with passwords. The passwords are test fixtures (testcontainers/env exports them).
@@ -55,7 +71,7 @@ parse_services() {
   local s
   for s in "$@"; do
     case $s in
-      kafka | mariadb | ferretdb | ferretdb_auth) SERVICES+=("$s") ;;
+      kafka | mariadb | postgresql | ferretdb | ferretdb_auth) SERVICES+=("$s") ;;
       *) die "unknown server '$s' (expected: ${ALL_SERVICES[*]})" ;;
     esac
   done
@@ -66,6 +82,7 @@ svc_port() {
   case $1 in
     kafka) echo "$KAFKA_PORT" ;;
     mariadb) echo "$MARIADB_PORT" ;;
+    postgresql) echo "$POSTGRESQL_PORT" ;;
     ferretdb) echo "$FERRETDB_PORT" ;;
     ferretdb_auth) echo "$FERRETDB_AUTH_PORT" ;;
   esac
@@ -80,6 +97,7 @@ svc_signature() {
   case $1 in
     kafka) echo "$TC_HOME/kafka/server.properties" ;;
     mariadb) echo "$TC_HOME/mariadb/my.cnf" ;;
+    postgresql) echo "-D $TC_HOME/postgresql/data" ;;
     ferretdb) echo "-dir $TC_HOME/ferretdb/data" ;;
     ferretdb_auth) echo "--state-dir=$TC_HOME/ferretdb_auth" ;;
   esac
@@ -163,6 +181,7 @@ svc_start() {
   local svc=$1 pid port
   "${svc}_install"
   if pid=$(svc_pid "$svc"); then
+    if declare -F "${svc}_adopt" >/dev/null; then "${svc}_adopt" "$pid"; fi
     return 0
   fi
   port=$(svc_port "$svc")
@@ -189,7 +208,13 @@ svc_stop() {
     return 0
   fi
   log "stopping $svc (pid $pid)"
-  kill -TERM "$pid" 2>/dev/null || true
+  # PostgreSQL's SIGTERM is a "smart" shutdown that waits for FerretDB's pooled connections to
+  # close; SIGINT is its "fast" shutdown (clients disconnected, a clean checkpoint).
+  if [[ $svc == postgresql ]]; then
+    kill -INT "$pid" 2>/dev/null || true
+  else
+    kill -TERM "$pid" 2>/dev/null || true
+  fi
   deadline=$((SECONDS + TC_STOP_TIMEOUT))
   while kill -0 "$pid" 2>/dev/null; do
     if ((SECONDS >= deadline)); then
@@ -488,11 +513,120 @@ ferretdb_install() {
 }
 
 ferretdb_launch() {
-  spawn ferretdb "$FERRETDB_BIN" -addr "$TC_HOST:$FERRETDB_PORT" -dir "$TC_HOME/ferretdb/data"
+  local backend=(-handler sqlite)
+  if [[ $FERRETDB_BACKEND == postgresql ]]; then
+    # FerretDB needs its database to answer before it starts (`up ferretdb` alone starts it too).
+    if ! svc_pid postgresql >/dev/null || ! postgresql_ready; then
+      svc_start postgresql
+      svc_wait postgresql
+    fi
+    backend=(-handler postgresql -postgresql-url "$(postgresql_url)")
+  fi
+  spawn ferretdb "$FERRETDB_BIN" -addr "$TC_HOST:$FERRETDB_PORT" -dir "$TC_HOME/ferretdb/data" "${backend[@]}"
+}
+
+# A running FerretDB is adopted only if it has the backend asked for: switching backends needs
+# `testcontainers/down ferretdb` first (the documents do not move from one backend to the other).
+ferretdb_adopt() {
+  local cmdline running=sqlite
+  cmdline=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null) || return 0
+  [[ $cmdline == *"-handler postgresql"* ]] && running=postgresql
+  [[ $running == "$FERRETDB_BACKEND" ]] ||
+    die "ferretdb runs with its $running backend (pid $1), MESHGUARD_FERRETDB_BACKEND asks for $FERRETDB_BACKEND: run testcontainers/down ferretdb first"
 }
 
 ferretdb_ready() {
   port_open "$FERRETDB_PORT" && "$FERRETDB_BIN" ping -timeout 2s "$TC_HOST:$FERRETDB_PORT" 2>/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL (MESHGUARD_FERRETDB_BACKEND=postgresql): Debian's server binaries on a cluster of our
+# own in $TC_HOME/postgresql/data, user `postgres` without a password (trust, 127.0.0.1 and our
+# socket only), database `ferretdb` for FerretDB's documents.
+#
+# PostgreSQL refuses to run as root, and the default $TC_HOME (/root/.cache/...) is not
+# reachable by Debian's `postgres` user. As root, initdb and the server therefore run in a user
+# namespace of their own (`unshare --user`) where our uid 0 is mapped to a non-root uid: the
+# files stay root's, reachable where root can reach them, and `down --wipe` deletes them. Where
+# user namespaces are not allowed (a chroot, some containers), they run as the `postgres` user
+# (`setpriv`), which works if that user can reach $TC_HOME.
+
+postgresql_bindir() {
+  local d
+  d=$(find /usr/lib/postgresql -maxdepth 3 -path '*/bin/postgres' 2>/dev/null | sort -V | tail -n 1) || true
+  [[ -n $d ]] && dirname "$d"
+}
+
+postgresql_install() {
+  if [[ -z $(postgresql_bindir) ]] || ! command -v psql >/dev/null; then
+    log "installing postgresql (apt)"
+    apt_install postgresql
+  fi
+  [[ -n $(postgresql_bindir) ]] || die "no PostgreSQL server binaries under /usr/lib/postgresql after apt-get install postgresql"
+}
+
+# Sets PG_AS_OWNER: the prefix that runs a PostgreSQL server program as a non-root uid when we
+# are root (`unshare` and `setpriv` exec the program: the pid stays the same), and makes the
+# cluster's directories writable by that uid.
+postgresql_owner_cmd() {
+  local dir=$TC_HOME/postgresql uid gid
+  PG_AS_OWNER=()
+  mkdir -p "$dir/run"
+  ((EUID == 0)) || return 0
+  uid=$(id -u postgres 2>/dev/null) || uid=70
+  gid=$(id -g postgres 2>/dev/null) || gid=$uid
+  if unshare --user "--map-user=$uid" "--map-group=$gid" true 2>/dev/null; then
+    PG_AS_OWNER=(unshare --user "--map-user=$uid" "--map-group=$gid")
+    return 0
+  fi
+  id postgres >/dev/null 2>&1 || die "postgresql: cannot run as root, user namespaces are not allowed here (unshare --user), and there is no postgres user"
+  PG_AS_OWNER=(setpriv --reuid=postgres --regid=postgres --init-groups)
+  mkdir -p "$dir/data"
+  chown postgres:postgres "$dir/data" "$dir/run"
+  chmod 700 "$dir/data"
+  "${PG_AS_OWNER[@]}" test -w "$dir/data" ||
+    die "postgresql: cannot run as root, user namespaces are not allowed here (unshare --user), and the postgres user cannot reach $dir: set MESHGUARD_TC_HOME to a directory it can reach (e.g. /var/tmp/meshguard-tc)"
+}
+
+postgresql_url() {
+  echo "postgres://postgres@$TC_HOST:$POSTGRESQL_PORT/$POSTGRESQL_DATABASE"
+}
+
+postgresql_launch() {
+  local dir=$TC_HOME/postgresql bin
+  bin=$(postgresql_bindir)
+  postgresql_owner_cmd
+  mkdir -p "$dir/logs"
+  if [[ ! -f $dir/data/PG_VERSION ]]; then
+    log "creating a PostgreSQL cluster in $dir/data"
+    rm -rf "$dir/data/"* # kept: the directory (its owner, when run as postgres)
+    "${PG_AS_OWNER[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
+      >>"$(svc_log postgresql)" 2>&1 || {
+      show_log_tail "$(svc_log postgresql)"
+      rm -rf "$dir/data"
+      die "initdb failed (see $(svc_log postgresql))"
+    }
+  fi
+  # Test data: no fsync wait per commit (as MariaDB's innodb_flush_log_at_trx_commit=2).
+  spawn postgresql "${PG_AS_OWNER[@]}" "$bin/postgres" -D "$dir/data" -p "$POSTGRESQL_PORT" \
+    -c listen_addresses="$TC_HOST" -c unix_socket_directories="$dir/run" \
+    -c synchronous_commit=off -c max_connections=200 -c logging_collector=off
+}
+
+postgresql_ready() {
+  port_open "$POSTGRESQL_PORT" &&
+    psql -X -q -h "$TC_HOST" -p "$POSTGRESQL_PORT" -U postgres -d postgres -tAc 'select 1' >/dev/null 2>&1
+}
+
+postgresql_after_ready() {
+  local have
+  have=$(psql -X -q -h "$TC_HOST" -p "$POSTGRESQL_PORT" -U postgres -d postgres -tAc \
+    "select 1 from pg_database where datname = '$POSTGRESQL_DATABASE'") ||
+    die "postgresql: cannot list databases"
+  if [[ $have != 1 ]]; then
+    psql -X -q -h "$TC_HOST" -p "$POSTGRESQL_PORT" -U postgres -d postgres \
+      -c "create database $POSTGRESQL_DATABASE" || die "postgresql: could not create database $POSTGRESQL_DATABASE"
+  fi
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,12 @@
-// Command ferretdb runs a MongoDB-wire server (embedded FerretDB v1 with its SQLite backend) for
-// meshguard's tests and demos, and checks that one answers.
+// Command ferretdb runs a MongoDB-wire server (embedded FerretDB v1, SQLite backend by default,
+// or its PostgreSQL backend) for meshguard's tests and demos, and checks that one answers.
 //
 //	ferretdb [-addr 127.0.0.1:27017] [-dir DATA_DIR] [-log-level info]   serve until SIGTERM/SIGINT
+//	         [-handler sqlite|postgresql] [-postgresql-url postgres://USER@HOST:PORT/DB]
 //	ferretdb ping [-timeout 2s] [ADDR]                                    exit 0 if ADDR answers `ping`
+//
+// With -handler postgresql the documents live in that PostgreSQL database (it must exist) and
+// -dir is only created, not used.
 //
 // testcontainers/up builds it once into the cache folder and starts it in the background.
 package main
@@ -38,6 +42,8 @@ func serve(args []string) int {
 	addr := fs.String("addr", "127.0.0.1:27017", "TCP address to listen on")
 	dir := fs.String("dir", "data", "directory for the SQLite databases (created if missing)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	handler := fs.String("handler", "sqlite", "backend: sqlite (files in -dir) or postgresql (-postgresql-url)")
+	pgURL := fs.String("postgresql-url", "", "PostgreSQL connection string for -handler postgresql")
 	_ = fs.Parse(args)
 
 	var lvl slog.Level
@@ -56,13 +62,26 @@ func serve(args []string) int {
 		return 1
 	}
 
-	// The SQLite backend wants a URI naming an existing directory, ending with a slash.
-	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: *addr},
-		Logger:    logger,
-		Handler:   "sqlite",
-		SQLiteURL: "file:" + abs + "/",
-	})
+	config := &ferretdb.Config{
+		Listener: ferretdb.ListenerConfig{TCP: *addr},
+		Logger:   logger,
+		Handler:  *handler,
+	}
+	switch *handler {
+	case "sqlite":
+		// The SQLite backend wants a URI naming an existing directory, ending with a slash.
+		config.SQLiteURL = "file:" + abs + "/"
+	case "postgresql":
+		if *pgURL == "" {
+			fmt.Fprintln(os.Stderr, "ferretdb: -handler postgresql needs -postgresql-url")
+			return 2
+		}
+		config.PostgreSQLURL = *pgURL
+	default:
+		fmt.Fprintf(os.Stderr, "ferretdb: bad -handler %q (sqlite or postgresql)\n", *handler)
+		return 2
+	}
+	f, err := ferretdb.New(config)
 	if err != nil {
 		logger.Error("start", "error", err)
 		return 1
@@ -71,7 +90,7 @@ func serve(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	logger.Info("serving", "addr", *addr, "dir", abs)
+	logger.Info("serving", "addr", *addr, "handler", *handler, "dir", abs)
 	if err := f.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		logger.Error("run", "error", err)
 		return 1
