@@ -181,6 +181,36 @@ async fn a_table_of_good_and_bad_rows_reports_each_violation_with_its_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_of_200k_rows_is_read_to_its_last_row_once() {
+    let db = database();
+    // MariaDB's sequence engine makes the rows; the last one breaks the contract.
+    mysql_database(
+        &db,
+        &[
+            "CREATE TABLE payments (payment_id CHAR(36) NOT NULL PRIMARY KEY, customer_id BIGINT NOT NULL, \
+             amount DECIMAL(18,2) NOT NULL, currency CHAR(3) NOT NULL, status VARCHAR(16) NOT NULL, \
+             created_at DATETIME(6) NOT NULL, updated_at DATETIME(6) NULL)"
+                .to_owned(),
+            "INSERT INTO payments SELECT CONCAT('00000000-0000-4000-8000-', LPAD(seq, 12, '0')), 1 + seq % 5000, \
+             (seq % 100000) / 100, 'EUR', IF(seq = 200000, 'LOST', 'COMPLETED'), \
+             TIMESTAMPADD(SECOND, -seq, '2026-12-01 12:00:00'), NULL FROM seq_1_to_200000"
+                .to_owned(),
+        ],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let sources = format!("    mysql:\n      database: {db}\n      tables: [payments]\n");
+    product(dir.path(), &sources, "payment-schema", "payment-schema.json", Some("{mysql: {table: payments}}"));
+    let out = scan(dir.path(), &url_of(&db), &mongodb(), &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = report(&out);
+    assert_eq!((r["records"].as_u64(), r["invalid"].as_u64(), r["source"]["pages"].as_u64()), (Some(200_000), Some(1), Some(200)));
+    assert_eq!(violations(&r), vec![("/status".into(), "enum".into(), vec![key(200_000)])]);
+    assert_eq!(r["source"]["newest_event_time"], "2026-12-01T11:59:59Z");
+    drop_mysql(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_table_a_missing_column_and_an_unreachable_server_are_one_line_and_exit_2() {
     let db = database();
     mysql_database(
