@@ -26,6 +26,8 @@
 //! - [`generate`]: the event generator behind `meshguard produce`.
 //! - [`check`]: the offline `meshguard check` report.
 //! - [`replay`]: `meshguard dlq replay`, dead letters re-checked and re-published once.
+//! - [`scan`]: `meshguard scan`, bound tables and collections read in pages and held to their
+//!   contracts with `check`'s judgement and report.
 //! - [`cli`]: the command line.
 
 pub mod api;
@@ -42,6 +44,7 @@ pub mod product;
 pub mod quality;
 pub mod reconcile;
 pub mod replay;
+pub mod scan;
 pub mod sink;
 pub mod source;
 pub mod stream;

@@ -13,12 +13,12 @@ use crate::contract::{Contract, Violation};
 use crate::verdict::{self, Evaluation, Rejection, ShadowVerdict, Stage, evaluate_lean, evaluate_record, evaluate_unkeyed, select_version};
 
 pub use self::input::{Input, InputError, read_from, read_records};
-pub use self::report::{At, Report, ShadowSummary, render_text};
+pub use self::report::{At, Report, ShadowSummary, SourceSummary, render_text};
 pub use self::run::{Notes, Plan, check_input};
 
 /// A report location.
 pub fn report_at(input: &str, line: u64) -> At {
-    At { input: input.to_owned(), line }
+    At { input: input.to_owned(), line, key: None }
 }
 
 /// The judgement of one record that needs no state: the applied version's verdict, the shadow

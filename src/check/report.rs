@@ -18,8 +18,11 @@ const MAX_LINES: usize = 10;
 pub struct At {
     /// Input name.
     pub input: String,
-    /// Line or record number.
+    /// Line or record number (`scan`: the row's or document's rank in key order).
     pub line: u64,
+    /// The record's key (`scan`: the bound key column or field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// Violations sharing a path and keyword.
@@ -74,6 +77,27 @@ pub struct FreshnessSummary {
     pub sla: String,
     /// Records older than the SLA.
     pub over_sla: u64,
+}
+
+/// What `scan` read: the bound table or collection and how fresh it is (absent for `check`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceSummary {
+    /// `mysql table payments` / `mongodb collection banking.payment_analytics`.
+    pub source: String,
+    /// The key rows or documents are reported by.
+    pub key: String,
+    /// The event-time columns or fields, the first non-null one of a record counts.
+    pub event_time: Vec<String>,
+    /// The newest event time read (RFC 3339), if any record has one.
+    pub newest_event_time: Option<String>,
+    /// Now − the newest event time: how stale the source is (0 for one in the future).
+    pub freshness_seconds: Option<f64>,
+    /// Whether that age is within the contract's freshness SLA.
+    pub meets_freshness_sla: Option<bool>,
+    /// Pages read.
+    pub pages: u64,
+    /// Seconds the scan took.
+    pub elapsed_seconds: f64,
 }
 
 /// A shadow version's would-be rejections.
@@ -151,6 +175,9 @@ pub struct Report {
     pub completeness: CompletenessSummary,
     /// Freshness.
     pub freshness: FreshnessSummary,
+    /// The table or collection `scan` read; absent for `check`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceSummary>,
     #[serde(skip)]
     groups: BTreeMap<(String, String, Option<String>), Group>,
     #[serde(skip)]
@@ -182,6 +209,7 @@ impl Report {
             duplicate_lines: Vec::new(),
             completeness: CompletenessSummary { sla: contract.quality.completeness.to_string(), ..Default::default() },
             freshness: FreshnessSummary { sla: contract.quality.freshness.to_string(), ..Default::default() },
+            source: None,
             groups: BTreeMap::new(),
             warning_groups: BTreeMap::new(),
             ages: Vec::new(),
@@ -234,7 +262,7 @@ impl Report {
     /// one adding the records one by one gives, since a group keeps its first example and its
     /// first lines.
     pub fn absorb(&mut self, input: &str, base: u64, part: Report) {
-        let at = |a: At| At { input: input.to_owned(), line: base + a.line };
+        let at = |a: At| At { input: input.to_owned(), line: base + a.line, key: a.key };
         self.records += part.records;
         self.valid += part.valid;
         self.invalid += part.invalid;
@@ -381,9 +409,14 @@ fn render_groups(s: &mut String, groups: &[Group]) {
             None if g.path.is_empty() => "/".to_owned(),
             None => g.path.clone(),
         };
-        let lines: Vec<String> = g.lines.iter().map(|a| a.line.to_string()).collect();
         let more = if g.count as usize > g.lines.len() { ", …" } else { "" };
-        let _ = writeln!(s, "    {path:<24} {:<14} {:>6}  lines {}{more}", g.keyword, g.count, lines.join(", "));
+        // `scan` reports records by key, `check` by line.
+        let (what, at): (&str, Vec<String>) = if g.lines.iter().all(|a| a.key.is_some()) && !g.lines.is_empty() {
+            ("keys", g.lines.iter().filter_map(|a| a.key.clone()).collect())
+        } else {
+            ("lines", g.lines.iter().map(|a| a.line.to_string()).collect())
+        };
+        let _ = writeln!(s, "    {path:<24} {:<14} {:>6}  {what} {}{more}", g.keyword, g.count, at.join(", "));
         let _ = writeln!(s, "      e.g. {}", g.example);
     }
 }
@@ -482,6 +515,18 @@ pub fn render_text(r: &Report) -> String {
         _ => {
             let _ = writeln!(s, "  freshness     no record has an event time");
         }
+    }
+    if let Some(src) = &r.source {
+        let newest = match (&src.newest_event_time, src.freshness_seconds, src.meets_freshness_sla) {
+            (Some(t), Some(age), Some(met)) => {
+                format!("newest event {t}, {} old (SLA {}: {})", human(age), f.sla, if met { "met" } else { "BREACHED" })
+            }
+            _ => format!("no record has an event time ({})", src.event_time.join(", ")),
+        };
+        let _ = writeln!(s, "  source        {newest}");
+        let rate = if src.elapsed_seconds > 0.0 { r.records as f64 / src.elapsed_seconds } else { 0.0 };
+        let _ =
+            writeln!(s, "  read          {} records in {} pages, {:.2}s ({rate:.0} records/s)", r.records, src.pages, src.elapsed_seconds);
     }
     let verdict = if r.invalid == 0 {
         "PASS: every record holds to the contract".to_owned()

@@ -85,7 +85,7 @@ fn judge_chunk(judge: &Judge<'_>, chunk: &[u8], now: OffsetDateTime) -> Judgemen
         }
         let judged = judge.line(bytes, now, &mut tape, false);
         // The input is named when the chunk is added to the whole report.
-        let at = At { input: String::new(), line };
+        let at = At { input: String::new(), line, key: None };
         report.add_shadows(&at, judged.eval.is_valid(), &judged.shadows);
         report.add(&at, &judged.eval);
         if let Some(key) = judged.key {

@@ -8,6 +8,7 @@ mod dlq;
 mod lint;
 mod produce;
 mod run;
+mod scan;
 mod serve;
 mod token;
 
@@ -32,7 +33,8 @@ use clap::{Parser, Subcommand};
     meshguard contract export --format odcs loans-data-product > loans.odcs.yaml\n  \
     meshguard contract import odcs loans.odcs.yaml --config /tmp/imported/config\n  \
     meshguard catalog apply                          # lint, then store the products' revisions in MongoDB\n  \
-    meshguard dlq replay --dry-run                   # which dead letters the contract now accepts\n\n\
+    meshguard dlq replay --dry-run                   # which dead letters the contract now accepts\n  \
+    meshguard scan --product payments-data-product   # hold the bound MySQL table to its contract\n\n\
     Configuration: embedded defaults, then --config FILE, then MESHGUARD__SECTION__KEY variables.")]
 pub struct Cli {
     /// What to do.
@@ -91,6 +93,33 @@ pub enum Command {
     /// The dead-letter topic: `dlq replay` re-checks dead letters against the contract in force
     /// and re-publishes those that pass to their source topic, once.
     Dlq(dlq::DlqArgs),
+    /// Hold the data at rest to its contract: read each bound MySQL table or MongoDB collection
+    /// and report as `check` does.
+    ///
+    /// A contract is bound to a table or collection of its product's `spec.sources` by the
+    /// contract key `source:` (`source: {mysql: {table: loans, keyColumn: loan_id,
+    /// eventTimeColumn: updated_at}}` or `source: {mongodb: {collection: …, keyField: …,
+    /// eventTimeField: …}}`); a product that binds none takes the one table or collection named
+    /// after each contract (payments: `payment-schema` → table `payments`,
+    /// `payment-analytics-schema` → collection `payment_analytics`).
+    ///
+    /// Tables are read from the database of mysql.url in pages by their unique key
+    /// (`WHERE key > ? ORDER BY key LIMIT n`), collections from spec.sources.mongodb.database
+    /// at mongodb.uri in pages by `_id`; memory holds about three pages. Each row becomes a
+    /// record of the columns the contract names: DECIMAL as its exact digits, DATETIME and
+    /// TIMESTAMP as RFC 3339 UTC, NULL as null where the contract requires the field (reported)
+    /// and as an absent field where it does not. The report is `check`'s, with violations by
+    /// path and keyword listing the records' keys, plus the source's freshness: now − its newest
+    /// event time, against the contract's SLA.
+    ///
+    /// Exit status: 0 when every record is valid, 1 when some are not, 2 on a usage or
+    /// configuration error: a table or collection that does not exist, a column the contract
+    /// requires that the table lacks, an unreachable server (one line naming it).
+    #[command(after_help = "Examples:\n  \
+        meshguard scan --product payments-data-product --source payments\n  \
+        meshguard scan --product loans-data-product --format json\n  \
+        MESHGUARD__MYSQL__URL=mysql://root@127.0.0.1:3306/banking meshguard scan --source loans")]
+    Scan(scan::ScanArgs),
 }
 
 /// Runs the parsed command line.
@@ -105,6 +134,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Contract(args) => contract::run(args),
         Command::Catalog(args) => catalog::run(args),
         Command::Dlq(args) => dlq::run(args),
+        Command::Scan(args) => scan::run(args),
     }
 }
 

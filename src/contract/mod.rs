@@ -191,6 +191,8 @@ pub struct Contract {
     pub unique: Option<crate::product::model::UniqueSpec>,
     /// The volume SLA per window.
     pub volume: Option<crate::product::model::VolumeSpec>,
+    /// The table or collection its data rests in (`meshguard scan`).
+    pub source: Option<crate::product::model::SourceBinding>,
 }
 
 /// Longest record id kept as it is (bytes); longer ids are replaced by their SHA-256.

@@ -322,6 +322,11 @@ impl Catalog {
                         }
                     }
                 }
+                if let Some(source) = &spec.source {
+                    for message in source_problems(&decl, &spec.name, source) {
+                        here("source:", message);
+                    }
+                }
                 let rules = match RuleSet::compile(&decl.metadata.name, &spec.name, &spec.rules) {
                     Ok(r) => r.with_version(&spec.version),
                     Err(errors) => {
@@ -612,7 +617,9 @@ fn compile(
             }
         }
     }
+    let source = source_binding(decl, spec, key_field.as_deref(), &event_time_fields, &properties, &document, is_avro)?;
     let contract = Contract {
+        source,
         product: decl.metadata.name.clone(),
         domain: decl.metadata.domain.clone(),
         name: spec.name.clone(),
@@ -631,6 +638,116 @@ fn compile(
         volume: spec.volume,
     };
     Ok((contract, document))
+}
+
+/// What is wrong with a contract's `source:` (checked where the line is known; `compile`
+/// resolves it).
+fn source_problems(decl: &DataProduct, contract: &str, source: &crate::product::model::SourceSpec) -> Vec<String> {
+    let sources = &decl.spec.sources;
+    let mut problems = Vec::new();
+    match (&source.mysql, &source.mongodb) {
+        (Some(t), None) => {
+            if !sources.mysql.as_ref().is_some_and(|m| m.tables.contains(&t.table)) {
+                problems.push(format!("contract {contract:?}: source.mysql.table {:?} is not one of spec.sources.mysql.tables", t.table));
+            }
+            let idents =
+                [("table", Some(&t.table)), ("keyColumn", t.key_column.as_ref()), ("eventTimeColumn", t.event_time_column.as_ref())];
+            for (key, ident) in idents {
+                if let Some(ident) = ident
+                    && !is_sql_identifier(ident)
+                {
+                    problems.push(format!("contract {contract:?}: source.mysql.{key} {ident:?} is not a plain SQL identifier"));
+                }
+            }
+        }
+        (None, Some(c)) => {
+            if !sources.mongodb.as_ref().is_some_and(|m| m.collections.contains(&c.collection)) {
+                problems.push(format!(
+                    "contract {contract:?}: source.mongodb.collection {:?} is not one of spec.sources.mongodb.collections",
+                    c.collection
+                ));
+            }
+        }
+        _ => problems.push(format!("contract {contract:?}: source names exactly one of `mysql` or `mongodb`")),
+    }
+    problems
+}
+
+/// The contract's source binding: the declared one, or the default for a product that
+/// declares none: the one table or collection of `spec.sources` named after the contract
+/// (`payment-schema` → `payment` or `payments`, `payment-analytics-schema` →
+/// `payment_analytics`), keyed by the contract's key field. Scans hold records to JSON Schema
+/// contracts only: an Avro contract takes no default and may not declare one.
+fn source_binding(
+    decl: &DataProduct,
+    spec: &ContractSpec,
+    key_field: Option<&str>,
+    event_time_fields: &[String],
+    properties: &[String],
+    document: &Value,
+    is_avro: bool,
+) -> Result<Option<crate::product::model::SourceBinding>, String> {
+    use crate::product::model::{SourceAt, SourceBinding};
+    let sources = &decl.spec.sources;
+    let mysql_db = || sources.mysql.as_ref().map(|m| m.database.clone()).unwrap_or_default();
+    let mongo_db = || sources.mongodb.as_ref().map(|m| m.database.clone()).unwrap_or_default();
+    // The contract's event-time fields, then its required date-time properties.
+    let default_times = || {
+        let mut times: Vec<String> = event_time_fields.to_vec();
+        let required: Vec<&str> =
+            document.get("required").and_then(Value::as_array).map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        for p in properties {
+            let is_time = document.pointer(&format!("/properties/{p}/format")).and_then(Value::as_str) == Some("date-time");
+            if is_time && required.contains(&p.as_str()) && !times.contains(p) {
+                times.push(p.clone());
+            }
+        }
+        times
+    };
+    let Some(declared) = &spec.source else {
+        if is_avro || decl.spec.contracts.iter().any(|c| c.source.is_some()) {
+            return Ok(None);
+        }
+        let Some(key) = key_field else { return Ok(None) };
+        let stem = spec.name.strip_suffix("-schema").unwrap_or(&spec.name).replace('-', "_");
+        let named = |n: &String| *n == stem || *n == format!("{stem}s");
+        let tables = sources.mysql.iter().flat_map(|m| &m.tables).filter(|t| named(t) && is_sql_identifier(t));
+        let collections = sources.mongodb.iter().flat_map(|m| &m.collections).filter(|c| named(c));
+        let mut found: Vec<SourceAt> = tables
+            .map(|t| SourceAt::Mysql { database: mysql_db(), table: t.clone() })
+            .chain(collections.map(|c| SourceAt::Mongodb { database: mongo_db(), collection: c.clone() }))
+            .collect();
+        if found.len() != 1 || !is_sql_identifier(key) {
+            return Ok(None);
+        }
+        let at = found.remove(0);
+        let binding = SourceBinding { at, key: key.to_owned(), event_time: default_times(), fields: properties.to_vec(), declared: false };
+        return Ok(Some(binding));
+    };
+    if is_avro {
+        return Err("source: `meshguard scan` holds rows and documents to JSON Schema contracts only; this one is Avro".into());
+    }
+    let (at, key, time) = match (&declared.mysql, &declared.mongodb) {
+        (Some(t), None) => (SourceAt::Mysql { database: mysql_db(), table: t.table.clone() }, &t.key_column, &t.event_time_column),
+        (None, Some(c)) => {
+            (SourceAt::Mongodb { database: mongo_db(), collection: c.collection.clone() }, &c.key_field, &c.event_time_field)
+        }
+        // Reported with its line by `source_problems`.
+        _ => return Err("source names exactly one of `mysql` or `mongodb`".into()),
+    };
+    let key = match (key, key_field) {
+        (Some(k), _) => k.clone(),
+        (None, Some(k)) => k.to_owned(),
+        (None, None) => return Err("source: no key to page and report rows by: set keyColumn/keyField (or the contract's keyField)".into()),
+    };
+    if matches!(at, SourceAt::Mysql { .. }) && !is_sql_identifier(&key) {
+        return Err(format!("source: key column {key:?} is not a plain SQL identifier"));
+    }
+    let event_time = match time {
+        Some(t) => vec![t.clone()],
+        None => default_times(),
+    };
+    Ok(Some(SourceBinding { at, key, event_time, fields: properties.to_vec(), declared: true }))
 }
 
 /// The seed's reconciliation, for a product that declares none: the MySQL table named after the

@@ -138,6 +138,105 @@ pub struct ContractSpec {
     /// Extension: how many records a window should hold (an SLA like the others).
     #[serde(default)]
     pub volume: Option<VolumeSpec>,
+    /// Extension: the table or collection of `spec.sources` this contract's data rests in, which
+    /// `meshguard scan` reads and holds to the contract. Default, for a product that binds none:
+    /// the one declared table or collection named after the contract (below).
+    #[serde(default)]
+    pub source: Option<SourceSpec>,
+}
+
+/// Where a contract's data rests (extension): exactly one of `mysql` or `mongodb`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// A table of `spec.sources.mysql.tables`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mysql: Option<TableSource>,
+    /// A collection of `spec.sources.mongodb.collections`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mongodb: Option<CollectionSource>,
+}
+
+/// A contract bound to a MySQL table: each row is a record, its columns the record's fields.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TableSource {
+    /// The table, in the database of `mysql.url`.
+    pub table: String,
+    /// A unique column rows are paged by and reported with (default: the contract's key field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_column: Option<String>,
+    /// The column whose newest value is the table's freshness (default: the contract's
+    /// event-time fields, then its required `date-time` properties, the first non-null one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time_column: Option<String>,
+}
+
+/// A contract bound to a MongoDB collection: each document is a record.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CollectionSource {
+    /// The collection, in `spec.sources.mongodb.database`.
+    pub collection: String,
+    /// The field documents are reported by (default: the contract's key field). Pages are read
+    /// by `_id`, the one field the MongoDB-wire server of the tests looks up without a scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_field: Option<String>,
+    /// The field whose newest value is the collection's freshness (default as for tables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time_field: Option<String>,
+}
+
+/// A contract's source binding as resolved at load: what `meshguard scan` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceBinding {
+    /// The system and the table or collection.
+    pub at: SourceAt,
+    /// The key column or field: MySQL rows are paged by it; every record is reported by it.
+    pub key: String,
+    /// Event-time columns or fields, the first non-null one of a record counts.
+    pub event_time: Vec<String>,
+    /// The contract's top-level properties (a table's other columns are not read).
+    pub fields: Vec<String>,
+    /// Whether the product declared it (`source:`) rather than took the default.
+    pub declared: bool,
+}
+
+/// A bound table or collection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceAt {
+    /// A table in the database of `mysql.url`.
+    Mysql {
+        /// The declared database (`spec.sources.mysql.database`), for messages.
+        database: String,
+        /// The table.
+        table: String,
+    },
+    /// A collection in the declared database.
+    Mongodb {
+        /// `spec.sources.mongodb.database`.
+        database: String,
+        /// The collection.
+        collection: String,
+    },
+}
+
+impl SourceAt {
+    /// The table's or collection's name (what `scan --source` selects).
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Mysql { table, .. } => table,
+            Self::Mongodb { collection, .. } => collection,
+        }
+    }
+
+    /// `mysql table payments` / `mongodb collection banking.payment_analytics`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Mysql { table, .. } => format!("mysql table {table}"),
+            Self::Mongodb { database, collection } => format!("mongodb collection {database}.{collection}"),
+        }
+    }
 }
 
 /// A uniqueness constraint (extension).
