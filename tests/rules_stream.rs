@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::*;
 
-/// The loans product with only `loan-schema`, bound to `topic`, without reconciliation (no
-/// source rows are written here).
+/// The loans product with only `loan-schema`, bound to `topic`, without reconciliation or an
+/// at-rest source (no source rows are written here).
 fn loans_product(dir: &std::path::Path, topic: &str) {
     let text = std::fs::read_to_string(repo().join("config/products/loans.yaml")).unwrap_or_else(|e| panic!("{e}"));
     let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
@@ -21,6 +21,8 @@ fn loans_product(dir: &std::path::Path, topic: &str) {
         contracts.truncate(1);
         if let Some(m) = contracts[0].as_mapping_mut() {
             let _ = m.remove("reconciliation");
+            // Its at-rest binding names a table of `spec.sources`, removed below.
+            let _ = m.remove("source");
         }
     }
     if let Some(m) = spec.as_mapping_mut() {
