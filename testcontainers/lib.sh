@@ -498,18 +498,56 @@ mariadb_after_ready() {
 # FerretDB: testcontainers/ferretdb (embedded FerretDB, SQLite backend), built with Go.
 
 ferretdb_install() {
-  local src=$TC_DIR/ferretdb want
-  want=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -d' ' -f1)
+  local src=$TC_DIR/ferretdb want version moddir tmp
+  want=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" "$src"/patches/*.patch | sha256sum | cut -d' ' -f1)
   if [[ -x $FERRETDB_BIN && -f $FERRETDB_BIN.sha256 && $(<"$FERRETDB_BIN.sha256") == "$want" ]]; then
     return 0
   fi
   command -v go >/dev/null || die "Go (1.24 or newer) is needed to build FerretDB"
   log "building FerretDB into $FERRETDB_BIN (go build; a few minutes the first time)"
   mkdir -p "$(dirname "$FERRETDB_BIN")"
-  run_logged go -C "$src" build -trimpath -o "$FERRETDB_BIN.tmp" . ||
+  # FerretDB's module, patched (testcontainers/ferretdb/patches), replaces the published one in a
+  # copy of this folder: the build never writes into the source tree or the module cache.
+  version=$(go -C "$src" list -m -f '{{.Version}}' github.com/FerretDB/FerretDB) ||
+    die "cannot read the FerretDB version from $src/go.mod"
+  moddir=$(ferretdb_module_dir "$src" "$version")
+  tmp=$TC_HOME/ferretdb-build
+  rm -rf "$tmp"
+  mkdir -p "$tmp/main"
+  cp "$src/go.mod" "$src/go.sum" "$src/main.go" "$tmp/main/" || die "could not copy $src"
+  ferretdb_patched_copy "$moddir" "$tmp/ferretdb"
+  go -C "$tmp/main" mod edit -replace "github.com/FerretDB/FerretDB=../ferretdb" ||
+    die "go mod edit failed in $tmp/main"
+  run_logged go -C "$tmp/main" build -trimpath -buildvcs=false -o "$FERRETDB_BIN.tmp" . ||
     die "go build of FerretDB failed (see $TC_HOME/install.log)"
+  rm -rf "$tmp"
   mv -f "$FERRETDB_BIN.tmp" "$FERRETDB_BIN"
   echo "$want" >"$FERRETDB_BIN.sha256"
+}
+
+# The directory of FerretDB's module source in Go's module cache (downloaded if missing).
+ferretdb_module_dir() {
+  local moddir
+  moddir=$(go -C "$1" mod download -json "github.com/FerretDB/FerretDB@$2" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') || true
+  [[ -d $moddir ]] || die "go mod download of FerretDB $2 failed"
+  echo "$moddir"
+}
+
+# A writable copy of FerretDB's module at $2 with testcontainers/ferretdb/patches applied:
+# id-index.patch makes the `_id` index one that `_id` lookups use (SQLite: the index is on the
+# very expression the queries push down; PostgreSQL: a GIN index beside the btree one, for
+# the `@>` the queries use). Without it every find, update and delete by `_id` scans the
+# collection (docs/benchmarks.md, round 5c). Stores created before the patch keep their old
+# indexes: `testcontainers/down ferretdb` and remove its data folder to get the new ones.
+ferretdb_patched_copy() {
+  local from=$1 to=$2 p
+  rm -rf "$to"
+  { cp -r "$from" "$to" && chmod -R u+w "$to"; } || die "could not copy the FerretDB module source"
+  for p in "$TC_DIR"/ferretdb/patches/*.patch; do
+    patch -s -p1 -d "$to" <"$p" >>"$TC_HOME/install.log" 2>&1 ||
+      die "FerretDB: $p does not apply to $from (see $TC_HOME/install.log)"
+  done
 }
 
 ferretdb_launch() {
@@ -641,22 +679,19 @@ ferretdb_auth_install() {
   local src=$TC_DIR/ferretdb version moddir want tmp
   version=$(go -C "$src" list -m -f '{{.Version}}' github.com/FerretDB/FerretDB) ||
     die "cannot read the FerretDB version from $src/go.mod"
-  want=$version+skip-empty-exchange
+  want=$version+skip-empty-exchange+$(cat "$src"/patches/*.patch | sha256sum | cut -c1-16)
   if [[ -x $FERRETDB_AUTH_BIN && -f $FERRETDB_AUTH_BIN.version && $(<"$FERRETDB_AUTH_BIN.version") == "$want" ]]; then
     return 0
   fi
   log "building FerretDB $version (its own command) into $FERRETDB_AUTH_BIN"
-  moddir=$(go -C "$src" mod download -json "github.com/FerretDB/FerretDB@$version" |
-    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') || true
-  [[ -d $moddir ]] || die "go mod download of FerretDB $version failed"
-  # A writable copy of the module with build/version/version.txt filled in, as FerretDB's own
-  # `task gen-version` does (the module zip leaves it empty and the command refuses to start).
+  moddir=$(ferretdb_module_dir "$src" "$version")
+  # A patched, writable copy of the module with build/version/version.txt filled in, as
+  # FerretDB's own `task gen-version` does (the module zip leaves it empty and the command
+  # refuses to start).
   tmp=$TC_HOME/ferretdb_auth/src.tmp
-  rm -rf "$tmp"
   mkdir -p "$(dirname "$tmp")"
-  if ! { cp -r "$moddir" "$tmp" && chmod -R u+w "$tmp" && echo "$version" >"$tmp/build/version/version.txt"; }; then
-    die "could not copy the FerretDB module source"
-  fi
+  ferretdb_patched_copy "$moddir" "$tmp"
+  echo "$version" >"$tmp/build/version/version.txt" || die "could not write $tmp/build/version/version.txt"
   # FerretDB 1.24 ignores saslStart's `skipEmptyExchange` and answers the client's final SCRAM
   # message with done:false, expecting one more empty round; the Rust driver (mongodb 3.x) always
   # asks to skip it and fails with "expected SCRAM authentication to have completed". Answer
