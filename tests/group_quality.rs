@@ -55,8 +55,9 @@ async fn docs_until(
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{collection} {filter} never met the condition within {within:?} (volume so far {}): {:#?}",
+            "{collection} {filter} never met the condition within {within:?} (volume so far {}, late {}): {:#?}",
             sum(&docs, "volume"),
+            sum(&docs, "late"),
             docs.iter().rev().take(4).collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -101,9 +102,12 @@ async fn three_instances_report_one_window_and_one_accuracy_episode() {
     for svc in &services {
         svc.wait_ready(Duration::from_secs(60));
     }
-    // Healthy, then 5% of the source rows disagree, then healthy again.
+    // Healthy, then 5% of the source rows disagree, then healthy again. Each phase is counted
+    // before the next starts; on a loaded machine an instance may fall more than the lateness
+    // bound behind, and its records are then counted as `late` in a later window: counted all
+    // the same, which is what is asserted here (the exact split is the aggregator's unit tests').
     produce_phase(&s, &topic, 600, "0", 31);
-    windows_until(&s.names.database, &topic, Duration::from_secs(120), |w| sum(w, "volume") == 600).await;
+    windows_until(&s.names.database, &topic, Duration::from_secs(120), |w| sum(w, "volume") + sum(w, "late") == 600).await;
     produce_phase(&s, &topic, 600, "0.05", 32);
     let alerts =
         read_json_until(&s.kafka, &s.names.alerts, Duration::from_secs(120), |a| !alerts_of(a, &topic, "accuracy", "firing").is_empty());
