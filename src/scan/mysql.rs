@@ -103,6 +103,21 @@ pub struct TableReader {
     after: Option<String>,
     done: bool,
     secrets: Secrets,
+    /// Scheduled scans: rows changed since a mark instead of the whole table.
+    since: Option<Since>,
+}
+
+/// Incremental reading (scheduled scans in `run`): the rows whose event time (the first
+/// non-null event-time column, `COALESCE(…)`) is past `mark`, up to `until`, in (event time,
+/// key) order: `WHERE t <= until AND (t > at OR (t = at AND key > k)) ORDER BY t, key`.
+#[derive(Debug, Clone)]
+struct Since {
+    /// `COALESCE(updated_at, created_at)` (identifiers from the checked binding).
+    expr: String,
+    /// The last row read: its event time as the server prints it, and its key.
+    mark: Option<(String, String)>,
+    /// Rows with a later event time wait for a later scan (they may still be written).
+    until: String,
 }
 
 fn refused(message: impl std::fmt::Display) -> Error {
@@ -220,6 +235,45 @@ impl TableReader {
             after: None,
             done: false,
             secrets,
+            since: None,
+        })
+    }
+
+    /// Reads only the rows whose event time is after `mark` (the event time as the server
+    /// printed it and the key of the last row read before; none: from the first row) and at
+    /// most `until` (`YYYY-MM-DD HH:MM:SS.ffffff`, UTC). A table without an event-time column
+    /// cannot be read so: the error names it.
+    pub fn since(&mut self, mark: Option<(String, String)>, until: String) -> Result<(), Error> {
+        let names: Vec<&str> = self.event_time.iter().filter_map(|&i| self.columns.get(i)).map(|c| c.name.as_str()).collect();
+        let expr = match names.as_slice() {
+            [] => {
+                return Err(refused(format_args!(
+                    "table {} has no event-time column: a scheduled scan cannot tell which rows changed",
+                    self.table
+                )));
+            }
+            [one] => (*one).to_owned(),
+            many => format!("COALESCE({})", many.join(", ")),
+        };
+        self.since = Some(Since { expr, mark, until });
+        Ok(())
+    }
+
+    /// The mark after the last row read (incremental reading only).
+    pub fn mark(&self) -> Option<(String, String)> {
+        self.since.as_ref().and_then(|s| s.mark.clone())
+    }
+
+    /// The newest event time of the whole table as the server prints it (`MAX` of the
+    /// event-time expression), `None` for an empty table or one without event-time columns.
+    pub async fn newest(&self) -> Result<Option<String>, Error> {
+        let Some(since) = &self.since else { return Ok(None) };
+        let q = format!("SELECT CAST(MAX({}) AS CHAR) FROM {}", since.expr, self.table);
+        sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(q)).fetch_one(&self.pool).await.map_err(|e| {
+            Error::transient(
+                System::MySql,
+                format_args!("reading table {}: {}", self.table, self.secrets.scrub(&e.to_string()).replace('\n', " ")),
+            )
         })
     }
 
@@ -233,15 +287,35 @@ impl TableReader {
         for c in &self.columns {
             let _ = q.push(format!(", CAST({} AS CHAR)", c.name));
         }
-        let _ = q.push(format!(" FROM {}", self.table));
-        if let Some(after) = &self.after {
+        if let Some(since) = &self.since {
+            let _ = q.push(format!(", CAST({} AS CHAR) FROM {} WHERE {} <= ", since.expr, self.table, since.expr));
+            let _ = q.push_bind(since.until.clone());
+            if let Some((at, key)) = &since.mark {
+                let _ = q.push(format!(" AND ({e} > ", e = since.expr)).push_bind(at.clone());
+                let _ = q.push(format!(" OR ({e} = ", e = since.expr)).push_bind(at.clone());
+                let _ = q.push(format!(" AND {} > ", self.key));
+                match key.parse::<i64>() {
+                    Ok(n) if self.key_is_integer => q.push_bind(n),
+                    _ => q.push_bind(key.clone()),
+                };
+                let _ = q.push("))");
+            }
+            let _ = q.push(format!(" ORDER BY {}, {} LIMIT ", since.expr, self.key)).push_bind(self.page_size);
+        } else {
+            let _ = q.push(format!(" FROM {}", self.table));
+        }
+        if self.since.is_none()
+            && let Some(after) = &self.after
+        {
             let _ = q.push(format!(" WHERE {} > ", self.key));
             match after.parse::<i64>() {
                 Ok(n) if self.key_is_integer => q.push_bind(n),
                 _ => q.push_bind(after.clone()),
             };
         }
-        let _ = q.push(format!(" ORDER BY {} LIMIT ", self.key)).push_bind(self.page_size);
+        if self.since.is_none() {
+            let _ = q.push(format!(" ORDER BY {} LIMIT ", self.key)).push_bind(self.page_size);
+        }
         let rows = q.build().fetch_all(&self.pool).await.map_err(|e| {
             Error::transient(
                 System::MySql,
@@ -269,6 +343,14 @@ impl TableReader {
                 values.push(v);
             }
             let (json, event_time) = render(&self.columns, &values, &self.event_time);
+            if let Some(since) = &mut self.since {
+                let at: Option<String> = row
+                    .try_get(self.columns.len() + 1)
+                    .map_err(|e| refused(format_args!("table {}: event time {}: {e}", self.table, since.expr)))?;
+                if let Some(at) = at {
+                    since.mark = Some((at, key.clone()));
+                }
+            }
             self.after = Some(key.clone());
             page.push(Row { key, json, event_time });
         }
