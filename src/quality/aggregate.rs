@@ -49,9 +49,22 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Open {
     entries: Vec<Entry>,
-    /// Reconciliation verdicts (not tied to offsets).
+    /// Reconciliation verdicts and scanned rows (not tied to offsets).
     decided: Counts,
     decided_at: Option<i64>,
+    /// A bound source's scans counted here: the mark after the last one.
+    scan_mark: Option<ScanMark>,
+}
+
+/// Where a scheduled scan of a bound table stopped: the last row's event time (as the server
+/// printed it) and key. Kept with the last closed window, so a new owner scans again exactly
+/// the rows whose counts were in the windows lost with the old one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanMark {
+    /// Event time of the last row counted.
+    pub at: String,
+    /// Its key.
+    pub key: String,
 }
 
 /// What survives the owner: the last window closed, the offsets counted in closed windows and
@@ -66,6 +79,9 @@ pub struct Progress {
     /// closed (absent in states written before it was kept).
     #[serde(default)]
     pub newest_ms: Option<i64>,
+    /// A bound source: where the scans counted in closed windows stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_mark: Option<ScanMark>,
 }
 
 #[derive(Debug)]
@@ -90,6 +106,8 @@ struct Binding {
     held: bool,
     /// The window whose wait for commits was last logged.
     warned_waiting: Option<i64>,
+    /// A bound table or collection (scheduled scans), not a topic: `topic` is its label.
+    at_rest: bool,
 }
 
 /// The source consumer group's committed offsets (next offset to read per topic and partition):
@@ -189,8 +207,48 @@ impl Aggregator {
                 owned_since_ms: crate::measure::unix_ms(now),
                 held: false,
                 warned_waiting: None,
+                at_rest: false,
             },
         );
+    }
+
+    /// Takes ownership of a bound source's windows (`label`: `mysql:table`): they close by
+    /// the lateness bound (no partitions) and count what [`add_scan`](Self::add_scan) brings.
+    pub fn own_source(&mut self, key: &str, contract: Arc<Contract>, label: &str, progress: Progress, now: OffsetDateTime) {
+        self.own(key, contract, label, 0, progress, now);
+        if let Some(b) = self.bindings.get_mut(key) {
+            b.at_rest = true;
+        }
+    }
+
+    /// Where the next scan of an owned source starts: the mark of its last scan counted in
+    /// an open window, else of the last closed window. `None`: not owned here.
+    pub fn scan_mark(&self, key: &str) -> Option<Option<ScanMark>> {
+        let b = self.bindings.get(key).filter(|b| b.at_rest)?;
+        Some(b.open.values().rev().find_map(|w| w.scan_mark.clone()).or_else(|| b.progress.scan_mark.clone()))
+    }
+
+    /// Counts a scan of an owned source in the window open at `now`: its rows, the source's
+    /// newest event time (silence is judged on it) and the mark it stopped at.
+    pub fn add_scan(&mut self, key: &str, now: OffsetDateTime, counts: &Counts, newest_ms: Option<i64>, mark: Option<ScanMark>) -> bool {
+        let size = self.size_ms();
+        let Some(b) = self.bindings.get_mut(key).filter(|b| b.at_rest) else { return false };
+        let mut window = window_of(crate::measure::unix_ms(now), size);
+        if let Some(c) = b.progress.last_closed_ms
+            && window <= c
+        {
+            window = c.saturating_add(i64::try_from(size).unwrap_or(i64::MAX));
+        }
+        let w = b.open.entry(window).or_default();
+        w.decided.merge(counts);
+        if mark.is_some() {
+            w.scan_mark = mark;
+        }
+        if let Some(t) = newest_ms {
+            let newest = b.newest.entry(-1).or_insert(t);
+            *newest = (*newest).max(t);
+        }
+        true
     }
 
     /// Follows a new catalog revision: the binding's windows close with `contract` from now on.
@@ -363,6 +421,9 @@ impl Aggregator {
                 }
                 counts.merge(&w.decided);
                 counts.merge(&std::mem::take(&mut b.late_decided));
+                if w.scan_mark.is_some() {
+                    b.progress.scan_mark = w.scan_mark.clone();
+                }
                 b.progress.last_closed_ms = Some(next);
                 // Silence runs from the topic's newest record, whoever read it and whichever
                 // owner saw it: a new owner of a silent topic carries on with the silence (its
@@ -372,9 +433,14 @@ impl Aggregator {
                 b.progress.newest_ms = newest;
                 let silence = now_ms - newest.unwrap_or(b.owned_since_ms);
                 let late = std::mem::take(&mut b.late);
-                let closed = closed_window(&b.contract, &b.topic, (at(next), at(end)), &counts, self.track_lineage, late, {
-                    (silence > silence_ms).then(|| silence as f64 / 1000.0)
-                });
+                let mut closed =
+                    closed_window(&b.contract, &b.topic, (at(next), at(end)), &counts, self.track_lineage && !b.at_rest, late, {
+                        (silence > silence_ms).then(|| silence as f64 / 1000.0)
+                    });
+                if b.at_rest {
+                    closed.source = Some(b.topic.clone());
+                    closed.late = None;
+                }
                 out.push((key.clone(), closed, b.progress.clone()));
             }
         }
@@ -422,6 +488,7 @@ fn closed_window(
         accuracy_samples: w.accuracy_samples.clone(),
         stale_samples: w.stale_samples.clone(),
         late: Some(late),
+        source: None,
     }
 }
 
@@ -466,6 +533,37 @@ mod tests {
         let key = super::super::partial::binding_key(&c.product, &c.name, "t");
         a.own(&key, c.clone(), "t", 2, Progress::default(), at(0));
         (a, key)
+    }
+
+    #[test]
+    fn a_bound_tables_scans_count_in_the_open_window_and_its_mark_is_kept_when_it_closes() {
+        let c = contract();
+        let timing = Timing { window: Duration::from_secs(10), lateness: Duration::from_secs(5), silence_after: Duration::from_secs(60) };
+        let mut a = Aggregator::new(timing, true);
+        let key = super::super::partial::binding_key(&c.product, &c.name, "mysql:pay");
+        assert_eq!(a.scan_mark(&key), None, "not owned");
+        a.own_source(&key, c.clone(), "mysql:pay", Progress::default(), at(0));
+        assert_eq!(a.scan_mark(&key), Some(None), "owned, never scanned");
+        let mark = |at: &str, key: &str| Some(ScanMark { at: at.into(), key: key.into() });
+        let rows = |n: u64| Counts { volume: n, ..Counts::default() };
+        assert!(a.add_scan(&key, at(2_000), &rows(7), Some(1_500), mark("1", "a")));
+        assert!(a.add_scan(&key, at(12_000), &rows(3), Some(11_000), mark("2", "b")));
+        assert_eq!(a.scan_mark(&key), Some(mark("2", "b")), "the newest scan's mark");
+        // No partitions: the first window closes by lateness, with the mark of its last scan.
+        let closed = a.close_due(at(15_000), &all());
+        assert_eq!(closed.len(), 1);
+        let (_, w, progress) = &closed[0];
+        assert_eq!((w.volume, w.source.as_deref(), w.late, w.lineage_coverage), (7, Some("mysql:pay"), None, None));
+        assert_eq!(progress.scan_mark, mark("1", "a"));
+        // A new owner from that state starts at the closed window's mark: the 3 rows of the
+        // window that died with the old owner are read again.
+        let mut b = Aggregator::new(timing, true);
+        b.own_source(&key, c.clone(), "mysql:pay", progress.clone(), at(15_000));
+        assert_eq!(b.scan_mark(&key), Some(mark("1", "a")));
+        // A topic's binding takes no scans.
+        let (mut t, topic_key) = aggregator(&c);
+        assert!(!t.add_scan(&topic_key, at(1_000), &rows(1), None, None));
+        assert_eq!(t.scan_mark(&topic_key), None);
     }
 
     #[test]

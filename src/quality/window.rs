@@ -111,6 +111,10 @@ pub struct ClosedWindow {
     /// (counted here, in the next window to close, rather than lost).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub late: Option<u64>,
+    /// Scheduled scans: the bound table the window's rows were read from (`mysql:payments`,
+    /// also in `topic`); absent for a topic's windows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// How many records of a window one shadow version would have rejected.
@@ -346,6 +350,7 @@ impl Windows {
                 accuracy_samples: w.accuracy_samples,
                 stale_samples: w.stale_samples,
                 late: None,
+                source: None,
             });
         }
         self.start = align(now, self.size).max(end);
