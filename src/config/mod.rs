@@ -44,6 +44,21 @@ pub struct Settings {
     pub api: ApiSettings,
     /// How `serve` authenticates callers.
     pub auth: AuthSettings,
+    /// Scheduled scans of the bound tables in `run` (group-wide quality).
+    pub scan: ScanSettings,
+}
+
+/// Scheduled scans in `run`: the owner of a bound source's windows reads the rows changed
+/// since its last scan and counts them in the source's windows (docs/design.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanSettings {
+    /// How often each bound source is scanned, in milliseconds; 0: never (`meshguard scan` only).
+    pub interval_ms: u64,
+    /// Rows per page.
+    pub page_size: u32,
+    /// At most this many rows per source and scan; the rest waits for the next scan.
+    pub max_rows: u64,
 }
 
 /// Credentials the API accepts. Secrets are never logged (`Debug` redacts them); public keys
@@ -492,6 +507,18 @@ impl Settings {
                 key: "kafka.ssl_ca_location",
                 reason: format!("{} is not a readable file", self.kafka.ssl_ca_location),
             });
+        }
+        if self.scan.interval_ms > 0 && self.quality.scope != QualityScope::Group {
+            return Err(ConfigError::Value {
+                key: "scan.interval_ms",
+                reason: "scheduled scans need quality.scope = \"group\" (the owner of a table's windows scans it)".into(),
+            });
+        }
+        if self.scan.page_size == 0 {
+            return Err(ConfigError::Value { key: "scan.page_size", reason: "must be at least 1".into() });
+        }
+        if self.scan.max_rows == 0 {
+            return Err(ConfigError::Value { key: "scan.max_rows", reason: "must be at least 1".into() });
         }
         if self.quality.window_ms < 100 {
             return Err(ConfigError::Value { key: "quality.window_ms", reason: "must be at least 100".into() });

@@ -21,6 +21,7 @@ pub mod materialize;
 mod outputs;
 pub mod owner;
 pub mod reload;
+pub mod scheduled;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -48,6 +48,8 @@ pub(super) struct Outputs {
     /// Whether windows are group-wide (built by the owner of each binding from partials).
     pub(super) group: bool,
     pub(super) window_ms: u64,
+    /// Scheduled scans: the contracts of bound tables, by label.
+    at_rest: HashMap<String, Arc<Contract>>,
 }
 
 impl Outputs {
@@ -102,7 +104,14 @@ impl Outputs {
             decided_positions: Vec::new(),
             group: settings.quality.scope == crate::config::QualityScope::Group,
             window_ms: settings.quality.window_ms,
+            at_rest: HashMap::new(),
         }
+    }
+
+    /// The contracts of the bound tables scanned on a schedule, by label (`mysql:table`): their
+    /// windows are judged like a topic's (not listed as the run's Kafka inputs).
+    pub(super) fn at_rest(&mut self, sources: impl Iterator<Item = (String, Arc<Contract>)>) {
+        self.at_rest = sources.collect();
     }
 
     /// Follows a new catalog revision (same topics): windows closed from now on are judged and
@@ -175,9 +184,12 @@ impl Outputs {
     /// documents, alerts and an OpenLineage RUNNING event.
     pub(super) fn report(&mut self, closed: Vec<ClosedWindow>, now: OffsetDateTime) {
         let mut quality = Vec::with_capacity(closed.len());
+        let at_rest_only = !closed.is_empty() && closed.iter().all(|w| w.source.is_some());
         for w in closed {
-            let Some(contract) = self.contracts.get(&w.topic).cloned() else { continue };
-            let labels = [("product", w.product.clone()), ("contract", w.contract.clone()), ("topic", w.topic.clone())];
+            let Some(contract) = self.contracts.get(&w.topic).or_else(|| self.at_rest.get(&w.topic)).cloned() else { continue };
+            // A bound table's windows are labelled by `source`, a topic's by `topic`.
+            let place = if w.source.is_some() { "source" } else { "topic" };
+            let labels = [("product", w.product.clone()), ("contract", w.contract.clone()), (place, w.topic.clone())];
             if let Some(c) = w.completeness {
                 gauge!(COMPLETENESS_RATIO, &labels).set(c);
             }
@@ -192,8 +204,16 @@ impl Outputs {
                 tracing::info!(product = %alert.product, topic = %alert.topic, metric = alert.metric.as_str(), state = ?alert.state, actual = %alert.actual, expected = %alert.expected, "quality alert");
                 self.pending_alerts.push(alert);
             }
-            quality.push(self.topic_quality(&w, &contract));
+            // A bound table is no Kafka input of the run: its windows stay out of the
+            // OpenLineage events (their namespace is the broker's).
+            if w.source.is_none() {
+                quality.push(self.topic_quality(&w, &contract));
+            }
             self.pending_windows.push(w);
+        }
+        if at_rest_only {
+            // Only bound tables' windows closed: no Kafka input to report.
+            return;
         }
         self.last_quality = quality;
         let event = openlineage::run_event(&self.run, EventType::Running, now, &self.last_quality, &self.outputs, None);

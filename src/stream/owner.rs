@@ -28,6 +28,7 @@ use tracing::{info, warn};
 use super::Env;
 use super::outputs::Outputs;
 use super::reload::Current;
+use super::scheduled::{Scheduler, Source, sources_of};
 use crate::config::{KafkaClient, Settings};
 use crate::contract::Contract;
 use crate::error::{Error, System};
@@ -179,6 +180,9 @@ fn run_once(settings: &Settings, current: &Current, env: &Env) -> Result<Ended, 
         n => i32::try_from(n).unwrap_or(i32::MAX),
     };
     let mut bindings = bindings_of(catalog);
+    // Bound tables scanned on a schedule: bindings of their own, owned like a topic's.
+    let mut sources: BTreeMap<String, Source> = sources_of(catalog, settings);
+    let mut scheduler = Scheduler::new(settings);
     let exactly_once = settings.delivery.exactly_once;
     // Exactly-once, a transactional producer of its own (a new id per start, like the stream's
     // default; the partials' consumer group fences an owner that lost its partitions).
@@ -187,6 +191,7 @@ fn run_once(settings: &Settings, current: &Current, env: &Env) -> Result<Ended, 
     let track_lineage = sinks.has_store();
     // Group scope (the owner runs only then), so its reports carry no instance.
     let mut out = Outputs::new(settings, catalog, "group", env.run.clone(), env.clock.now(), track_lineage);
+    out.at_rest(sources.values().map(|s| (s.label.clone(), s.contract.clone())));
     let timing = Timing {
         window: Duration::from_millis(settings.quality.window_ms),
         lateness: Duration::from_millis(settings.quality.lateness_ms),
@@ -203,7 +208,7 @@ fn run_once(settings: &Settings, current: &Current, env: &Env) -> Result<Ended, 
     let mut catching_up: HashMap<i32, (i64, Instant)> = HashMap::new();
     let mut owned: HashSet<i32> = HashSet::new();
     let mut keys_of: HashMap<i32, Vec<String>> = HashMap::new();
-    for key in bindings.keys() {
+    for key in bindings.keys().chain(sources.keys()) {
         keys_of.entry(partition_of(key, partials_partitions)).or_default().push(key.clone());
     }
     // Next offset to read of each owned partials partition.
@@ -215,14 +220,20 @@ fn run_once(settings: &Settings, current: &Current, env: &Env) -> Result<Ended, 
             let (g, next) = current.get();
             generation = g;
             let next_bindings = bindings_of(&next);
-            if !next_bindings.keys().eq(bindings.keys()) {
+            let next_sources = sources_of(&next, settings);
+            if !next_bindings.keys().eq(bindings.keys()) || !next_sources.keys().eq(sources.keys()) {
                 return Ok(Ended::Rebound);
             }
             for (key, (contract, _)) in &next_bindings {
                 agg.set_contract(key, contract.clone());
             }
+            for (key, source) in &next_sources {
+                agg.set_contract(key, source.contract.clone());
+            }
             out.follow(&next);
+            out.at_rest(next_sources.values().map(|s| (s.label.clone(), s.contract.clone())));
             bindings = next_bindings;
+            sources = next_sources;
             info!(generation, "group-wide windows follow the new catalog revision");
         }
         // Read what is there (up to a bound) before closing anything: a window is never closed
@@ -263,6 +274,13 @@ fn run_once(settings: &Settings, current: &Current, env: &Env) -> Result<Ended, 
                         .unwrap_or_default();
                     for p in &gained {
                         for key in keys_of.get(p).into_iter().flatten() {
+                            if let Some(at_rest) = sources.get(key) {
+                                let state = states.remove(key).unwrap_or_default();
+                                out.restore_alerts(&at_rest.label, state.alerts);
+                                agg.own_source(key, at_rest.contract.clone(), &at_rest.label, state.progress, now);
+                                agg.hold(key);
+                                continue;
+                            }
                             let Some((contract, source)) = bindings.get(key) else { continue };
                             let n = match source_partitions.get(source) {
                                 Some(n) => *n,
@@ -349,6 +367,9 @@ fn run_once(settings: &Settings, current: &Current, env: &Env) -> Result<Ended, 
                 Ok(c) => committed = c,
                 Err(e) => warn!(error = %e.message, "cannot read the stream's committed offsets; windows wait"),
             }
+        }
+        if !sources.is_empty() {
+            scheduler.tick(&mut agg, &sources, &env.runtime, env.clock.now());
         }
         let now = env.clock.now();
         let closed = agg.close_due(now, &committed);

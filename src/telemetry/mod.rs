@@ -107,6 +107,21 @@ fn describe() {
         Unit::Count,
         "Partial windows merged by the owner of group-wide windows, by outcome (counted, replaced, replay, late, unknown, unreadable)."
     );
+    describe_counter!(
+        SCAN_ROWS_TOTAL,
+        Unit::Count,
+        "Rows read by scheduled scans of bound tables (scan.interval_ms), by product, contract, source and outcome (valid, invalid)."
+    );
+    describe_counter!(
+        SCAN_ERRORS_TOTAL,
+        Unit::Count,
+        "Scheduled scans that failed (database unreachable, table or column missing), by source; retried at the next interval."
+    );
+    describe_gauge!(
+        SOURCE_FRESHNESS_SECONDS,
+        Unit::Seconds,
+        "Age of a bound table's newest row (now - its newest event time) at its last scheduled scan, by product, contract and source."
+    );
     describe_histogram!(RECONCILE_BATCH_RECORDS, Unit::Count, "Records checked per reconciliation run (one query per table and chunk).");
     describe_histogram!(RECONCILE_SECONDS, Unit::Seconds, "Duration of one reconciliation run against the source database.");
     describe_gauge!(RECONCILE_BACKLOG, Unit::Count, "Records waiting for reconciliation (unverified or within the grace period).");

@@ -34,6 +34,12 @@ pub const LINEAGE_COVERAGE_RATIO: &str = "meshguard_lineage_coverage_ratio";
 pub const ALERTS_TOTAL: &str = "meshguard_alerts_total";
 /// Partial windows read by the owner of group-wide windows, by outcome.
 pub const PARTIALS_TOTAL: &str = "meshguard_quality_partials_total";
+/// Rows read by scheduled scans of bound tables.
+pub const SCAN_ROWS_TOTAL: &str = "meshguard_scan_rows_total";
+/// Scheduled scans that failed (unreachable database, missing table or column).
+pub const SCAN_ERRORS_TOTAL: &str = "meshguard_scan_errors_total";
+/// Age of a bound table's newest row at its last scheduled scan.
+pub const SOURCE_FRESHNESS_SECONDS: &str = "meshguard_source_freshness_seconds";
 /// Records per reconciliation run.
 pub const RECONCILE_BATCH_RECORDS: &str = "meshguard_reconcile_batch_records";
 /// Duration of a reconciliation run.
