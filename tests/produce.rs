@@ -80,6 +80,42 @@ async fn produce_writes_events_and_their_source_rows() {
     assert!((0.15..0.35).contains(&share), "about a quarter of the rows differ: {mismatched} of {}", valid.len());
 }
 
+/// `--bad-row-ratio`: exactly that share of the source rows breaks the contract at rest (a
+/// status outside its enum), for `meshguard scan` to find; the events stay valid.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_rows_on_demand_break_the_contract_at_rest() {
+    let kafka = kafka();
+    let url = mysql();
+    let pool = source_db(&url).await;
+    let topic = unique("pay-bad-rows");
+    create_topics(&kafka, &[&topic], 1).await;
+    let products = Products::payments(&[&topic]);
+    let out = Command::new(binary())
+        .args(["produce", "--topic", &topic, "--count", "100", "--invalid-ratio", "0", "--bad-row-ratio", "0.1", "--seed"])
+        .arg((std::process::id() + 2).to_string())
+        .args(["--mysql", &url])
+        .current_dir(repo())
+        .env("MESHGUARD__KAFKA__BOOTSTRAP_SERVERS", &kafka)
+        .env("MESHGUARD__PRODUCTS__DIR", products.dir.path())
+        .env("MESHGUARD__SCHEMAS__DIR", repo().join("schemas"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records = read_all(&kafka, &topic, 100, Duration::from_secs(30));
+    let mut q =
+        sqlx::QueryBuilder::<sqlx::MySql>::new("SELECT CAST(SUM(status = 'LOST') AS SIGNED), COUNT(*) FROM payments WHERE payment_id IN (");
+    let mut sep = q.separated(", ");
+    for r in &records {
+        let _ = sep.push_bind(String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned());
+    }
+    let _ = q.push(")");
+    let row = q.build().fetch_one(&pool).await.unwrap_or_else(|e| panic!("{e}"));
+    let (bad, all): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!((bad, all), (10, 100), "a tenth of the 100 rows is bad");
+    let contract_statuses = std::fs::read_to_string(repo().join("schemas/payment-schema.json")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!contract_statuses.contains("\"LOST\""), "the bad status is outside the contract's enum");
+}
+
 /// Reconciliation relies on this: a valid event's source row is in the database before the
 /// event can be read from Kafka. Each record is looked up right after it is read, while the
 /// producer is still sending at a fixed rate.

@@ -31,6 +31,11 @@ pub struct ProduceArgs {
     /// Share of valid events whose source row (with --mysql) has a different amount (0–1).
     #[arg(long, default_value_t = 0.0)]
     pub mismatch_ratio: f64,
+    /// Share of the source rows (with --mysql) written to break the contract at rest: their
+    /// status is outside the contract's enum ("LOST"), for `meshguard scan` and scheduled scans
+    /// to report (0–1; exactly that share, every row counted).
+    #[arg(long, default_value_t = 0.0)]
+    pub bad_row_ratio: f64,
     /// Seed of the generator, for reproducible streams.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -50,6 +55,10 @@ pub struct ProduceArgs {
     #[command(flatten)]
     pub config: ConfigArg,
 }
+
+/// The status of a source row written to break the contract at rest (`--bad-row-ratio`): no
+/// shipped contract's status enum has it, and it fits the tables' VARCHAR(16).
+const BAD_STATUS: &str = "LOST";
 
 pub(super) fn run(args: ProduceArgs) -> ExitCode {
     let (settings, catalog) = match args.config.load() {
@@ -102,12 +111,22 @@ pub(super) fn run(args: ProduceArgs) -> ExitCode {
     // the database before its event can be consumed (reconciliation normally finds it at once). At
     // a fixed rate a chunk is 50 ms of events, so event times stay close to their send times.
     let chunk = if args.rate > 0 { (args.rate / 20).clamp(1, 500) } else { 500 };
+    let bad_ratio = args.bad_row_ratio.clamp(0.0, 1.0);
+    let mut rows_written = 0u64;
     let mut i = 0u64;
     while i < args.count {
         let n = chunk.min(args.count - i);
         let events: Vec<_> = (0..n).map(|_| generator.next_event(now())).collect();
         if let Some(w) = &mysql {
-            let rows: Vec<_> = events.iter().filter_map(|e| e.source.clone()).collect();
+            let mut rows: Vec<_> = events.iter().filter_map(|e| e.source.clone()).collect();
+            for row in &mut rows {
+                // Row n is bad when it takes the count of bad rows to the next whole number.
+                let n = rows_written as f64;
+                if ((n + 1.0) * bad_ratio).floor() > (n * bad_ratio).floor() {
+                    row.status = BAD_STATUS.to_owned();
+                }
+                rows_written += 1;
+            }
             if !rows.is_empty()
                 && let Err(e) = runtime.block_on(w.write(&rows))
             {
