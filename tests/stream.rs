@@ -137,7 +137,9 @@ async fn two_instances_share_partitions_and_take_over() {
     let topic = topics.concat();
     let a = Service::start(&kafka, products.dir.path(), &names, &[]);
     a.wait_ready(Duration::from_secs(60));
-    let mut b = Service::start(&kafka, products.dir.path(), &names, &[]);
+    // B's drain may take long on a loaded machine: what is tested is that it drains and exits 0,
+    // not how fast.
+    let mut b = Service::start(&kafka, products.dir.path(), &names, &[("MESHGUARD__DELIVERY__SHUTDOWN_TIMEOUT_MS", "60000")]);
     b.wait_ready(Duration::from_secs(60));
     // Both hold partitions at once: cooperative rebalancing split the four.
     let assigned = |s: &Service| metric_sum(&s.get("/metrics").unwrap_or_default().1, "meshguard_assigned_partitions", &[]);
@@ -150,7 +152,7 @@ async fn two_instances_share_partitions_and_take_over() {
     let expected = invalid_positions(&sent);
     // Stop B gracefully; A takes over its partitions.
     b.signal(15);
-    assert_eq!(b.wait(Duration::from_secs(30)), Some(0), "SIGTERM drains and exits 0");
+    assert_eq!(b.wait(Duration::from_secs(75)), Some(0), "SIGTERM drains and exits 0");
     let sent2 = produce_payments(&kafka, &[&topic], 2_000, 0.03, 6).await;
     let mut all_expected = expected;
     all_expected.extend(invalid_positions(&sent2));
