@@ -663,9 +663,14 @@ impl MongoSink {
         Ok(())
     }
 
-    /// Writes the windows and alerts of `reports` (idempotent: deterministic ids). Both
-    /// collections are insert-only: a window is closed once, and an alert episode is two
-    /// documents (`{id}:firing`, `{id}:resolved`).
+    /// Writes the windows and alerts of `reports` (idempotent: deterministic ids). A window is
+    /// replaced if it exists: the owner of group-wide windows writes them before its Kafka
+    /// transaction (exactly-once) or its state (at-least-once) commits, so an owner that fails
+    /// in between leaves a window that the next owner closes again, from the state it restores,
+    /// possibly with other contents (a partial counted `late` there, in its own window here);
+    /// the next owner's windows are the ones its state goes on from, so the newest write wins
+    /// (insert-only kept the failed owner's and lost what the next one counted differently).
+    /// Alerts are insert-only: an episode is two documents (`{id}:firing`, `{id}:resolved`).
     pub async fn write_reports(&self, reports: &Reports<'_>) -> Result<(), MongoSinkError> {
         let windows: Vec<(String, serde_json::Value)> = reports
             .windows
@@ -680,7 +685,9 @@ impl MongoSink {
                 (w.id(reports.instance), doc)
             })
             .collect();
-        self.insert_json(QUALITY_METRICS, &windows).await?;
+        for (id, doc) in &windows {
+            self.put(QUALITY_METRICS, id, doc).await?;
+        }
         let alerts: Vec<(String, serde_json::Value)> = reports
             .alerts
             .iter()
