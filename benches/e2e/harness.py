@@ -341,12 +341,16 @@ class Run:
                        MESHGUARD__MYSQL__ENABLED="true" if name in RECONCILING else "false",
                        MESHGUARD__MONGODB__ENABLED="true" if name in STORING else "false",
                        RUST_LOG="warn")
+            # Group-wide quality's topics of this contender only (group scope is the default):
+            # the compacted state and claims topics are read to their end at every assignment,
+            # and the defaults would grow with every run on a broker that is kept.
+            for side in ("partials", "state", "claims"):
+                self.kafka.create(f"{group}-{side}", 3)
+                self.topics.append(f"{group}-{side}")
+            env.update(MESHGUARD__TOPICS__PARTIALS=f"{group}-partials",
+                       MESHGUARD__TOPICS__QUALITY_STATE=f"{group}-state", MESHGUARD__TOPICS__CLAIMS=f"{group}-claims")
             if variant == "group":
-                for side in ("partials", "state", "claims"):
-                    self.kafka.create(f"{group}-{side}", 3)
-                    self.topics.append(f"{group}-{side}")
-                env.update(MESHGUARD__QUALITY__SCOPE="group", MESHGUARD__TOPICS__PARTIALS=f"{group}-partials",
-                           MESHGUARD__TOPICS__QUALITY_STATE=f"{group}-state", MESHGUARD__TOPICS__CLAIMS=f"{group}-claims")
+                env.update(MESHGUARD__QUALITY__SCOPE="group")
             if name == "meshguard+all-decoupled":
                 # The records topic exists before the clock starts, as the other side topics.
                 self.kafka.create(f"{group}-records", a.partitions)

@@ -27,6 +27,12 @@ impl Service {
             .env("MESHGUARD__TOPICS__DLQ", &names.dlq)
             .env("MESHGUARD__TOPICS__ALERTS", &names.alerts)
             .env("MESHGUARD__TOPICS__LINEAGE", &names.lineage)
+            // Group-wide quality's topics of this test only (a test may name its own): the
+            // compacted state and claims topics are read to their end at every assignment, and
+            // the defaults would grow with every test run on a broker that is kept.
+            .env("MESHGUARD__TOPICS__PARTIALS", format!("{}.partials", names.alerts))
+            .env("MESHGUARD__TOPICS__QUALITY_STATE", format!("{}.quality-state", names.alerts))
+            .env("MESHGUARD__TOPICS__CLAIMS", format!("{}.claims", names.alerts))
             .env("MESHGUARD__HTTP__ADDR", &http)
             .env("MESHGUARD__MONGODB__URI", mongodb())
             .env("MESHGUARD__MONGODB__DATABASE", &names.database)
