@@ -269,12 +269,23 @@ impl TableReader {
     pub async fn newest(&self) -> Result<Option<String>, Error> {
         let Some(since) = &self.since else { return Ok(None) };
         let q = format!("SELECT CAST(MAX({}) AS CHAR) FROM {}", since.expr, self.table);
-        sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(q)).fetch_one(&self.pool).await.map_err(|e| {
-            Error::transient(
-                System::MySql,
-                format_args!("reading table {}: {}", self.table, self.secrets.scrub(&e.to_string()).replace('\n', " ")),
-            )
-        })
+        sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(q)).fetch_one(&self.pool).await.map_err(|e| self.read_failed(&e))
+    }
+
+    /// Binds a key value as the key column's type: integers as integers, the rest as text.
+    fn push_key(&self, q: &mut QueryBuilder<MySql>, key: &str) {
+        match key.parse::<i64>() {
+            Ok(n) if self.key_is_integer => q.push_bind(n),
+            _ => q.push_bind(key.to_owned()),
+        };
+    }
+
+    /// A failed read of the table, as a retryable error without secrets.
+    fn read_failed(&self, e: &sqlx::Error) -> Error {
+        Error::transient(
+            System::MySql,
+            format_args!("reading table {}: {}", self.table, self.secrets.scrub(&e.to_string()).replace('\n', " ")),
+        )
     }
 
     /// The next page in key order.
@@ -294,34 +305,19 @@ impl TableReader {
                 let _ = q.push(format!(" AND ({e} > ", e = since.expr)).push_bind(at.clone());
                 let _ = q.push(format!(" OR ({e} = ", e = since.expr)).push_bind(at.clone());
                 let _ = q.push(format!(" AND {} > ", self.key));
-                match key.parse::<i64>() {
-                    Ok(n) if self.key_is_integer => q.push_bind(n),
-                    _ => q.push_bind(key.clone()),
-                };
+                self.push_key(&mut q, key);
                 let _ = q.push("))");
             }
             let _ = q.push(format!(" ORDER BY {}, {} LIMIT ", since.expr, self.key)).push_bind(self.page_size);
         } else {
             let _ = q.push(format!(" FROM {}", self.table));
-        }
-        if self.since.is_none()
-            && let Some(after) = &self.after
-        {
-            let _ = q.push(format!(" WHERE {} > ", self.key));
-            match after.parse::<i64>() {
-                Ok(n) if self.key_is_integer => q.push_bind(n),
-                _ => q.push_bind(after.clone()),
-            };
-        }
-        if self.since.is_none() {
+            if let Some(after) = &self.after {
+                let _ = q.push(format!(" WHERE {} > ", self.key));
+                self.push_key(&mut q, after);
+            }
             let _ = q.push(format!(" ORDER BY {} LIMIT ", self.key)).push_bind(self.page_size);
         }
-        let rows = q.build().fetch_all(&self.pool).await.map_err(|e| {
-            Error::transient(
-                System::MySql,
-                format_args!("reading table {}: {}", self.table, self.secrets.scrub(&e.to_string()).replace('\n', " ")),
-            )
-        })?;
+        let rows = q.build().fetch_all(&self.pool).await.map_err(|e| self.read_failed(&e))?;
         if rows.len() < self.page_size as usize {
             self.done = true;
         }
