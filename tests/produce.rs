@@ -30,17 +30,9 @@ async fn produce_writes_events_and_their_source_rows() {
     let topic = unique("pay-produce");
     create_topics(&kafka, &[&topic], 2).await;
     let products = Products::payments(&[&topic]);
-    let out = Command::new(binary())
-        .args(["produce", "--topic", &topic, "--count", "400", "--invalid-ratio", "0.1", "--mismatch-ratio", "0.25", "--seed"])
-        .arg(std::process::id().to_string())
-        .args(["--mysql", &url])
-        .current_dir(repo())
-        .env("MESHGUARD__KAFKA__BOOTSTRAP_SERVERS", &kafka)
-        .env("MESHGUARD__PRODUCTS__DIR", products.dir.path())
-        .env("MESHGUARD__SCHEMAS__DIR", repo().join("schemas"))
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seed = std::process::id().to_string();
+    let args = ["--count", "400", "--invalid-ratio", "0.1", "--mismatch-ratio", "0.25", "--seed", &seed, "--mysql", &url];
+    produce_cli(&kafka, products.dir.path(), &topic, &args);
 
     let records = read_all(&kafka, &topic, 400, Duration::from_secs(30));
     assert_eq!(records.len(), 400);
@@ -90,17 +82,9 @@ async fn bad_rows_on_demand_break_the_contract_at_rest() {
     let topic = unique("pay-bad-rows");
     create_topics(&kafka, &[&topic], 1).await;
     let products = Products::payments(&[&topic]);
-    let out = Command::new(binary())
-        .args(["produce", "--topic", &topic, "--count", "100", "--invalid-ratio", "0", "--bad-row-ratio", "0.1", "--seed"])
-        .arg((std::process::id() + 2).to_string())
-        .args(["--mysql", &url])
-        .current_dir(repo())
-        .env("MESHGUARD__KAFKA__BOOTSTRAP_SERVERS", &kafka)
-        .env("MESHGUARD__PRODUCTS__DIR", products.dir.path())
-        .env("MESHGUARD__SCHEMAS__DIR", repo().join("schemas"))
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seed = (std::process::id() + 2).to_string();
+    let args = ["--count", "100", "--invalid-ratio", "0", "--bad-row-ratio", "0.1", "--seed", &seed, "--mysql", &url];
+    produce_cli(&kafka, products.dir.path(), &topic, &args);
     let records = read_all(&kafka, &topic, 100, Duration::from_secs(30));
     let mut q =
         sqlx::QueryBuilder::<sqlx::MySql>::new("SELECT CAST(SUM(status = 'LOST') AS SIGNED), COUNT(*) FROM payments WHERE payment_id IN (");
