@@ -12,7 +12,7 @@ use bson::{Bson, doc};
 use serde_json::Value;
 use sqlx::Connection;
 
-use common::{binary, mongodb, mysql, repo, unique};
+use common::{binary, mongodb, mysql, repo, unique, url_of};
 
 const NOW: &str = "2026-12-01T12:00:10Z";
 
@@ -23,15 +23,6 @@ fn key(n: u32) -> String {
 /// A database name no other run uses.
 fn database() -> String {
     unique("scan").replace('-', "_")
-}
-
-/// `mysql.url` with another database.
-fn url_of(database: &str) -> String {
-    let base = mysql();
-    match base.rsplit_once('/') {
-        Some((head, _)) if head.contains("://") && head.len() > head.find("://").unwrap_or(0) + 3 => format!("{head}/{database}"),
-        _ => panic!("MESHGUARD_TEST_MYSQL {base} names no database"),
-    }
 }
 
 /// A product of one payments contract bound by `source` (YAML flow mapping, or none).

@@ -15,15 +15,6 @@ use sqlx::Connection;
 
 const LABEL: &str = "mysql:pay";
 
-/// `mysql.url` with another database.
-fn url_of(database: &str) -> String {
-    let base = mysql();
-    match base.rsplit_once('/') {
-        Some((head, _)) if head.contains("://") => format!("{head}/{database}"),
-        _ => panic!("MESHGUARD_TEST_MYSQL {base} names no database"),
-    }
-}
-
 /// A product whose payment contract reads `topic` and rests in table `pay` of `db`.
 fn product(dir: &Path, db: &str, topic: &str) {
     let yaml = format!(

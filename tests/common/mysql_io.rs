@@ -2,6 +2,15 @@
 
 use super::{mysql, repo};
 
+/// `mysql.url` (`MESHGUARD_TEST_MYSQL`) with another database.
+pub fn url_of(database: &str) -> String {
+    let base = mysql();
+    match base.rsplit_once('/') {
+        Some((head, _)) if head.contains("://") && head.len() > head.find("://").unwrap_or(0) + 3 => format!("{head}/{database}"),
+        _ => panic!("MESHGUARD_TEST_MYSQL {base} names no database"),
+    }
+}
+
 /// Writes the source rows of `count` payment events generated from `seed` (as `produce_payments`
 /// made them, valid ones) to MariaDB.
 pub async fn write_source_rows(count: usize, seed: u64) {
