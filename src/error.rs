@@ -124,7 +124,7 @@ pub fn redact_uri(text: &str) -> String {
 
 /// The passwords of the connection strings a client was given, to scrub from messages where a
 /// library echoes one outside a URI (decoded, or in a parse error).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Secrets(Vec<String>);
 
 impl Secrets {

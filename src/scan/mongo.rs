@@ -93,6 +93,36 @@ fn key_text(value: &Bson) -> String {
     }
 }
 
+/// A MongoDB client for `mongodb.uri` (a pool: scheduled scans keep one for every scan).
+#[derive(Debug, Clone)]
+pub struct Server {
+    client: Client,
+    /// The URI with its password hidden, for messages.
+    shown: String,
+    secrets: Secrets,
+}
+
+impl Server {
+    /// A client for `uri` (5 s to select a server or connect, unless the URI says otherwise).
+    /// The connection is made on first use.
+    pub async fn connect(uri: &str) -> Result<Self, Error> {
+        let secrets = Secrets::of(uri);
+        let scrub = |e: &dyn std::fmt::Display| secrets.scrub(&e.to_string()).replace('\n', " ");
+        let mut options =
+            ClientOptions::parse(uri).await.map_err(|e| refused(format_args!("mongodb.uri {}: {}", redact_uri(uri), scrub(&e))))?;
+        if options.server_selection_timeout.is_none() {
+            options.server_selection_timeout = Some(Duration::from_secs(5));
+        }
+        if options.connect_timeout.is_none() {
+            options.connect_timeout = Some(Duration::from_secs(5));
+        }
+        let secrets = secrets.with_password(options.credential.as_ref().and_then(|c| c.password.clone()));
+        let scrub = |e: &dyn std::fmt::Display| secrets.scrub(&e.to_string()).replace('\n', " ");
+        let client = Client::with_options(options).map_err(|e| refused(format_args!("mongodb.uri {}: {}", redact_uri(uri), scrub(&e))))?;
+        Ok(Self { client, shown: redact_uri(uri), secrets })
+    }
+}
+
 /// A checked collection and where its next page starts.
 #[derive(Debug)]
 pub struct CollectionReader {
@@ -113,24 +143,17 @@ pub struct CollectionReader {
 impl CollectionReader {
     /// Connects to `uri` and checks that `database.collection` exists.
     pub async fn open(uri: &str, binding: &SourceBinding, database: &str, collection: &str, page_size: u32) -> Result<Self, Error> {
-        let secrets = Secrets::of(uri);
-        let scrub = |e: &dyn std::fmt::Display| secrets.scrub(&e.to_string()).replace('\n', " ");
-        let mut options =
-            ClientOptions::parse(uri).await.map_err(|e| refused(format_args!("mongodb.uri {}: {}", redact_uri(uri), scrub(&e))))?;
-        if options.server_selection_timeout.is_none() {
-            options.server_selection_timeout = Some(Duration::from_secs(5));
-        }
-        if options.connect_timeout.is_none() {
-            options.connect_timeout = Some(Duration::from_secs(5));
-        }
-        let secrets = secrets.with_password(options.credential.as_ref().and_then(|c| c.password.clone()));
-        let scrub = |e: &dyn std::fmt::Display| secrets.scrub(&e.to_string()).replace('\n', " ");
-        let client = Client::with_options(options).map_err(|e| refused(format_args!("mongodb.uri {}: {}", redact_uri(uri), scrub(&e))))?;
-        let db = client.database(database);
-        let names = db
-            .list_collection_names()
-            .await
-            .map_err(|e| refused(format_args!("cannot reach MongoDB at {}: {}", redact_uri(uri), scrub(&e))))?;
+        let server = Server::connect(uri).await?;
+        Self::on(&server, binding, database, collection, page_size).await
+    }
+
+    /// Checks that `database.collection` exists on `server` (connected once, read many times).
+    pub async fn on(server: &Server, binding: &SourceBinding, database: &str, collection: &str, page_size: u32) -> Result<Self, Error> {
+        let secrets = server.secrets.clone();
+        let db = server.client.database(database);
+        let names = db.list_collection_names().await.map_err(|e| {
+            refused(format_args!("cannot reach MongoDB at {}: {}", server.shown, secrets.scrub(&e.to_string()).replace('\n', " ")))
+        })?;
         if !names.iter().any(|n| n == collection) {
             return Err(refused(format_args!("collection {database}.{collection} does not exist")));
         }
