@@ -108,12 +108,8 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     let owner = if settings.quality.scope == crate::config::QualityScope::Group {
         if settings.scan.interval_ms > 0 {
             let (_, catalog) = current.get();
-            let tables: Vec<String> = crate::stream::scheduled::sources_of(&catalog, &settings).into_values().map(|s| s.label).collect();
-            info!(interval_ms = settings.scan.interval_ms, tables = ?tables, "scheduled scans of bound tables");
-            let left = crate::stream::scheduled::unscheduled(&catalog);
-            if !left.is_empty() {
-                warn!(sources = ?left, "scheduled scans read MySQL tables only; these are left to `meshguard scan`");
-            }
+            let sources: Vec<String> = crate::stream::scheduled::sources_of(&catalog, &settings).into_values().map(|s| s.label).collect();
+            info!(interval_ms = settings.scan.interval_ms, sources = ?sources, "scheduled scans of bound tables and collections");
         }
         let (settings, health, stop, current, run) = (settings.clone(), health.clone(), stop.clone(), current.clone(), lineage_run.clone());
         let handle = runtime.handle().clone();

@@ -44,7 +44,7 @@ pub struct Settings {
     pub api: ApiSettings,
     /// How `serve` authenticates callers.
     pub auth: AuthSettings,
-    /// Scheduled scans of the bound tables in `run` (group-wide quality).
+    /// Scheduled scans of the bound tables and collections in `run` (group-wide quality).
     pub scan: ScanSettings,
 }
 

@@ -48,7 +48,7 @@ pub(super) struct Outputs {
     /// Whether windows are group-wide (built by the owner of each binding from partials).
     pub(super) group: bool,
     pub(super) window_ms: u64,
-    /// Scheduled scans: the contracts of bound tables, by label.
+    /// Scheduled scans: the contracts of bound tables and collections, by label.
     at_rest: HashMap<String, Arc<Contract>>,
 }
 
@@ -108,7 +108,7 @@ impl Outputs {
         }
     }
 
-    /// The contracts of the bound tables scanned on a schedule, by label (`mysql:table`): their
+    /// The contracts of the bound sources scanned on a schedule, by label (`mysql:table`, `mongodb:collection`): their
     /// windows are judged like a topic's (not listed as the run's Kafka inputs).
     pub(super) fn at_rest(&mut self, sources: impl Iterator<Item = (String, Arc<Contract>)>) {
         self.at_rest = sources.collect();

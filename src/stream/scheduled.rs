@@ -1,32 +1,36 @@
 //! Scheduled scans (`scan.interval_ms` > 0, group-wide quality): the data a contract's bound
-//! MySQL table keeps at rest, held to the contract inside `run`, with the windows, SLAs and
-//! alerts of the stream.
+//! MySQL table or MongoDB collection keeps at rest, held to the contract inside `run`, with the
+//! windows, SLAs and alerts of the stream.
 //!
-//! - **One scanner per table.** A bound table is a binding of its own (key
-//!   `product/contract/mysql:table`) hashed to a partition of the partials topic like a topic's;
-//!   the instance Kafka assigns that partition to (the owner of its windows) scans it. N
-//!   instances never scan a table N times, and a crashed owner's tables move with its partitions.
+//! - **One scanner per source.** A bound table or collection is a binding of its own (key
+//!   `product/contract/mysql:table` or `…/mongodb:collection`) hashed to a partition of the
+//!   partials topic like a topic's; the instance Kafka assigns that partition to (the owner of
+//!   its windows) scans it. N instances never scan a source N times, and a crashed owner's
+//!   sources move with its partitions.
 //! - **Incremental.** A scan reads the rows whose event time (the first non-null event-time
-//!   column) lies after the mark where the last scan stopped (event time and key of its last
+//!   field) lies after the mark where the last scan stopped (event time and key of its last
 //!   row), up to `now - SETTLE`, in (event time, key) order: a row counts once per change that
 //!   moves its event time (an `updated_at` set on each write). At most `scan.max_rows` per scan;
-//!   the rest waits for the next one.
+//!   the rest waits for the next one. MySQL filters and orders the rows (an indexed event-time
+//!   column makes it cheap); a collection is read whole in `_id` pages and filtered here, as
+//!   FerretDB 1.x would read it whole for any filter but one on `_id`.
 //! - **Durable.** The mark goes into the window its rows were counted in, and into the state
 //!   topic with that window once it closes (`Progress::scan_mark`). A new owner starts from the
 //!   mark of the last closed window: the rows whose counts died with the old owner's open windows
 //!   are read again, and counted once.
-//! - **Freshness** of data at rest is the age of the table's newest row at each scan (one sample
-//!   per scan: a table that stops being written breaches the SLA), and silence is judged on that
-//!   newest row as for a topic.
-//! - **Failures** (database unreachable, table or column gone) are a warning and
+//! - **Freshness** of data at rest is the age of the source's newest row at each scan (one
+//!   sample per scan: a table that stops being written breaches the SLA), and silence is judged
+//!   on that newest row as for a topic.
+//! - **Failures** (database unreachable, table, collection or column gone) are a warning and
 //!   `meshguard_scan_errors_total{source}`; the scan is tried again at the next interval.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tracing::warn;
 
 use crate::check::input::Item;
@@ -38,6 +42,8 @@ use crate::product::Catalog;
 use crate::product::model::{SourceAt, SourceBinding};
 use crate::quality::aggregate::{Aggregator, ScanMark};
 use crate::quality::partial::{Counts, binding_key, sketch};
+use crate::scan::Row;
+use crate::scan::mongo;
 use crate::scan::mysql::TableReader;
 use crate::telemetry::names::{SCAN_ERRORS_TOTAL, SCAN_ROWS_TOTAL, SOURCE_FRESHNESS_SECONDS};
 
@@ -45,21 +51,19 @@ use crate::telemetry::names::{SCAN_ERRORS_TOTAL, SCAN_ROWS_TOTAL, SOURCE_FRESHNE
 /// may still commit rows stamped before it.
 pub const SETTLE: Duration = Duration::from_secs(1);
 
-/// A bound table scheduled scans read.
+/// A bound table or collection scheduled scans read.
 #[derive(Debug, Clone)]
 pub struct Source {
     /// Its contract.
     pub contract: Arc<Contract>,
-    /// The binding (key, event-time columns, fields).
+    /// The binding (where, key, event-time fields, fields).
     pub binding: SourceBinding,
-    /// The table.
-    pub table: String,
-    /// `mysql:<table>`: the window's `topic` and `source`, the alert's `topic`, the metric label.
+    /// `mysql:<table>` or `mongodb:<collection>`: the window's `topic` and `source`, the alert's
+    /// `topic`, the metric label.
     pub label: String,
 }
 
-/// The bound MySQL tables of `catalog` by binding key, when scheduled scans are on. MongoDB
-/// collections are left to `meshguard scan` (said once at start).
+/// The bound tables and collections of `catalog` by binding key, when scheduled scans are on.
 pub fn sources_of(catalog: &Catalog, settings: &Settings) -> BTreeMap<String, Source> {
     let mut out = BTreeMap::new();
     if settings.scan.interval_ms == 0 {
@@ -67,28 +71,17 @@ pub fn sources_of(catalog: &Catalog, settings: &Settings) -> BTreeMap<String, So
     }
     for c in catalog.products.iter().flat_map(|p| &p.contracts) {
         let Some(binding) = &c.source else { continue };
-        if let SourceAt::Mysql { table, .. } = &binding.at {
-            let label = format!("mysql:{table}");
-            let key = binding_key(&c.product, &c.name, &label);
-            let _ = out.insert(key, Source { contract: c.clone(), binding: binding.clone(), table: table.clone(), label });
-        }
+        let label = match &binding.at {
+            SourceAt::Mysql { table, .. } => format!("mysql:{table}"),
+            SourceAt::Mongodb { collection, .. } => format!("mongodb:{collection}"),
+        };
+        let key = binding_key(&c.product, &c.name, &label);
+        let _ = out.insert(key, Source { contract: c.clone(), binding: binding.clone(), label });
     }
     out
 }
 
-/// The collections scheduled scans do not read (for the start-up note).
-pub fn unscheduled(catalog: &Catalog) -> Vec<String> {
-    catalog
-        .products
-        .iter()
-        .flat_map(|p| &p.contracts)
-        .filter_map(|c| c.source.as_ref())
-        .filter(|b| matches!(b.at, SourceAt::Mongodb { .. }))
-        .map(|b| b.at.describe())
-        .collect()
-}
-
-/// What one scan of a table found.
+/// What one scan of a source found.
 #[derive(Debug, Default)]
 struct Scanned {
     counts: Counts,
@@ -98,30 +91,136 @@ struct Scanned {
     rows: u64,
 }
 
-/// When each owned table is due, and how scans read.
+/// Holds the rows of one scan to the contract, in the order they are read.
+struct Judge<'c> {
+    checker: Checker<'c>,
+    sla: f64,
+    input: String,
+    now: OffsetDateTime,
+    out: Scanned,
+}
+
+impl<'c> Judge<'c> {
+    fn new(source: &'c Source, mark: Option<ScanMark>, now: OffsetDateTime) -> Result<Self, Error> {
+        let contract = &source.contract;
+        let checker = Checker::new(contract, None).map_err(|r| {
+            let system = match source.binding.at {
+                SourceAt::Mysql { .. } => System::MySql,
+                SourceAt::Mongodb { .. } => System::MongoDb,
+            };
+            Error::refused(system, r.violations.first().map(|v| v.message.clone()).unwrap_or_else(|| "no enforced version".into()))
+        })?;
+        Ok(Self {
+            checker,
+            sla: contract.quality.freshness.0.as_secs_f64(),
+            input: source.binding.at.describe(),
+            now,
+            out: Scanned { mark, ..Scanned::default() },
+        })
+    }
+
+    fn row(&mut self, row: Row) {
+        self.out.rows += 1;
+        let at = At { input: self.input.clone(), line: self.out.rows, key: Some(row.key) };
+        let eval = self.checker.add(&at, Item::Line(row.json), self.now);
+        self.out.counts.observe(&eval, Some(self.sla), false);
+    }
+
+    /// The scan's counts, with freshness as data at rest means it: the age of the newest row,
+    /// one sample per scan (the rows' own ages say how old the changed rows are, not how stale
+    /// the source is).
+    fn finish(mut self, newest: Option<OffsetDateTime>) -> Scanned {
+        let out = &mut self.out;
+        out.counts.stale_samples.clear();
+        out.counts.freshness = None;
+        if let Some(t) = newest {
+            let age = (self.now - t).as_seconds_f64().max(0.0);
+            let mut s = sketch();
+            s.add(age);
+            out.counts.freshness = Some(s);
+            out.age_seconds = Some(age);
+            out.newest_ms = Some(crate::measure::unix_ms(t));
+        }
+        self.out
+    }
+}
+
+/// A changed document waiting to be judged, ordered by (event time, key).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Changed {
+    at: OffsetDateTime,
+    key: String,
+    json: Vec<u8>,
+}
+
+/// Picks, from rows offered in any order, the first `cap` in (event time, key) order that lie
+/// after the mark and not after `until`; the newest event time of all is kept for freshness.
+#[derive(Debug)]
+struct Picker {
+    after: Option<(OffsetDateTime, String)>,
+    until: OffsetDateTime,
+    cap: usize,
+    newest: Option<OffsetDateTime>,
+    /// A max-heap: its top is the first row to give up when one more comes in under the cap.
+    changed: BinaryHeap<Changed>,
+}
+
+impl Picker {
+    fn new(after: Option<(OffsetDateTime, String)>, until: OffsetDateTime, cap: usize) -> Self {
+        Self { after, until, cap: cap.max(1), newest: None, changed: BinaryHeap::new() }
+    }
+
+    fn offer(&mut self, row: Row) {
+        let Some(at) = row.event_time else { return };
+        self.newest = self.newest.max(Some(at));
+        if at > self.until || self.after.as_ref().is_some_and(|(t, k)| (at, &row.key) <= (*t, k)) {
+            return;
+        }
+        if self.changed.len() == self.cap && self.changed.peek().is_some_and(|top| (at, &row.key) >= (top.at, &top.key)) {
+            return;
+        }
+        self.changed.push(Changed { at, key: row.key, json: row.json });
+        if self.changed.len() > self.cap {
+            let _ = self.changed.pop();
+        }
+    }
+
+    /// The picked rows in (event time, key) order.
+    fn picked(self) -> Vec<Changed> {
+        self.changed.into_sorted_vec()
+    }
+}
+
+/// When each owned source is due, and how scans read.
 #[derive(Debug)]
 pub struct Scheduler {
     interval: Duration,
     page_size: u32,
     max_rows: u64,
     mysql_url: String,
+    mongodb_uri: String,
+    /// One MongoDB client for every scan of every collection (made on the first).
+    mongodb: Option<mongo::Server>,
     due: HashMap<String, Instant>,
 }
 
 impl Scheduler {
-    /// From `scan.*` and `mysql.url`.
+    /// From `scan.*`, `mysql.url` and `mongodb.uri`.
     pub fn new(settings: &Settings) -> Self {
         Self {
             interval: Duration::from_millis(settings.scan.interval_ms.max(1)),
             page_size: settings.scan.page_size,
             max_rows: settings.scan.max_rows,
             mysql_url: settings.mysql.url.clone(),
+            mongodb_uri: settings.mongodb.uri.clone(),
+            mongodb: None,
             due: HashMap::new(),
         }
     }
 
-    /// Scans every table of `sources` that `agg` owns and that is due, and counts what each scan
-    /// found in its windows. A failed scan is a warning and a metric, tried again next interval.
+    /// Scans every source of `sources` that `agg` owns and that is due, and counts what each
+    /// scan found in its windows. A failed scan is a warning and a metric, tried again next
+    /// interval.
     pub fn tick(
         &mut self,
         agg: &mut Aggregator,
@@ -138,7 +237,13 @@ impl Scheduler {
                 continue;
             }
             let _ = self.due.insert(key.clone(), Instant::now() + self.interval);
-            match runtime.block_on(self.scan(source, mark, now)) {
+            let scanned = match &source.binding.at {
+                SourceAt::Mysql { table, .. } => runtime.block_on(self.scan_table(source, table, mark, now)),
+                SourceAt::Mongodb { database, collection } => {
+                    runtime.block_on(self.scan_collection(source, database, collection, mark, now))
+                }
+            };
+            match scanned {
                 Ok(s) => {
                     let labels = [
                         ("product", source.contract.product.clone()),
@@ -165,44 +270,79 @@ impl Scheduler {
         }
     }
 
-    /// Reads the rows of `source` changed after `mark` and holds each to the contract.
-    async fn scan(&self, source: &Source, mark: Option<ScanMark>, now: OffsetDateTime) -> Result<Scanned, Error> {
-        let contract = &source.contract;
-        let mut reader = TableReader::open(&self.mysql_url, contract, &source.binding, &source.table, self.page_size).await?;
-        let until = now - SETTLE;
-        reader.since(mark.clone().map(|m| (m.at, m.key)), sql_datetime(until))?;
+    /// Reads the rows of `table` changed after `mark` (the database filters and orders them)
+    /// and holds each to the contract.
+    async fn scan_table(&self, source: &Source, table: &str, mark: Option<ScanMark>, now: OffsetDateTime) -> Result<Scanned, Error> {
+        let mut reader = TableReader::open(&self.mysql_url, &source.contract, &source.binding, table, self.page_size).await?;
+        reader.since(mark.clone().map(|m| (m.at, m.key)), sql_datetime(now - SETTLE))?;
         let newest = reader.newest().await?.as_deref().and_then(crate::scan::parse_sql_datetime);
-        let mut checker = Checker::new(contract, None).map_err(|r| {
-            Error::refused(System::MySql, r.violations.first().map(|v| v.message.clone()).unwrap_or_else(|| "no enforced version".into()))
-        })?;
-        let sla = contract.quality.freshness.0.as_secs_f64();
-        let input = source.binding.at.describe();
-        let mut out = Scanned { mark, ..Scanned::default() };
-        while out.rows < self.max_rows {
+        let mut judge = Judge::new(source, mark, now)?;
+        while judge.out.rows < self.max_rows {
             let Some(page) = reader.next_page().await? else { break };
             for row in page {
-                out.rows += 1;
-                let at = At { input: input.clone(), line: out.rows, key: Some(row.key) };
-                let eval = checker.add(&at, Item::Line(row.json), now);
-                out.counts.observe(&eval, Some(sla), false);
+                judge.row(row);
             }
         }
         if let Some((at, key)) = reader.mark() {
-            out.mark = Some(ScanMark { at, key });
+            judge.out.mark = Some(ScanMark { at, key });
         }
-        // Freshness of data at rest: the age of the newest row, one sample per scan (the rows'
-        // own ages say how old the changed rows are, not how stale the table is).
-        out.counts.stale_samples.clear();
-        out.counts.freshness = None;
-        if let Some(t) = newest {
-            let age = (now - t).as_seconds_f64().max(0.0);
-            let mut s = sketch();
-            s.add(age);
-            out.counts.freshness = Some(s);
-            out.age_seconds = Some(age);
-            out.newest_ms = Some(crate::measure::unix_ms(t));
+        Ok(judge.finish(newest))
+    }
+
+    /// Reads the documents of `database.collection` changed after `mark` and holds each to the
+    /// contract. FerretDB 1.x pushes no filter but one on `_id` down to its backend, so the
+    /// collection is read whole in `_id` pages and the changed documents are picked here: those
+    /// whose event time lies after the mark and up to `now - SETTLE`, the first `scan.max_rows`
+    /// of them in (event time, key) order (a bounded heap; the rest wait for the next scan).
+    async fn scan_collection(
+        &mut self,
+        source: &Source,
+        database: &str,
+        collection: &str,
+        mark: Option<ScanMark>,
+        now: OffsetDateTime,
+    ) -> Result<Scanned, Error> {
+        let after = match &mark {
+            None => None,
+            Some(m) => match OffsetDateTime::parse(&m.at, &Rfc3339) {
+                Ok(t) => Some((t, m.key.clone())),
+                Err(e) => {
+                    return Err(Error::refused(
+                        System::MongoDb,
+                        format_args!("the scan mark {:?} of {} is not an RFC 3339 instant: {e}", m.at, source.label),
+                    ));
+                }
+            },
+        };
+        let server = match &self.mongodb {
+            Some(s) => s.clone(),
+            None => {
+                let s = mongo::Server::connect(&self.mongodb_uri).await?;
+                self.mongodb = Some(s.clone());
+                s
+            }
+        };
+        let mut reader = mongo::CollectionReader::on(&server, &source.binding, database, collection, self.page_size).await?;
+        let cap = usize::try_from(self.max_rows).unwrap_or(usize::MAX);
+        let mut picker = Picker::new(after, now - SETTLE, cap);
+        while let Some(page) = reader.next_page().await? {
+            for row in page {
+                picker.offer(row);
+            }
         }
-        Ok(out)
+        let newest = picker.newest;
+        let mut judge = Judge::new(source, mark, now)?;
+        let mut last = None;
+        for c in picker.picked() {
+            last = Some((c.at, c.key.clone()));
+            judge.row(Row { key: c.key, json: c.json, event_time: Some(c.at) });
+        }
+        if let Some((at, key)) = last
+            && let Some(at) = crate::scan::rfc3339(at)
+        {
+            judge.out.mark = Some(ScanMark { at, key });
+        }
+        Ok(judge.finish(newest))
     }
 }
 
@@ -224,6 +364,27 @@ fn sql_datetime(t: OffsetDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(second: i64, key: &str) -> Row {
+        let at = OffsetDateTime::from_unix_timestamp(1_796_395_200 + second).unwrap_or_else(|e| panic!("{e}"));
+        Row { key: key.into(), json: b"{}".to_vec(), event_time: Some(at) }
+    }
+
+    #[test]
+    fn a_collection_scan_picks_the_first_changes_after_the_mark_up_to_the_cap() {
+        let t = |second: i64| row(second, "").event_time.unwrap_or_else(|| panic!("no time"));
+        // After (second 10, key "b"), up to second 30, at most 3.
+        let mut p = Picker::new(Some((t(10), "b".into())), t(30), 3);
+        for (second, key) in [(40, "a"), (12, "z"), (10, "a"), (10, "b"), (10, "c"), (30, "a"), (11, "a"), (20, "a")] {
+            p.offer(row(second, key));
+        }
+        p.offer(Row { key: "null".into(), json: Vec::new(), event_time: None });
+        assert_eq!(p.newest, Some(t(40)), "freshness sees every row, picked or not");
+        let picked: Vec<(i64, String)> = p.picked().into_iter().map(|c| (c.at.unix_timestamp() - 1_796_395_200, c.key)).collect();
+        // (10,"a") and (10,"b") are at or before the mark, 40 after `until`; (20,"a") and
+        // (30,"a") wait for the next scan.
+        assert_eq!(picked, vec![(10, "c".to_owned()), (11, "a".to_owned()), (12, "z".to_owned())]);
+    }
 
     #[test]
     fn datetimes_are_written_as_the_server_prints_them() {

@@ -110,7 +110,7 @@ fn describe() {
     describe_counter!(
         SCAN_ROWS_TOTAL,
         Unit::Count,
-        "Rows read by scheduled scans of bound tables (scan.interval_ms), by product, contract, source and outcome (valid, invalid)."
+        "Rows read by scheduled scans of bound tables and collections (scan.interval_ms), by product, contract, source and outcome (valid, invalid)."
     );
     describe_counter!(
         SCAN_ERRORS_TOTAL,

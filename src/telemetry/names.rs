@@ -34,7 +34,7 @@ pub const LINEAGE_COVERAGE_RATIO: &str = "meshguard_lineage_coverage_ratio";
 pub const ALERTS_TOTAL: &str = "meshguard_alerts_total";
 /// Partial windows read by the owner of group-wide windows, by outcome.
 pub const PARTIALS_TOTAL: &str = "meshguard_quality_partials_total";
-/// Rows read by scheduled scans of bound tables.
+/// Rows read by scheduled scans of bound tables and collections.
 pub const SCAN_ROWS_TOTAL: &str = "meshguard_scan_rows_total";
 /// Scheduled scans that failed (unreachable database, missing table or column).
 pub const SCAN_ERRORS_TOTAL: &str = "meshguard_scan_errors_total";
