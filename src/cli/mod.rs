@@ -71,8 +71,9 @@ pub enum Command {
     /// http.addr. SIGTERM or Ctrl-C drains the current batch, commits and exits.
     ///
     /// With scan.interval_ms > 0 (MESHGUARD__SCAN__INTERVAL_MS=60000), the bound MySQL tables
-    /// are scanned on that schedule too: the rows changed since the last scan, counted in the
-    /// table's quality windows and alerts (source `mysql:<table>`), by one instance of the group.
+    /// and MongoDB collections are scanned on that schedule too: the rows changed since the last
+    /// scan, counted in the source's quality windows and alerts (source `mysql:<table>` or
+    /// `mongodb:<collection>`), by one instance of the group.
     Run(run::RunArgs),
     /// Serve the data product REST API (authenticated, authorized and audited) on api.addr.
     ///
@@ -120,7 +121,8 @@ pub enum Command {
     /// configuration error: a table or collection that does not exist, a column the contract
     /// requires that the table lacks, an unreachable server (one line naming it).
     ///
-    /// `run` scans the bound tables on a schedule with scan.interval_ms > 0 (see `run --help`).
+    /// `run` scans the bound tables and collections on a schedule with scan.interval_ms > 0 (see
+    /// `run --help`).
     #[command(after_help = "Examples:\n  \
         meshguard scan --product payments-data-product --source payments\n  \
         meshguard scan --product loans-data-product --format json\n  \
