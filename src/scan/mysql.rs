@@ -124,9 +124,17 @@ fn refused(message: impl std::fmt::Display) -> Error {
     Error::refused(System::MySql, message)
 }
 
-impl TableReader {
-    /// Connects to `url` (its database) and checks `table` against `contract` and `binding`.
-    pub async fn open(url: &str, contract: &Contract, binding: &SourceBinding, table: &str, page_size: u32) -> Result<Self, Error> {
+/// A connection pool for `mysql.url` (one connection; scheduled scans keep it for every scan).
+#[derive(Debug, Clone)]
+pub struct Server {
+    pool: MySqlPool,
+    url: String,
+    secrets: Secrets,
+}
+
+impl Server {
+    /// Connects to `url` (a refusal naming it when the server cannot be reached).
+    pub async fn connect(url: &str) -> Result<Self, Error> {
         let secrets = Secrets::of(url);
         let scrub = |e: &dyn std::fmt::Display| secrets.scrub(&e.to_string()).replace('\n', " ");
         let options = MySqlConnectOptions::from_str(url)
@@ -139,6 +147,24 @@ impl TableReader {
             .connect_with(options)
             .await
             .map_err(|e| refused(format_args!("cannot reach MySQL at {}: {}", redact_uri(url), scrub(&e))))?;
+        Ok(Self { pool, url: url.to_owned(), secrets })
+    }
+}
+
+impl TableReader {
+    /// Connects to `url` (its database) and checks `table` against `contract` and `binding`.
+    pub async fn open(url: &str, contract: &Contract, binding: &SourceBinding, table: &str, page_size: u32) -> Result<Self, Error> {
+        let server = Server::connect(url).await?;
+        Self::on(&server, contract, binding, table, page_size).await
+    }
+
+    /// Checks `table` of `server`'s database against `contract` and `binding` (the columns are
+    /// read again each time: a scheduled scan sees a column dropped since the last one).
+    pub async fn on(server: &Server, contract: &Contract, binding: &SourceBinding, table: &str, page_size: u32) -> Result<Self, Error> {
+        let secrets = server.secrets.clone();
+        let scrub = |e: &dyn std::fmt::Display| secrets.scrub(&e.to_string()).replace('\n', " ");
+        let pool = server.pool.clone();
+        let url = server.url.as_str();
         let query_failed = |e: sqlx::Error| refused(format_args!("reading the columns of table {table}: {}", scrub(&e)));
         let database: Option<String> = sqlx::query_scalar("SELECT DATABASE()").fetch_one(&pool).await.map_err(query_failed)?;
         let Some(database) = database else {

@@ -44,7 +44,7 @@ use crate::quality::aggregate::{Aggregator, ScanMark};
 use crate::quality::partial::{Counts, binding_key, sketch};
 use crate::scan::Row;
 use crate::scan::mongo;
-use crate::scan::mysql::TableReader;
+use crate::scan::mysql::{self, TableReader};
 use crate::telemetry::names::{SCAN_ERRORS_TOTAL, SCAN_ROWS_TOTAL, SOURCE_FRESHNESS_SECONDS};
 
 /// Rows whose event time is younger than this wait for a later scan: a writer's transaction
@@ -199,6 +199,8 @@ pub struct Scheduler {
     max_rows: u64,
     mysql_url: String,
     mongodb_uri: String,
+    /// One MySQL connection for every scan of every table (made on the first).
+    mysql: Option<mysql::Server>,
     /// One MongoDB client for every scan of every collection (made on the first).
     mongodb: Option<mongo::Server>,
     due: HashMap<String, Instant>,
@@ -213,6 +215,7 @@ impl Scheduler {
             max_rows: settings.scan.max_rows,
             mysql_url: settings.mysql.url.clone(),
             mongodb_uri: settings.mongodb.uri.clone(),
+            mysql: None,
             mongodb: None,
             due: HashMap::new(),
         }
@@ -272,8 +275,16 @@ impl Scheduler {
 
     /// Reads the rows of `table` changed after `mark` (the database filters and orders them)
     /// and holds each to the contract.
-    async fn scan_table(&self, source: &Source, table: &str, mark: Option<ScanMark>, now: OffsetDateTime) -> Result<Scanned, Error> {
-        let mut reader = TableReader::open(&self.mysql_url, &source.contract, &source.binding, table, self.page_size).await?;
+    async fn scan_table(&mut self, source: &Source, table: &str, mark: Option<ScanMark>, now: OffsetDateTime) -> Result<Scanned, Error> {
+        let server = match &self.mysql {
+            Some(s) => s.clone(),
+            None => {
+                let s = mysql::Server::connect(&self.mysql_url).await?;
+                self.mysql = Some(s.clone());
+                s
+            }
+        };
+        let mut reader = TableReader::on(&server, &source.contract, &source.binding, table, self.page_size).await?;
         reader.since(mark.clone().map(|m| (m.at, m.key)), sql_datetime(now - SETTLE))?;
         let newest = reader.newest().await?.as_deref().and_then(crate::scan::parse_sql_datetime);
         let mut judge = Judge::new(source, mark, now)?;
