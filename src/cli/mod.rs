@@ -110,7 +110,7 @@ pub enum Command {
     ///
     /// Tables are read from the database of mysql.url in pages by their unique key
     /// (`WHERE key > ? ORDER BY key LIMIT n`), collections from spec.sources.mongodb.database
-    /// at mongodb.uri in pages by `_id`; memory holds about three pages. Each row becomes a
+    /// at mongodb.uri through one cursor, a page per batch; memory holds about three pages. Each row becomes a
     /// record of the columns the contract names: DECIMAL as its exact digits, DATETIME and
     /// TIMESTAMP as RFC 3339 UTC, NULL as null where the contract requires the field (reported)
     /// and as an absent field where it does not. The report is `check`'s, with violations by

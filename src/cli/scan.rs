@@ -94,12 +94,7 @@ pub(super) fn run(args: ScanArgs) -> ExitCode {
         let scanned = scan(&runtime, contract, binding, reader, now, progress);
         bar.finish_and_clear();
         match scanned {
-            Ok((report, note)) => {
-                if let Some(note) = note {
-                    eprintln!("meshguard: note: {note}");
-                }
-                reports.push(report);
-            }
+            Ok(report) => reports.push(report),
             Err(e) => return fail(e.message),
         }
     }

@@ -178,8 +178,8 @@ pub struct TableSource {
 pub struct CollectionSource {
     /// The collection, in `spec.sources.mongodb.database`.
     pub collection: String,
-    /// The field documents are reported by (default: the contract's key field). Pages are read
-    /// by `_id`, the one field the MongoDB-wire server of the tests looks up without a scan.
+    /// The field documents are reported by (default: the contract's key field). The collection
+    /// is read through one cursor, in the server's natural order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_field: Option<String>,
     /// The field whose newest value is the collection's freshness (default as for tables).

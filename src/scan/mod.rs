@@ -80,15 +80,6 @@ impl Reader {
             Self::Mongo(r) => r.next_page().await,
         }
     }
-
-    /// A note on what the reader could not read, once it is done (MongoDB: documents whose
-    /// `_id` type paging by `_id` does not reach).
-    pub async fn finish(&mut self, read: u64) -> Option<String> {
-        match self {
-            Self::Mysql(_) => None,
-            Self::Mongo(r) => r.unreached(read).await,
-        }
-    }
 }
 
 /// Reads `reader` to its end on `runtime` and holds every record to `contract` on this thread;
@@ -101,7 +92,7 @@ pub fn scan(
     mut reader: Reader,
     now: OffsetDateTime,
     progress: impl Fn(u64),
-) -> Result<(Report, Option<String>), Error> {
+) -> Result<Report, Error> {
     let start = Instant::now();
     let mut checker = Checker::new(contract, None).map_err(|r| {
         Error::refused(System::MySql, r.violations.first().map(|v| v.message.clone()).unwrap_or_else(|| "no enforced version".into()))
@@ -138,8 +129,7 @@ pub fn scan(
         }
         progress(records);
     }
-    let mut reader = runtime.block_on(read).map_err(|e| Error::refused(System::MySql, format_args!("the reader stopped: {e}")))?;
-    let note = runtime.block_on(reader.finish(records));
+    let _reader = runtime.block_on(read).map_err(|e| Error::refused(System::MySql, format_args!("the reader stopped: {e}")))?;
     let mut report = checker.finish();
     let age = newest.map(|t| (now - t).max(time::Duration::ZERO));
     let sla = contract.quality.freshness.0;
@@ -153,7 +143,7 @@ pub fn scan(
         pages,
         elapsed_seconds: start.elapsed().as_secs_f64(),
     });
-    Ok((report, note))
+    Ok(report)
 }
 
 /// Whether `text` is a JSON number as RFC 8259 writes one (what a DECIMAL, an integer or a

@@ -12,8 +12,8 @@
 //!   row), up to `now - SETTLE`, in (event time, key) order: a row counts once per change that
 //!   moves its event time (an `updated_at` set on each write). At most `scan.max_rows` per scan;
 //!   the rest waits for the next one. MySQL filters and orders the rows (an indexed event-time
-//!   column makes it cheap); a collection is read whole in `_id` pages and filtered here, as
-//!   FerretDB 1.x would read it whole for any filter but one on `_id`.
+//!   column makes it cheap); a collection is read whole through one cursor and filtered here, as
+//!   FerretDB 1.x would read it whole for any filter but exact `_id` equality.
 //! - **Durable.** The mark goes into the window its rows were counted in, and into the state
 //!   topic with that window once it closes (`Progress::scan_mark`). A new owner starts from the
 //!   mark of the last closed window: the rows whose counts died with the old owner's open windows
@@ -301,8 +301,8 @@ impl Scheduler {
     }
 
     /// Reads the documents of `database.collection` changed after `mark` and holds each to the
-    /// contract. FerretDB 1.x pushes no filter but one on `_id` down to its backend, so the
-    /// collection is read whole in `_id` pages and the changed documents are picked here: those
+    /// contract. FerretDB 1.x pushes no filter but exact `_id` equality down to its backend, so the
+    /// collection is read whole through one cursor and the changed documents are picked here: those
     /// whose event time lies after the mark and up to `now - SETTLE`, the first `scan.max_rows`
     /// of them in (event time, key) order (a bounded heap; the rest wait for the next scan).
     async fn scan_collection(
