@@ -191,99 +191,52 @@ impl Picker {
     }
 }
 
-/// When each owned source is due, and how scans read.
-#[derive(Debug)]
-pub struct Scheduler {
-    interval: Duration,
+/// How scans read: the settings and one connection (pool) per server, shared by every scan.
+#[derive(Debug, Clone)]
+struct Readers {
     page_size: u32,
     max_rows: u64,
     mysql_url: String,
     mongodb_uri: String,
-    /// One MySQL connection for every scan of every table (made on the first).
-    mysql: Option<mysql::Server>,
-    /// One MongoDB client for every scan of every collection (made on the first).
-    mongodb: Option<mongo::Server>,
-    due: HashMap<String, Instant>,
+    /// One MySQL connection for every scan of every table (made by the first).
+    mysql: Arc<tokio::sync::Mutex<Option<mysql::Server>>>,
+    /// One MongoDB client for every scan of every collection (made by the first).
+    mongodb: Arc<tokio::sync::Mutex<Option<mongo::Server>>>,
 }
 
-impl Scheduler {
-    /// From `scan.*`, `mysql.url` and `mongodb.uri`.
-    pub fn new(settings: &Settings) -> Self {
-        Self {
-            interval: Duration::from_millis(settings.scan.interval_ms.max(1)),
-            page_size: settings.scan.page_size,
-            max_rows: settings.scan.max_rows,
-            mysql_url: settings.mysql.url.clone(),
-            mongodb_uri: settings.mongodb.uri.clone(),
-            mysql: None,
-            mongodb: None,
-            due: HashMap::new(),
+impl Readers {
+    async fn mysql(&self) -> Result<mysql::Server, Error> {
+        let mut server = self.mysql.lock().await;
+        if let Some(s) = server.as_ref() {
+            return Ok(s.clone());
         }
+        let s = mysql::Server::connect(&self.mysql_url).await?;
+        *server = Some(s.clone());
+        Ok(s)
     }
 
-    /// Scans every source of `sources` that `agg` owns and that is due, and counts what each
-    /// scan found in its windows. A failed scan is a warning and a metric, tried again next
-    /// interval.
-    pub fn tick(
-        &mut self,
-        agg: &mut Aggregator,
-        sources: &BTreeMap<String, Source>,
-        runtime: &tokio::runtime::Handle,
-        now: OffsetDateTime,
-    ) {
-        for (key, source) in sources {
-            let Some(mark) = agg.scan_mark(key) else {
-                let _ = self.due.remove(key);
-                continue;
-            };
-            if self.due.get(key).is_some_and(|t| Instant::now() < *t) {
-                continue;
-            }
-            let _ = self.due.insert(key.clone(), Instant::now() + self.interval);
-            let scanned = match &source.binding.at {
-                SourceAt::Mysql { table, .. } => runtime.block_on(self.scan_table(source, table, mark, now)),
-                SourceAt::Mongodb { database, collection } => {
-                    runtime.block_on(self.scan_collection(source, database, collection, mark, now))
-                }
-            };
-            match scanned {
-                Ok(s) => {
-                    let labels = [
-                        ("product", source.contract.product.clone()),
-                        ("contract", source.contract.name.clone()),
-                        ("source", source.label.clone()),
-                    ];
-                    let invalid = s.counts.invalid.min(s.rows);
-                    for (outcome, n) in [("valid", s.rows - invalid), ("invalid", invalid)] {
-                        let mut with = labels.to_vec();
-                        with.push(("outcome", outcome.to_owned()));
-                        counter!(SCAN_ROWS_TOTAL, &with).increment(n);
-                    }
-                    if let Some(age) = s.age_seconds {
-                        gauge!(SOURCE_FRESHNESS_SECONDS, &labels).set(age);
-                    }
-                    tracing::debug!(source = %source.label, rows = s.rows, mark = ?s.mark, "scheduled scan");
-                    let _ = agg.add_scan(key, now, &s.counts, s.newest_ms, s.mark);
-                }
-                Err(e) => {
-                    counter!(SCAN_ERRORS_TOTAL, "source" => source.label.clone()).increment(1);
-                    warn!(source = %source.label, error = %e.message, retry_in_ms = self.interval.as_millis() as u64, "scheduled scan failed");
-                }
-            }
+    async fn mongodb(&self) -> Result<mongo::Server, Error> {
+        let mut server = self.mongodb.lock().await;
+        if let Some(s) = server.as_ref() {
+            return Ok(s.clone());
+        }
+        let s = mongo::Server::connect(&self.mongodb_uri).await?;
+        *server = Some(s.clone());
+        Ok(s)
+    }
+
+    /// Reads the rows of `source` changed after `mark` and holds each to the contract.
+    async fn scan(self, source: Source, mark: Option<ScanMark>, now: OffsetDateTime) -> Result<Scanned, Error> {
+        match &source.binding.at {
+            SourceAt::Mysql { table, .. } => self.scan_table(&source, table, mark, now).await,
+            SourceAt::Mongodb { database, collection } => self.scan_collection(&source, database, collection, mark, now).await,
         }
     }
 
     /// Reads the rows of `table` changed after `mark` (the database filters and orders them)
     /// and holds each to the contract.
-    async fn scan_table(&mut self, source: &Source, table: &str, mark: Option<ScanMark>, now: OffsetDateTime) -> Result<Scanned, Error> {
-        let server = match &self.mysql {
-            Some(s) => s.clone(),
-            None => {
-                let s = mysql::Server::connect(&self.mysql_url).await?;
-                self.mysql = Some(s.clone());
-                s
-            }
-        };
+    async fn scan_table(&self, source: &Source, table: &str, mark: Option<ScanMark>, now: OffsetDateTime) -> Result<Scanned, Error> {
+        let server = self.mysql().await?;
         let mut reader = TableReader::on(&server, &source.contract, &source.binding, table, self.page_size).await?;
         reader.since(mark.clone().map(|m| (m.at, m.key)), sql_datetime(now - SETTLE))?;
         let newest = reader.newest().await?.as_deref().and_then(crate::scan::parse_sql_datetime);
@@ -301,12 +254,13 @@ impl Scheduler {
     }
 
     /// Reads the documents of `database.collection` changed after `mark` and holds each to the
-    /// contract. FerretDB 1.x pushes no filter but exact `_id` equality down to its backend, so the
-    /// collection is read whole through one cursor and the changed documents are picked here: those
-    /// whose event time lies after the mark and up to `now - SETTLE`, the first `scan.max_rows`
-    /// of them in (event time, key) order (a bounded heap; the rest wait for the next scan).
+    /// contract. FerretDB 1.x pushes no filter but exact `_id` equality down to its backend, so
+    /// the collection is read whole through one cursor and the changed documents are picked
+    /// here: those whose event time lies after the mark and up to `now - SETTLE`, the first
+    /// `scan.max_rows` of them in (event time, key) order (a bounded heap; the rest wait for the
+    /// next scan).
     async fn scan_collection(
-        &mut self,
+        &self,
         source: &Source,
         database: &str,
         collection: &str,
@@ -325,15 +279,9 @@ impl Scheduler {
                 }
             },
         };
-        let server = match &self.mongodb {
-            Some(s) => s.clone(),
-            None => {
-                let s = mongo::Server::connect(&self.mongodb_uri).await?;
-                self.mongodb = Some(s.clone());
-                s
-            }
-        };
+        let server = self.mongodb().await?;
         let mut reader = mongo::CollectionReader::on(&server, &source.binding, database, collection, self.page_size).await?;
+        let mut judge = Judge::new(source, mark, now)?;
         let cap = usize::try_from(self.max_rows).unwrap_or(usize::MAX);
         let mut picker = Picker::new(after, now - SETTLE, cap);
         while let Some(page) = reader.next_page().await? {
@@ -342,7 +290,6 @@ impl Scheduler {
             }
         }
         let newest = picker.newest;
-        let mut judge = Judge::new(source, mark, now)?;
         let mut last = None;
         for c in picker.picked() {
             last = Some((c.at, c.key.clone()));
@@ -354,6 +301,122 @@ impl Scheduler {
             judge.out.mark = Some(ScanMark { at, key });
         }
         Ok(judge.finish(newest))
+    }
+}
+
+/// A scan running on the runtime, and the mark it started from.
+#[derive(Debug)]
+struct InFlight {
+    mark: Option<ScanMark>,
+    task: tokio::task::JoinHandle<Result<Scanned, Error>>,
+}
+
+/// When each owned source is due, and the scans running. Scans run as tasks on the runtime, so
+/// a long one (a large collection is read whole) never holds up the owner's windows; its result
+/// is counted by the first tick after it ends, if the owner still owns the source and its mark
+/// has not moved meanwhile (else it is dropped and the source scanned again).
+#[derive(Debug)]
+pub struct Scheduler {
+    interval: Duration,
+    readers: Readers,
+    due: HashMap<String, Instant>,
+    in_flight: HashMap<String, InFlight>,
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        for f in self.in_flight.values() {
+            f.task.abort();
+        }
+    }
+}
+
+impl Scheduler {
+    /// From `scan.*`, `mysql.url` and `mongodb.uri`.
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            interval: Duration::from_millis(settings.scan.interval_ms.max(1)),
+            readers: Readers {
+                page_size: settings.scan.page_size,
+                max_rows: settings.scan.max_rows,
+                mysql_url: settings.mysql.url.clone(),
+                mongodb_uri: settings.mongodb.uri.clone(),
+                mysql: Arc::default(),
+                mongodb: Arc::default(),
+            },
+            due: HashMap::new(),
+            in_flight: HashMap::new(),
+        }
+    }
+
+    /// Counts the scans that ended in their sources' windows, and starts a scan of every source
+    /// of `sources` that `agg` owns, that is due and that is not being scanned. A failed scan is
+    /// a warning and a metric, tried again next interval.
+    pub fn tick(
+        &mut self,
+        agg: &mut Aggregator,
+        sources: &BTreeMap<String, Source>,
+        runtime: &tokio::runtime::Handle,
+        now: OffsetDateTime,
+    ) {
+        let ended: Vec<String> = self.in_flight.iter().filter(|(_, f)| f.task.is_finished()).map(|(k, _)| k.clone()).collect();
+        for key in ended {
+            let Some(f) = self.in_flight.remove(&key) else { continue };
+            let Some(source) = sources.get(&key) else { continue };
+            let scanned = runtime.block_on(f.task).unwrap_or_else(|e| {
+                let system = match source.binding.at {
+                    SourceAt::Mysql { .. } => System::MySql,
+                    SourceAt::Mongodb { .. } => System::MongoDb,
+                };
+                Err(Error::transient(system, format_args!("the scan stopped: {e}")))
+            });
+            if agg.scan_mark(&key).as_ref() != Some(&f.mark) {
+                tracing::debug!(source = %source.label, "scan dropped: the source changed owner or mark while it ran");
+                let _ = self.due.remove(&key);
+                continue;
+            }
+            self.count(agg, &key, source, scanned, now);
+        }
+        for (key, source) in sources {
+            let Some(mark) = agg.scan_mark(key) else {
+                let _ = self.due.remove(key);
+                continue;
+            };
+            if self.in_flight.contains_key(key) || self.due.get(key).is_some_and(|t| Instant::now() < *t) {
+                continue;
+            }
+            let _ = self.due.insert(key.clone(), Instant::now() + self.interval);
+            let task = runtime.spawn(self.readers.clone().scan(source.clone(), mark.clone(), now));
+            let _ = self.in_flight.insert(key.clone(), InFlight { mark, task });
+        }
+    }
+
+    /// Counts what a scan found in the source's windows (at `now`), and in the metrics.
+    fn count(&self, agg: &mut Aggregator, key: &str, source: &Source, scanned: Result<Scanned, Error>, now: OffsetDateTime) {
+        match scanned {
+            Ok(s) => {
+                let labels = [
+                    ("product", source.contract.product.clone()),
+                    ("contract", source.contract.name.clone()),
+                    ("source", source.label.clone()),
+                ];
+                let invalid = s.counts.invalid.min(s.rows);
+                for (outcome, n) in [("valid", s.rows - invalid), ("invalid", invalid)] {
+                    let mut with = labels.to_vec();
+                    with.push(("outcome", outcome.to_owned()));
+                    counter!(SCAN_ROWS_TOTAL, &with).increment(n);
+                }
+                if let Some(age) = s.age_seconds {
+                    gauge!(SOURCE_FRESHNESS_SECONDS, &labels).set(age);
+                }
+                tracing::debug!(source = %source.label, rows = s.rows, mark = ?s.mark, "scheduled scan");
+                let _ = agg.add_scan(key, now, &s.counts, s.newest_ms, s.mark);
+            }
+            Err(e) => {
+                counter!(SCAN_ERRORS_TOTAL, "source" => source.label.clone()).increment(1);
+                warn!(source = %source.label, error = %e.message, retry_in_ms = self.interval.as_millis() as u64, "scheduled scan failed");
+            }
+        }
     }
 }
 
