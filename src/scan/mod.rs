@@ -82,6 +82,21 @@ impl Reader {
     }
 }
 
+/// The server `at` is on (the error's system).
+pub fn system(at: &SourceAt) -> System {
+    match at {
+        SourceAt::Mysql { .. } => System::MySql,
+        SourceAt::Mongodb { .. } => System::MongoDb,
+    }
+}
+
+/// `check`'s checker for the rows of `at`, held to `contract`'s enforced version.
+pub fn checker<'c>(contract: &'c Contract, at: &SourceAt) -> Result<Checker<'c>, Error> {
+    Checker::new(contract, None).map_err(|r| {
+        Error::refused(system(at), r.violations.first().map(|v| v.message.clone()).unwrap_or_else(|| "no enforced version".into()))
+    })
+}
+
 /// Reads `reader` to its end on `runtime` and holds every record to `contract` on this thread;
 /// `progress` is told how many records were judged after each page. The report names
 /// `binding`'s source, its newest event time and its age at `now`.
@@ -94,9 +109,7 @@ pub fn scan(
     progress: impl Fn(u64),
 ) -> Result<Report, Error> {
     let start = Instant::now();
-    let mut checker = Checker::new(contract, None).map_err(|r| {
-        Error::refused(System::MySql, r.violations.first().map(|v| v.message.clone()).unwrap_or_else(|| "no enforced version".into()))
-    })?;
+    let mut checker = checker(contract, &binding.at)?;
     let input = binding.at.describe();
     checker.report.inputs.push(input.clone());
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Row>, Error>>(PAGES_AHEAD);
@@ -110,7 +123,7 @@ pub fn scan(
                 Err(e) => tx.send(Err(e)).await,
             };
             if done || sent.is_err() {
-                return reader;
+                return;
             }
         }
     });
@@ -129,7 +142,7 @@ pub fn scan(
         }
         progress(records);
     }
-    let _reader = runtime.block_on(read).map_err(|e| Error::refused(System::MySql, format_args!("the reader stopped: {e}")))?;
+    runtime.block_on(read).map_err(|e| Error::refused(system(&binding.at), format_args!("the reader stopped: {e}")))?;
     let mut report = checker.finish();
     let age = newest.map(|t| (now - t).max(time::Duration::ZERO));
     let sla = contract.quality.freshness.0;

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use metrics::{counter, gauge};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tokio::sync::OnceCell;
 use tracing::warn;
 
 use crate::check::input::Item;
@@ -102,17 +103,9 @@ struct Judge<'c> {
 
 impl<'c> Judge<'c> {
     fn new(source: &'c Source, mark: Option<ScanMark>, now: OffsetDateTime) -> Result<Self, Error> {
-        let contract = &source.contract;
-        let checker = Checker::new(contract, None).map_err(|r| {
-            let system = match source.binding.at {
-                SourceAt::Mysql { .. } => System::MySql,
-                SourceAt::Mongodb { .. } => System::MongoDb,
-            };
-            Error::refused(system, r.violations.first().map(|v| v.message.clone()).unwrap_or_else(|| "no enforced version".into()))
-        })?;
         Ok(Self {
-            checker,
-            sla: contract.quality.freshness.0.as_secs_f64(),
+            checker: crate::scan::checker(&source.contract, &source.binding.at)?,
+            sla: source.contract.quality.freshness.0.as_secs_f64(),
             input: source.binding.at.describe(),
             now,
             out: Scanned { mark, ..Scanned::default() },
@@ -198,33 +191,13 @@ struct Readers {
     max_rows: u64,
     mysql_url: String,
     mongodb_uri: String,
-    /// One MySQL connection for every scan of every table (made by the first).
-    mysql: Arc<tokio::sync::Mutex<Option<mysql::Server>>>,
-    /// One MongoDB client for every scan of every collection (made by the first).
-    mongodb: Arc<tokio::sync::Mutex<Option<mongo::Server>>>,
+    /// One MySQL connection for every scan of every table (made by the first that succeeds).
+    mysql: Arc<OnceCell<mysql::Server>>,
+    /// One MongoDB client for every scan of every collection (made by the first that succeeds).
+    mongodb: Arc<OnceCell<mongo::Server>>,
 }
 
 impl Readers {
-    async fn mysql(&self) -> Result<mysql::Server, Error> {
-        let mut server = self.mysql.lock().await;
-        if let Some(s) = server.as_ref() {
-            return Ok(s.clone());
-        }
-        let s = mysql::Server::connect(&self.mysql_url).await?;
-        *server = Some(s.clone());
-        Ok(s)
-    }
-
-    async fn mongodb(&self) -> Result<mongo::Server, Error> {
-        let mut server = self.mongodb.lock().await;
-        if let Some(s) = server.as_ref() {
-            return Ok(s.clone());
-        }
-        let s = mongo::Server::connect(&self.mongodb_uri).await?;
-        *server = Some(s.clone());
-        Ok(s)
-    }
-
     /// Reads the rows of `source` changed after `mark` and holds each to the contract.
     async fn scan(self, source: Source, mark: Option<ScanMark>, now: OffsetDateTime) -> Result<Scanned, Error> {
         match &source.binding.at {
@@ -236,8 +209,8 @@ impl Readers {
     /// Reads the rows of `table` changed after `mark` (the database filters and orders them)
     /// and holds each to the contract.
     async fn scan_table(&self, source: &Source, table: &str, mark: Option<ScanMark>, now: OffsetDateTime) -> Result<Scanned, Error> {
-        let server = self.mysql().await?;
-        let mut reader = TableReader::on(&server, &source.contract, &source.binding, table, self.page_size).await?;
+        let server = self.mysql.get_or_try_init(|| mysql::Server::connect(&self.mysql_url)).await?;
+        let mut reader = TableReader::on(server, &source.contract, &source.binding, table, self.page_size).await?;
         reader.since(mark.clone().map(|m| (m.at, m.key)), sql_datetime(now - SETTLE))?;
         let newest = reader.newest().await?.as_deref().and_then(crate::scan::parse_sql_datetime);
         let mut judge = Judge::new(source, mark, now)?;
@@ -279,8 +252,8 @@ impl Readers {
                 }
             },
         };
-        let server = self.mongodb().await?;
-        let mut reader = mongo::CollectionReader::on(&server, &source.binding, database, collection, self.page_size).await?;
+        let server = self.mongodb.get_or_try_init(|| mongo::Server::connect(&self.mongodb_uri)).await?;
+        let mut reader = mongo::CollectionReader::on(server, &source.binding, database, collection, self.page_size).await?;
         let mut judge = Judge::new(source, mark, now)?;
         let cap = usize::try_from(self.max_rows).unwrap_or(usize::MAX);
         let mut picker = Picker::new(after, now - SETTLE, cap);
@@ -363,13 +336,9 @@ impl Scheduler {
         for key in ended {
             let Some(f) = self.in_flight.remove(&key) else { continue };
             let Some(source) = sources.get(&key) else { continue };
-            let scanned = runtime.block_on(f.task).unwrap_or_else(|e| {
-                let system = match source.binding.at {
-                    SourceAt::Mysql { .. } => System::MySql,
-                    SourceAt::Mongodb { .. } => System::MongoDb,
-                };
-                Err(Error::transient(system, format_args!("the scan stopped: {e}")))
-            });
+            let scanned = runtime
+                .block_on(f.task)
+                .unwrap_or_else(|e| Err(Error::transient(crate::scan::system(&source.binding.at), format_args!("the scan stopped: {e}"))));
             if agg.scan_mark(&key).as_ref() != Some(&f.mark) {
                 tracing::debug!(source = %source.label, "scan dropped: the source changed owner or mark while it ran");
                 let _ = self.due.remove(&key);
