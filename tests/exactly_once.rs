@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::*;
-use mongodb::bson::doc;
 
 /// Positions read more than once.
 fn repeated(dead: &[DeadLetter]) -> Vec<((String, i32, i64), usize)> {
@@ -54,7 +53,7 @@ async fn kill_9_repeatedly_leaves_each_dead_letter_exactly_once_under_read_commi
     assert_eq!(repeated(&dead), vec![], "read_committed: no dead letter twice after three kill -9");
     assert_eq!(dead.len(), expected.len());
     // MongoDB: one lineage document per input (idempotent inserts by deterministic _id).
-    let lineage = mongo_docs(&names.database, "data_lineage", doc! {}).await;
+    let lineage = lineage_docs(&names.database).await;
     assert_eq!(lineage.len() as i64, total);
 }
 
@@ -111,7 +110,7 @@ async fn a_zombie_instance_is_fenced_and_its_output_never_becomes_visible() {
     let got: BTreeSet<_> = dead.iter().map(position).collect();
     assert_eq!(got, expected, "read_committed: every invalid input has its dead letter");
     assert_eq!(repeated(&dead), vec![], "read_committed: the zombie's dead letters never became visible");
-    let lineage = mongo_docs(&names.database, "data_lineage", doc! {}).await;
+    let lineage = lineage_docs(&names.database).await;
     assert_eq!(lineage.len() as i64, total);
     a.signal(15);
     assert_eq!(a.wait(Duration::from_secs(30)), Some(0), "the recovered instance drains and exits 0");

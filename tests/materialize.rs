@@ -1,8 +1,8 @@
 //! The document store fed from Kafka (`mongodb.materialize = "kafka"`) against the real Kafka
 //! and MongoDB-wire servers: the stream produces a lineage entry per record (and each valid
 //! record's version) to `topics.records`; the materializer writes them. Killed with SIGKILL
-//! mid-stream, in both delivery modes, the store ends with exactly one lineage document per
-//! input record and one version per valid record: nothing lost, nothing stored twice.
+//! mid-stream, in both delivery modes, the store ends with exactly one lineage entry per input
+//! record and a current version for each valid record: nothing lost, nothing stored twice.
 
 mod common;
 
@@ -23,12 +23,21 @@ async fn count(database: &str, collection: &str) -> u64 {
         .unwrap_or_else(|e| panic!("count {collection}: {e}: {START_HINT}"))
 }
 
-/// Polls the two collections until they hold `lineage` and `versions` documents (or more:
+/// Lineage entries (the ids, each once) and records with a current version in the store.
+async fn stored(database: &str, store: &str) -> (u64, u64) {
+    let lineage = lineage_docs(database).await;
+    let ids: std::collections::HashSet<String> = lineage.iter().filter_map(|d| d["_id"].as_str().map(str::to_owned)).collect();
+    assert_eq!(ids.len(), lineage.len(), "a lineage entry stored twice");
+    let current = mongo_docs(database, store, doc! { "_meta": { "$exists": true } }).await;
+    (lineage.len() as u64, current.len() as u64)
+}
+
+/// Polls the store until it holds `lineage` entries and `versions` current records (or more:
 /// then the assertion after it fails) or `within` passes.
 async fn wait_store(database: &str, store: &str, lineage: u64, versions: u64, within: Duration) -> (u64, u64) {
     let deadline = Instant::now() + within;
     loop {
-        let got = (count(database, "data_lineage").await, count(database, store).await);
+        let got = stored(database, store).await;
         if (got.0 >= lineage && got.1 >= versions) || Instant::now() > deadline {
             return got;
         }
@@ -76,7 +85,7 @@ async fn killed_mid_stream_stores_each_record_once(exactly_once: bool, tag: &str
     // A graceful stop changes nothing: everything was already written once.
     second.signal(15);
     assert_eq!(second.wait(Duration::from_secs(60)), Some(0));
-    let after = (count(&s.names.database, "data_lineage").await, count(&s.names.database, store).await);
+    let after = stored(&s.names.database, store).await;
     assert_eq!(after, (sent.len() as u64, valid));
 }
 
@@ -105,7 +114,7 @@ async fn the_stream_commits_without_waiting_for_the_store() {
     ];
     let service = s.start(&env);
     s.wait_committed(sent.len() as i64, Duration::from_secs(120));
-    let written = count(&s.names.database, "data_lineage").await;
+    let written = count(&s.names.database, "records.payments-data-product").await;
     assert!(written < sent.len() as u64, "the store should still be behind the stream ({written} of {} written)", sent.len());
     let (code, metrics) = service.get("/metrics").unwrap_or_default();
     assert_eq!(code, 200);

@@ -64,31 +64,68 @@ async fn stored(sink: &MongoSink, id: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("{id} is not stored"))
 }
 
-/// The record store is insert-only: every version of a key is its own document
-/// (`{key}@{topic}/{partition}/{offset}/{timestamp_ms}`), a replay adds nothing, and the document carries the
-/// record's fields at the top level with the version in `_meta`.
+fn lineage_ids(d: &serde_json::Value) -> Vec<String> {
+    d["_lineage"].as_array().map(|l| l.iter().filter_map(|e| e["lineage_id"].as_str().map(str::to_owned)).collect()).unwrap_or_default()
+}
+
+/// The record store holds one document per key (`_id` = the key): the newest valid version's
+/// fields at the top level, the version in `_meta`, and the key's lineage in `_lineage`. A
+/// replay writes nothing; versions of one batch become one write; a re-created topic's record
+/// at a reused position is a new version, not a replay.
 #[tokio::test]
-async fn record_versions_are_insert_only_and_replays_add_nothing() {
+async fn one_document_per_key_holds_the_newest_version_and_replays_add_nothing() {
     let sink = sink(&["payments"]).await;
     let store = MongoSink::record_store("payments");
     let versions = vec![record("p1", 100, Some(1000), 5), record("p1", 101, Some(2000), 6), record("p2", 7, None, 7)];
     sink.write_versions("payments", &versions).await.unwrap_or_else(|e| panic!("write: {e}"));
+    let first = stored(&sink, "p1").await;
     sink.write_versions("payments", &versions).await.unwrap_or_else(|e| panic!("replay: {e}"));
-    assert_eq!(sink.count(&store, doc! {}).await.ok(), Some(3));
-    assert_eq!(sink.count(&store, doc! { "key": "p1" }).await.ok(), Some(2));
-    let newest = stored(&sink, "p1@payments.updated/0/6/1700000000006").await;
+    assert_eq!(sink.count(&store, doc! {}).await.ok(), Some(2));
+    let newest = stored(&sink, "p1").await;
+    assert_eq!(newest, first, "a replay changes nothing, not even updated_at");
     assert_eq!(newest["amount"], json!(101));
     assert_eq!(newest["nested"], json!({ "a": [1, 2.5, "x", null] }));
     assert_eq!(newest["_meta"]["event_time_ms"], json!(2000));
     assert_eq!(newest["_meta"]["offset"], json!(6));
-    assert_eq!(stored(&sink, "p2@payments.updated/0/7/1700000000007").await["_meta"]["event_time_ms"], json!(null));
+    assert_eq!(newest["_meta"]["version_id"], json!("p1@payments.updated/0/6/1700000000006"));
+    assert_eq!(lineage_ids(&newest), vec!["payments.updated/0/6/1700000000006", "payments.updated/0/5/1700000000005"]);
+    assert_eq!(newest["_lineage"][0]["source"]["record_id"], json!("p1"));
+    assert_eq!(newest["_lineage"][0]["transformation"]["outcome"], json!("valid"));
+    assert_eq!(stored(&sink, "p2").await["_meta"]["event_time_ms"], json!(null));
+    // An older event arriving later (another batch) joins the lineage, not the current version.
+    sink.write_versions("payments", &[record("p1", 50, Some(500), 9)]).await.unwrap_or_else(|e| panic!("older: {e}"));
+    let after = stored(&sink, "p1").await;
+    assert_eq!(after["amount"], json!(101), "an out-of-order older event never hides the newer version");
+    assert_eq!(lineage_ids(&after).len(), 3);
     // The topic re-created: the same position holds a new record (a later timestamp), which is
     // stored, not taken for a replay.
     let recreated = StoredRecord { timestamp_ms: Some(1_800_000_000_000), ..record("p1", 300, Some(3000), 6) };
     sink.write_versions("payments", &[recreated]).await.unwrap_or_else(|e| panic!("re-created: {e}"));
-    assert_eq!(sink.count(&store, doc! { "key": "p1" }).await.ok(), Some(3));
-    assert_eq!(stored(&sink, "p1@payments.updated/0/6/1800000000000").await["amount"], json!(300));
+    let after = stored(&sink, "p1").await;
+    assert_eq!(after["amount"], json!(300));
+    assert_eq!(after["_meta"]["version_id"], json!("p1@payments.updated/0/6/1800000000000"));
+    assert_eq!(lineage_ids(&after).len(), 4);
     sink.write_versions("payments", &[]).await.unwrap_or_else(|e| panic!("empty: {e}"));
+    drop_db(&sink).await;
+}
+
+/// `mongodb.history` bounds a key's document: after 30 versions over 3 batches (some out of
+/// order), it holds the 5 newest by event time, and the newest valid one is current.
+#[tokio::test]
+async fn history_is_bounded_and_keeps_the_newest_versions() {
+    let sink = sink(&["payments"]).await.with_history(5);
+    let mut all: Vec<StoredRecord> = (0..30).map(|i| record("k", i, Some(1_000 + (i * 7919) % 30), 100 + i)).collect();
+    // Other keys in the same batches: new keys are inserted, "k" is merged.
+    all.extend((0..20).map(|i| record(&format!("other-{i}"), i, Some(1), i)));
+    for batch in all.chunks(17) {
+        sink.write_versions("payments", batch).await.unwrap_or_else(|e| panic!("write: {e}"));
+    }
+    let k = stored(&sink, "k").await;
+    let times: Vec<i64> =
+        k["_lineage"].as_array().map(|l| l.iter().filter_map(|e| e["event_time_ms"].as_i64()).collect()).unwrap_or_default();
+    assert_eq!(times, vec![1029, 1028, 1027, 1026, 1025], "the 5 newest, newest first");
+    assert_eq!(k["_meta"]["event_time_ms"], json!(1029));
+    assert_eq!(sink.count(&MongoSink::record_store("payments"), doc! {}).await.ok(), Some(21));
     drop_db(&sink).await;
 }
 

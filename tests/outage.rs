@@ -64,7 +64,7 @@ async fn a_database_outage_pauses_nothing_loses_nothing_and_raises_no_false_aler
     }
     let alerts = read_json_until(&kafka, &names.alerts, Duration::from_secs(5), |_| true);
     assert!(alerts_of(&alerts, &topic, "accuracy", "firing").is_empty(), "no accuracy alert from an outage: {alerts:#?}");
-    let lineage = mongo_docs(&names.database, "data_lineage", doc! {}).await;
+    let lineage = lineage_docs(&names.database).await;
     assert_eq!(lineage.len(), 3000, "nothing lost");
 }
 

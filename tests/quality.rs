@@ -166,15 +166,24 @@ async fn kill_9_and_restart_leave_lineage_and_record_store_as_an_uninterrupted_r
         wait_committed(&kafka, &crashy.group, &[&topic], 3, total, Duration::from_secs(180));
     }
     for names in [&calm, &crashy] {
-        let lineage = mongo_docs(&names.database, "data_lineage", doc! {}).await;
+        let lineage = lineage_docs(&names.database).await;
         assert_eq!(lineage.len() as i64, total, "exactly one lineage document per input record");
     }
+    // The processing times and dead-letter topics (one per run) differ; nothing else may.
     let store = |docs: Vec<serde_json::Value>| {
         let mut v: Vec<String> = docs
             .into_iter()
             .map(|mut d| {
                 if let Some(m) = d.get_mut("_meta").and_then(|m| m.as_object_mut()) {
                     let _ = m.remove("updated_at");
+                }
+                for e in d["_lineage"].as_array_mut().into_iter().flatten() {
+                    if let Some(e) = e.as_object_mut() {
+                        let _ = e.remove("created_at");
+                        if e["transformation"]["outcome"] == "invalid" {
+                            let _ = e.remove("destination");
+                        }
+                    }
                 }
                 d.to_string()
             })
@@ -184,12 +193,14 @@ async fn kill_9_and_restart_leave_lineage_and_record_store_as_an_uninterrupted_r
     };
     let collection = meshguard::sink::mongo::MongoSink::record_store("payments-data-product");
     let calm_docs = mongo_docs(&calm.database, &collection, doc! {}).await;
-    let keys: std::collections::HashSet<String> = calm_docs.iter().filter_map(|d| d["key"].as_str().map(str::to_owned)).collect();
-    assert_eq!(keys.len(), first_valid, "one key per payment; the repeats are newer versions of the same keys");
+    let current: std::collections::HashSet<String> =
+        calm_docs.iter().filter(|d| d.get("_meta").is_some()).filter_map(|d| d["_id"].as_str().map(str::to_owned)).collect();
+    assert_eq!(current.len(), first_valid, "one document per payment; the repeats are newer versions of the same keys");
+    let repeated = calm_docs.iter().filter(|d| d["_lineage"].as_array().is_some_and(|l| l.len() == 2)).count();
+    assert!(repeated > 1_500, "the 2,000 repeated payments have two versions in their lineage: {repeated}");
     let a = store(calm_docs);
     let b = store(mongo_docs(&crashy.database, &collection, doc! {}).await);
     assert!(!a.is_empty());
-    assert_eq!(a.len(), sent.iter().filter(|s| s.valid).count(), "one version per valid event, none twice");
     assert_eq!(a, b, "the record store after crashes equals the uninterrupted one");
 }
 
@@ -221,10 +232,13 @@ async fn lineage_of_a_re_created_topic_is_not_taken_for_replays() {
     wait_committed(&kafka, &again.group, &[&topic], 1, second.len() as i64, Duration::from_secs(120));
     drop(service);
 
-    let lineage = mongo_docs(&names.database, "data_lineage", doc! { "source.topic": &topic }).await;
+    let lineage = lineage_docs(&names.database).await.into_iter().filter(|d| d["source"]["topic"] == topic.as_str()).collect::<Vec<_>>();
     assert_eq!(lineage.len(), first.len() + second.len(), "one lineage document per record of both incarnations");
-    let versions = mongo_docs(&names.database, "records.payments-data-product", doc! {}).await;
-    assert_eq!(versions.len(), first.len() + second.len(), "one record version per valid record of both incarnations");
+    let records = mongo_docs(&names.database, "records.payments-data-product", doc! {}).await;
+    // Every payment of either incarnation has its own id (other seeds), and all are valid.
+    assert_eq!(records.len(), first.len() + second.len(), "one record per payment of both incarnations");
+    let versions: usize = records.iter().map(|d| d["_lineage"].as_array().map_or(0, Vec::len)).sum();
+    assert_eq!(versions, first.len() + second.len(), "every record of both incarnations in its key's lineage");
 }
 
 /// Deletes `topic` and creates it again (1 partition) once the broker has let go of it.

@@ -183,19 +183,32 @@ async fn secured_run_processes_events_and_never_shows_a_password() {
     let dead = read_all(&plain, &names.dlq, invalid, Duration::from_secs(30));
     assert_eq!(dead.len(), invalid, "every invalid record is dead-lettered once");
 
-    // Lineage documents reached the FerretDB that requires SCRAM credentials.
+    // Lineage reached the FerretDB that requires SCRAM credentials: folded into the records'
+    // documents (keyed records) or in `data_lineage` (records without a key).
     let client = mongodb::Client::with_uri_str(sec.mongo_uri(&sec.mongo_password)).await.unwrap_or_else(|e| panic!("{e}"));
-    let lineage = client.database(&names.database).collection::<bson::Document>(meshguard::sink::mongo::LINEAGE);
+    let db = client.database(&names.database);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut docs = 0;
     while Instant::now() < deadline {
-        docs = lineage.count_documents(mongodb::bson::doc! {}).await.unwrap_or_else(|e| panic!("count: {e}"));
+        docs = db
+            .collection::<bson::Document>(meshguard::sink::mongo::LINEAGE)
+            .count_documents(mongodb::bson::doc! {})
+            .await
+            .unwrap_or_else(|e| panic!("count: {e}"));
+        for store in db.list_collection_names().await.unwrap_or_else(|e| panic!("list: {e}")).iter().filter(|n| n.starts_with("records.")) {
+            let mut cursor =
+                db.collection::<bson::Document>(store).find(mongodb::bson::doc! {}).await.unwrap_or_else(|e| panic!("find: {e}"));
+            while cursor.advance().await.unwrap_or_else(|e| panic!("cursor: {e}")) {
+                let d = cursor.deserialize_current().unwrap_or_else(|e| panic!("{e}"));
+                docs += d.get_array("_lineage").map_or(0, |l| l.len() as u64);
+            }
+        }
         if docs >= 60 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(docs, 60, "one lineage document per record in the authenticated MongoDB");
+    assert_eq!(docs, 60, "one lineage entry per record in the authenticated MongoDB");
 
     let (code, metrics) = http_get(&run.http, "/metrics").unwrap_or_else(|| panic!("/metrics does not answer; output:\n{}", run.output()));
     assert_eq!(code, 200);

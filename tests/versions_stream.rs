@@ -199,7 +199,8 @@ async fn versions_in_run(store: bool) {
     assert_eq!(metric_sum(&metrics, "meshguard_events_total", &[("topic", topic.as_str()), ("outcome", "valid")]), 4.0);
 
     if store {
-        let lineage = mongo_docs(&names.database, "data_lineage", bson::doc! {"source.topic": &topic}).await;
+        let lineage =
+            lineage_docs(&names.database).await.into_iter().filter(|d| d["source"]["topic"] == topic.as_str()).collect::<Vec<_>>();
         let mut versions: Vec<(i64, String, String)> = lineage
             .iter()
             .map(|d| {

@@ -7,9 +7,9 @@
 //! - downstream: the record store holding its valid versions, the dead-letter topic holding
 //!   its rejected ones, and the consumers the product declares (`spec.lineage.downstream`).
 //!
-//! The versions come from `data_lineage` (one document per record version, written by `run`),
-//! filtered by the product: another product's record with the same id is neither shown nor
-//! revealed to exist.
+//! The versions come from the record's document in the product's record store (`_lineage`: the
+//! newest `mongodb.history` versions, valid and invalid, written by `run`), read by `_id`:
+//! another product's record with the same id is neither shown nor revealed to exist.
 
 use std::collections::BTreeMap;
 
@@ -20,12 +20,9 @@ use super::Api;
 use super::problem::Problem;
 use super::store::unavailable;
 use crate::product::Product;
-use crate::sink::mongo::LINEAGE;
+use crate::sink::mongo::MongoSink;
 
-/// Most versions read for one record.
-const MAX_VERSIONS: i64 = 1000;
-
-/// One version of the record, as `data_lineage` tells it.
+/// One version of the record, as its lineage entry tells it.
 #[derive(Debug, Clone)]
 struct Version {
     lineage_id: String,
@@ -59,7 +56,7 @@ fn version(d: &Document) -> Version {
     let destination = d.get_document("destination").unwrap_or(&empty);
     let transformation = d.get_document("transformation").unwrap_or(&empty);
     Version {
-        lineage_id: text(d, "_id"),
+        lineage_id: d.get_str("lineage_id").or_else(|_| d.get_str("_id")).unwrap_or_default().to_owned(),
         topic: text(source, "topic"),
         partition: int(source, "partition"),
         offset: int(source, "offset"),
@@ -73,15 +70,16 @@ fn version(d: &Document) -> Version {
 }
 
 impl Api {
-    /// The lineage of one record of `p`; 404 when `data_lineage` knows no version of it.
+    /// The lineage of one record of `p`; 404 when its record store knows no version of it.
     pub(crate) async fn lineage(&self, p: &Product, record_id: &str) -> Result<Value, Problem> {
-        let coll = self.db.collection::<Document>(LINEAGE);
-        let mut cursor =
-            coll.find(doc! { "source.record_id": record_id, "product": p.name() }).limit(MAX_VERSIONS).await.map_err(unavailable)?;
-        let mut versions = Vec::new();
-        while cursor.advance().await.map_err(unavailable)? {
-            versions.push(version(&cursor.deserialize_current().map_err(unavailable)?));
-        }
+        // One read by `_id`: the record's document in its product's store holds its lineage.
+        let coll = self.db.collection::<Document>(&MongoSink::record_store(p.name()));
+        let found = coll.find_one(doc! { "_id": record_id }).projection(doc! { "_lineage": 1 }).await.map_err(unavailable)?;
+        let mut versions: Vec<Version> = found
+            .as_ref()
+            .and_then(|d| d.get_array("_lineage").ok())
+            .map(|a| a.iter().filter_map(Bson::as_document).map(version).collect())
+            .unwrap_or_default();
         if versions.is_empty() {
             return Err(Problem::not_found(format!("no lineage for that record in {}", p.name())));
         }

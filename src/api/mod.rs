@@ -19,9 +19,9 @@
 //! - [`search`]: the typed search language, never MongoDB operators; [`problem`]: RFC 9457
 //!   errors; [`openapi`]: the OpenAPI 3.0.3 document.
 //!
-//! Reads only what `meshguard run` writes: `records.{product}` (insert-only versions; the
-//! latest of a key is the greatest `(_meta.event_time_ms, _meta.offset)`), `data_lineage`,
-//! `data_quality_alerts`, `quality_metrics`, `users`.
+//! Reads only what `meshguard run` writes: `records.{product}` (one document per key, read by
+//! `_id`: the newest valid version and the key's lineage), `data_quality_alerts`,
+//! `quality_metrics`, `users`.
 
 pub mod aliases;
 pub mod audit;

@@ -1,7 +1,7 @@
 //! The MongoDB reads of the API: the latest version of a record, search over latest versions,
 //! alerts and quality windows (lineage: [`super::lineage`]). Filters are built here from typed values only.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -17,20 +17,20 @@ use crate::sink::mongo::{ALERTS, MongoSink, QUALITY_METRICS};
 
 /// Most alert documents read for one product.
 const MAX_ALERT_DOCS: i64 = 5000;
-/// Most record versions a search considers before it asks for a narrower filter.
-pub const MAX_SEARCH_SCAN: usize = 10_000;
 
 impl Api {
     /// The latest version of a record, split into (fields, meta).
     pub(crate) async fn latest(&self, product: &str, key: &str) -> Result<Option<(serde_json::Map<String, Value>, Value)>, Problem> {
+        // One read by `_id` (the key): the only filter FerretDB 1.x looks up in an index.
         let found = self
             .db
             .collection::<Document>(&MongoSink::record_store(product))
-            .find_one(doc! { "key": key })
-            .sort(doc! { "_meta.event_time_ms": -1, "_meta.offset": -1 })
+            .find_one(doc! { "_id": key })
+            .projection(doc! { "_lineage": 0 })
             .await
             .map_err(unavailable)?;
-        Ok(found.map(split_record))
+        // A key seen only in invalid versions has lineage and no current version.
+        Ok(found.filter(|d| d.contains_key("_meta")).map(split_record))
     }
 
     /// The seed's data route: the latest version, re-validated against its contract.
@@ -67,68 +67,37 @@ impl Api {
         self.run_search(p, &s).await
     }
 
-    /// Search over the latest versions: (1) versions matching the filter, (2) the latest
-    /// version of each of their keys, (3) the matching versions that are the latest, sorted and
-    /// paged by MongoDB. So a record whose newest version no longer matches is not returned.
+    /// Search over the current versions: the record store holds one document per key (its
+    /// newest valid version), so the filter, sort and page are MongoDB's. Documents without a
+    /// current version (keys seen only invalid) and without `_lineage` (a version document of a
+    /// store written before one document per key) are left out.
     pub(crate) async fn run_search(&self, p: &Product, s: &Search) -> Result<Value, Problem> {
         let coll = self.db.collection::<Document>(&MongoSink::record_store(p.name()));
-        let projection = doc! { "_id": 1, "key": 1, "_meta.event_time_ms": 1, "_meta.offset": 1 };
-        let mut cursor =
-            coll.find(s.filter()).projection(projection.clone()).limit(MAX_SEARCH_SCAN as i64 + 1).await.map_err(unavailable)?;
-        let mut candidates: HashSet<String> = HashSet::new();
-        let mut keys: HashSet<String> = HashSet::new();
-        let mut n = 0usize;
-        while cursor.advance().await.map_err(unavailable)? {
-            let d = cursor.deserialize_current().map_err(unavailable)?;
-            n += 1;
-            if let (Ok(id), Ok(key)) = (d.get_str("_id"), d.get_str("key")) {
-                let _ = candidates.insert(id.to_owned());
-                let _ = keys.insert(key.to_owned());
-            }
+        let filter = doc! { "$and": [s.filter(), { "_meta": { "$exists": true }, "_lineage": { "$exists": true } }] };
+        let mut sort = Document::new();
+        if let Some((f, dir)) = &s.sort {
+            let _ = sort.insert(f.as_str(), *dir);
         }
-        if n > MAX_SEARCH_SCAN {
-            return Err(Problem::bad_request(vec![FieldError {
-                field: "filter".into(),
-                message: format!("matches more than {MAX_SEARCH_SCAN} record versions; narrow the filter"),
-            }]));
-        }
-        let mut latest: HashMap<String, ((i64, i64), String)> = HashMap::new();
-        if !keys.is_empty() {
-            let key_list: Vec<&String> = keys.iter().collect();
-            let mut cursor = coll.find(doc! { "key": { "$in": key_list } }).projection(projection).await.map_err(unavailable)?;
-            while cursor.advance().await.map_err(unavailable)? {
-                let d = cursor.deserialize_current().map_err(unavailable)?;
-                let (Ok(id), Ok(key)) = (d.get_str("_id"), d.get_str("key")) else { continue };
-                let meta = d.get_document("_meta").ok();
-                let t = meta.and_then(|m| m.get("event_time_ms")).and_then(bson_i64).unwrap_or(i64::MIN);
-                let o = meta.and_then(|m| m.get("offset")).and_then(bson_i64).unwrap_or(i64::MIN);
-                let entry = latest.entry(key.to_owned()).or_insert(((i64::MIN, i64::MIN), String::new()));
-                if (t, o) > entry.0 || entry.1.is_empty() {
-                    *entry = ((t, o), id.to_owned());
-                }
-            }
-        }
-        let ids: Vec<String> = latest.into_values().map(|(_, id)| id).filter(|id| candidates.contains(id)).collect();
+        let _ = sort.insert("_id", 1);
+        let mut cursor = coll
+            .find(filter)
+            .projection(doc! { "_lineage": 0 })
+            .sort(sort)
+            .skip(s.skip)
+            .limit(s.limit as i64 + 1)
+            .await
+            .map_err(unavailable)?;
         let mut results = Vec::new();
         let mut more = false;
-        if !ids.is_empty() {
-            let mut sort = Document::new();
-            if let Some((f, dir)) = &s.sort {
-                let _ = sort.insert(f.as_str(), *dir);
+        while cursor.advance().await.map_err(unavailable)? {
+            let d = cursor.deserialize_current().map_err(unavailable)?;
+            if results.len() as u64 == s.limit {
+                more = true;
+                break;
             }
-            let _ = sort.insert("key", 1);
-            let mut cursor =
-                coll.find(doc! { "_id": { "$in": ids } }).sort(sort).skip(s.skip).limit(s.limit as i64 + 1).await.map_err(unavailable)?;
-            while cursor.advance().await.map_err(unavailable)? {
-                let d = cursor.deserialize_current().map_err(unavailable)?;
-                if results.len() as u64 == s.limit {
-                    more = true;
-                    break;
-                }
-                let (mut fields, meta) = split_record(d);
-                let _ = fields.insert("_meta".into(), meta);
-                results.push(Value::Object(fields));
-            }
+            let (mut fields, meta) = split_record(d);
+            let _ = fields.insert("_meta".into(), meta);
+            results.push(Value::Object(fields));
         }
         let next = more.then(|| search::encode_cursor(s.skip + s.limit));
         Ok(json!({ "product": p.name(), "count": results.len(), "results": results, "next_cursor": next }))
@@ -186,29 +155,19 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> Problem {
     Problem::unavailable("MongoDB did not answer")
 }
 
-fn bson_i64(b: &Bson) -> Option<i64> {
-    match b {
-        Bson::Int32(i) => Some(i64::from(*i)),
-        Bson::Int64(i) => Some(*i),
-        Bson::Double(f) => Some(*f as i64),
-        _ => None,
-    }
-}
-
 fn to_json(d: Document) -> Value {
     Bson::Document(d).into_relaxed_extjson()
 }
 
-/// Record fields without `_id`, `key` and `_meta`; `_meta` (with the key and version id).
+/// Record fields without `_id`, `_meta` and `_lineage`; `_meta` (with the key and version id).
 fn split_record(mut d: Document) -> (serde_json::Map<String, Value>, Value) {
-    let id = d.remove("_id");
-    let key = d.remove("key");
+    let key = d.remove("_id");
+    let _ = d.remove("_lineage");
     let mut meta = match d.remove("_meta") {
         Some(Bson::Document(m)) => to_json(m),
         _ => json!({}),
     };
     meta["key"] = key.map(Bson::into_relaxed_extjson).unwrap_or(Value::Null);
-    meta["version_id"] = id.map(Bson::into_relaxed_extjson).unwrap_or(Value::Null);
     let fields = match to_json(d) {
         Value::Object(m) => m,
         _ => serde_json::Map::new(),

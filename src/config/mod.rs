@@ -360,6 +360,9 @@ pub struct MongoSettings {
     pub materialize: Materialize,
     /// The materializer's largest write, in documents.
     pub materialize_batch: usize,
+    /// Lineage entries (valid and invalid versions) kept in each key's record store document,
+    /// newest first; older ones are dropped as new ones arrive.
+    pub history: usize,
 }
 
 /// How lineage documents and record versions reach the document store.

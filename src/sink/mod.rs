@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod dlq;
 pub mod kafka;
 pub mod mongo;
+pub mod records;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -191,7 +192,7 @@ impl Sinks {
         let started = Instant::now();
         self.runtime.block_on(async {
             if !decoupled {
-                let _ = documents.write(mongo).await?;
+                let _ = documents.write(mongo, false).await?;
             }
             mongo.write_reports(reports).await
         })?;
@@ -282,7 +283,8 @@ fn connect_mongo(
         let connected = match catalog {
             Some(_) => runtime.block_on(MongoSink::connect(uri, database, &products)),
             None => runtime.block_on(MongoSink::open(uri, database)),
-        };
+        }
+        .map(|m| m.with_history(settings.mongodb.history));
         match connected {
             Ok(m) => {
                 // From files, the declarations are stored for the seed's readers, but never

@@ -1,17 +1,18 @@
-//! The MongoDB sink: per-record lineage, the latest valid record per key (one record store per
-//! data product), and replace-or-insert documents (quality windows, alerts, product
-//! declarations).
+//! The MongoDB sink: record stores (one per data product, one document per key holding the
+//! newest valid version and the key's lineage: [`super::records`]), lineage of records without
+//! a key, and replace-or-insert documents (quality windows, alerts, product declarations).
 //!
 //! Every write is idempotent, so the at-least-once stream may replay a batch after a crash:
-//! lineage documents have a deterministic `_id` (`topic/partition/offset`) and a replayed insert
-//! is a duplicate key that counts as success; the newest version of a record is the one with
-//! the greatest `(event_time_ms, offset)`, so a replay or an out-of-order older event never
-//! hides a newer one.
+//! lineage entries have a deterministic id (`topic/partition/offset/timestamp_ms`: a re-created
+//! topic reuses positions, not timestamps) and a replayed one is already there; the newest
+//! version of a record is the one with the greatest `(event_time_ms, offset)`, so a replay or an
+//! out-of-order older event never hides a newer one.
 //!
 //! The code needs nothing FerretDB (the MongoDB-wire server used in tests) lacks: no
-//! transactions, no client `bulkWrite`, no aggregation. The stream only inserts (unordered
-//! `insert_many`): FerretDB 1.x scans the whole collection for every filtered update, so the
-//! record store keeps versions (`write_versions`) and readers pick the newest.
+//! transactions, no client `bulkWrite`, no aggregation. FerretDB 1.x looks up only an exact
+//! `_id` filter in an index (with the index `testcontainers/ferretdb` adds), and scans the
+//! collection for any other: so every read and every update is by `_id`, and new documents go
+//! in unordered `insert_many`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -56,7 +57,7 @@ const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long opening one connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// MongoDB's duplicate key error code (E11000).
-const DUPLICATE_KEY: i32 = 11000;
+pub(super) const DUPLICATE_KEY: i32 = 11000;
 /// Server error codes that mean "try again later" rather than "your data is wrong".
 const TRANSIENT_CODES: [i32; 17] = [
     6,     // HostUnreachable
@@ -211,40 +212,6 @@ pub fn record_position(topic: &str, partition: i32, offset: i64, timestamp_ms: O
     }
 }
 
-impl StoredRecord {
-    /// The stored document: the record's fields at top level (a record's own `_id` and `_meta`
-    /// are dropped, a non-object record is stored under `value`), plus `_meta`.
-    fn to_document(&self, updated_at: DateTime) -> Document {
-        let mut out = Document::new();
-        let _ = out.insert("_id", self.key.as_str());
-        match json_to_bson(&self.record) {
-            Bson::Document(fields) => {
-                for (k, v) in fields {
-                    if k != "_id" && k != "_meta" {
-                        let _ = out.insert(k, v);
-                    }
-                }
-            }
-            other => {
-                let _ = out.insert("value", other);
-            }
-        }
-        let _ = out.insert(
-            "_meta",
-            doc! {
-                "event_time_ms": self.event_time_ms,
-                "topic": &self.topic,
-                "partition": self.partition,
-                "offset": self.offset,
-                "contract": &self.contract,
-                "contract_version": &self.contract_version,
-                "updated_at": updated_at,
-            },
-        );
-        out
-    }
-}
-
 /// One input record on its way to the document store: its lineage and, for a valid record with
 /// a key, its version. With `mongodb.materialize = "kafka"` this is what `topics.records`
 /// carries (JSON, keyed by [`Entry::key`]) from the stream to the materializer; inline, the
@@ -360,55 +327,14 @@ impl Documents {
         self.entries.is_empty()
     }
 
-    /// The lineage documents and each product's record versions.
-    fn into_documents(self) -> (Vec<LineageDoc>, std::collections::HashMap<String, Vec<StoredRecord>>) {
-        let mut lineage = Vec::with_capacity(self.entries.len());
-        let mut versions: std::collections::HashMap<String, Vec<StoredRecord>> = std::collections::HashMap::new();
-        for e in self.entries {
-            let processed_at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.processed_at_ms) * 1_000_000)
-                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-            lineage.push(LineageDoc {
-                source_topic: e.topic.clone(),
-                source_partition: e.partition,
-                source_offset: e.offset,
-                source_timestamp_ms: e.timestamp_ms,
-                product: e.product.clone(),
-                contract: e.contract.clone(),
-                contract_version: e.contract_version.clone(),
-                record_id: e.record_id.clone(),
-                outcome: if e.valid { "valid" } else { "invalid" },
-                destination_collection: if e.valid { MongoSink::record_store(&e.product) } else { e.dead_letters.clone() },
-                destination_system: if e.valid { "mongodb" } else { "kafka" },
-                processed_at,
-            });
-            if let (Some(record), Some(key)) = (e.record, e.record_id) {
-                versions.entry(e.product).or_default().push(StoredRecord {
-                    key,
-                    record,
-                    event_time_ms: e.event_time_ms,
-                    topic: e.topic,
-                    partition: e.partition,
-                    offset: e.offset,
-                    timestamp_ms: e.timestamp_ms,
-                    contract: e.contract,
-                    contract_version: e.contract_version,
-                });
-            }
-        }
-        (lineage, versions)
-    }
-
-    /// Writes the lineage documents, then each product's record versions; the number of
-    /// documents written (replays included).
-    pub async fn write(self, mongo: &MongoSink) -> Result<usize, MongoSinkError> {
-        let (lineage, versions) = self.into_documents();
-        mongo.write_lineage(&lineage).await?;
-        let mut written = lineage.len();
-        for (product, records) in &versions {
-            mongo.write_versions(product, records).await?;
-            written += records.len();
-        }
-        Ok(written)
+    /// Writes the entries: keyed records folded into their record stores' documents (see
+    /// [`super::records`]), records without a key as `data_lineage` documents; the number of
+    /// documents written.
+    ///
+    /// `single_writer`: no other writer merges these records' keys meanwhile (the materializer,
+    /// whose input is partitioned by key); otherwise each merge holds a lock on its key.
+    pub async fn write(self, mongo: &MongoSink, single_writer: bool) -> Result<usize, MongoSinkError> {
+        super::records::write(mongo, self.entries, mongo.history, single_writer).await
     }
 }
 
@@ -438,6 +364,8 @@ pub struct Reports<'a> {
 pub struct MongoSink {
     db: Database,
     uri: Arc<str>,
+    /// Lineage entries kept per key in a record store (`mongodb.history`).
+    history: usize,
 }
 
 impl fmt::Debug for MongoSink {
@@ -479,7 +407,14 @@ impl MongoSink {
         let db = client.database(database);
         // The server is reached here, so that a wrong address or credentials fail fast.
         let _ = db.run_command(doc! { "ping": 1 }).await.map_err(|e| secret.scrub_error(classify(&e)))?;
-        Ok(Self { db, uri: Arc::from(redact_uri(uri)) })
+        Ok(Self { db, uri: Arc::from(redact_uri(uri)), history: super::records::DEFAULT_HISTORY })
+    }
+
+    /// Keeps the newest `history` lineage entries per key in the record stores (at least 1).
+    #[must_use]
+    pub fn with_history(mut self, history: usize) -> Self {
+        self.history = history.max(1);
+        self
     }
 
     /// Name of a product's record store collection: "records.{product}".
@@ -519,13 +454,7 @@ impl MongoSink {
             (USERS.to_owned(), users),
         ];
         for p in products {
-            plan.push((
-                Self::record_store(p),
-                vec![
-                    index(doc! { "_meta.updated_at": -1 }, "records_updated_at", false),
-                    index(doc! { "key": 1, "_meta.event_time_ms": -1, "_meta.offset": -1 }, "records_latest", false),
-                ],
-            ));
+            plan.push((Self::record_store(p), vec![index(doc! { "_meta.updated_at": -1 }, "records_updated_at", false)]));
         }
         for (collection, models) in plan {
             // Only the missing ones: the MongoDB-wire server used in tests panics on a
@@ -557,30 +486,38 @@ impl MongoSink {
         self.insert_new(LINEAGE, docs.iter().map(LineageDoc::to_document).collect()).await
     }
 
-    /// Appends versions of records to records.{product}: one document per input record with
-    /// `_id = "{key}@{topic}/{partition}/{offset}/{timestamp_ms}"` and the record id in `key`; the latest
-    /// version of a key is the one with the greatest `(_meta.event_time_ms, _meta.offset)`, so an
-    /// out-of-order older event never hides a newer one and a replay inserts nothing new.
-    ///
-    /// Insert-only on purpose: the MongoDB-wire server used in tests scans a whole collection
-    /// for every filtered update (a conditional upsert per record took ~35 ms on 2,000
-    /// documents and grows with the collection), while an unordered `insert_many` of 2,000
-    /// documents takes ~0.2 s whatever the collection's size.
+    /// Writes valid versions of records to records.{product} as the stream does (one document
+    /// per key, `_id` = the key: the newest version by `(event_time_ms, offset)` and the key's
+    /// lineage; see [`super::records`]). A replay writes nothing; an out-of-order older event
+    /// never hides a newer one.
     pub async fn write_versions(&self, product: &str, records: &[StoredRecord]) -> Result<(), MongoSinkError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let updated_at = DateTime::now();
-        let docs: Vec<Document> = records
+        let processed_at_ms = unix_ms(time::OffsetDateTime::now_utc());
+        let entries = records
             .iter()
-            .map(|r| {
-                let mut d = r.to_document(updated_at);
-                let _ = d.insert("_id", format!("{}@{}", r.key, record_position(&r.topic, r.partition, r.offset, r.timestamp_ms)));
-                let _ = d.insert("key", r.key.as_str());
-                d
+            .map(|r| Entry {
+                topic: r.topic.clone(),
+                partition: r.partition,
+                offset: r.offset,
+                timestamp_ms: r.timestamp_ms,
+                product: product.to_owned(),
+                contract: r.contract.clone(),
+                contract_version: r.contract_version.clone(),
+                record_id: Some(r.key.clone()),
+                valid: true,
+                dead_letters: String::new(),
+                processed_at_ms,
+                event_time_ms: r.event_time_ms,
+                record: Some(r.record.clone()),
             })
             .collect();
-        self.insert_new(&Self::record_store(product), docs).await
+        super::records::write(self, entries, self.history, false).await.map(|_| ())
+    }
+
+    /// Writes entries as the stream does: a keyed record's lineage (and, valid, its version)
+    /// into its key's record store document, a record without a key as a `data_lineage`
+    /// document. The number of documents written.
+    pub async fn write_entries(&self, entries: Vec<Entry>) -> Result<usize, MongoSinkError> {
+        super::records::write(self, entries, self.history, false).await
     }
 
     /// Inserts documents unordered; duplicate `_id`s (a replay) count as success.

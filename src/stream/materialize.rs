@@ -75,7 +75,8 @@ fn run_once(settings: &Settings, env: &Env, drain_started: &mut Option<Instant>)
     let store = env
         .runtime
         .block_on(MongoSink::open(&settings.mongodb.uri, &settings.mongodb.database))
-        .map_err(|e| Error::transient(System::MongoDb, format_args!("materializer: {e}")))?;
+        .map_err(|e| Error::transient(System::MongoDb, format_args!("materializer: {e}")))?
+        .with_history(settings.mongodb.history);
     let max = settings.mongodb.materialize_batch.max(1);
     info!(topic, max, "materializer started");
     loop {
@@ -125,7 +126,7 @@ fn run_once(settings: &Settings, env: &Env, drain_started: &mut Option<Instant>)
             continue;
         }
         let started = Instant::now();
-        let written = env.runtime.block_on(documents.write(&store)).map_err(Error::from)?;
+        let written = env.runtime.block_on(documents.write(&store, true)).map_err(Error::from)?;
         histogram!(SINK_WRITE_SECONDS, "sink" => "materializer").record(started.elapsed().as_secs_f64());
         counter!(MATERIALIZED_TOTAL, "outcome" => "written").increment(written as u64);
         if let Some(ms) = newest_produced_ms {

@@ -31,3 +31,21 @@ pub fn sum(docs: &[serde_json::Value], field: &str) -> u64 {
         })
         .sum()
 }
+
+/// Every lineage entry in `database`, in the seed's `data_lineage` shape with `_id` = its
+/// lineage id: the entries folded into the record stores' documents (`records.*`, `_lineage`)
+/// and the `data_lineage` documents of records without a key.
+pub async fn lineage_docs(database: &str) -> Vec<serde_json::Value> {
+    let client = mongodb::Client::with_uri_str(mongodb()).await.unwrap_or_else(|e| panic!("MongoDB: {e}: {START_HINT}"));
+    let names = client.database(database).list_collection_names().await.unwrap_or_else(|e| panic!("list collections: {e}"));
+    let mut out = mongo_docs(database, "data_lineage", bson::doc! {}).await;
+    for store in names.iter().filter(|n| n.starts_with("records.")) {
+        for d in mongo_docs(database, store, bson::doc! {}).await {
+            for mut entry in d["_lineage"].as_array().cloned().unwrap_or_default() {
+                entry["_id"] = entry["lineage_id"].clone();
+                out.push(entry);
+            }
+        }
+    }
+    out
+}

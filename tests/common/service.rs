@@ -36,6 +36,10 @@ impl Service {
             .env("MESHGUARD__HTTP__ADDR", &http)
             .env("MESHGUARD__MONGODB__URI", mongodb())
             .env("MESHGUARD__MONGODB__DATABASE", &names.database)
+            // Tests count one lineage entry per input record; the generator's invalid records
+            // with a malformed id all carry `PAY-000123`, more versions of that one key than the
+            // default history (10) keeps.
+            .env("MESHGUARD__MONGODB__HISTORY", "100000")
             .env("MESHGUARD__MYSQL__URL", mysql())
             .env("RUST_LOG", std::env::var("MESHGUARD_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
