@@ -471,8 +471,82 @@ class Run:
             r["sink_write_seconds"] = metrics
         if materialized:
             r.update(materialized)
+        if name.partition(":")[0] in STORING and ok and (materialized is None or materialized.get("materialized")):
+            try:
+                r["api"] = self.api_latency(env, search=name == self.args.api_search)
+            except Exception as e:  # the stream's figures stand without it
+                r["api"] = {"error": str(e)[:200]}
         log(json.dumps(r))
         return r
+
+    def api_latency(self, run_env, search=False, samples=300):
+        """API reads on the store a run filled: `meshguard serve` on it, then GET data/{id} and
+        lineage/{id} for `samples` record ids (one at a time, p50/p99 in ms) and the README's
+        search (3 times, the median)."""
+        import pymongo
+        import urllib.request
+        port = self.args.metrics_port + 1
+        secret = uuid.uuid4().hex + uuid.uuid4().hex
+        env = dict(run_env, MESHGUARD__AUTH__JWT_HS256_SECRET=secret, MESHGUARD__API__ADDR=f"127.0.0.1:{port}",
+                   MESHGUARD__HTTP__ADDR=f"127.0.0.1:{port + 1}")
+        db = run_env["MESHGUARD__MONGODB__DATABASE"]
+        client = pymongo.MongoClient(self.args.mongodb)
+        store = client[db]["records.payments-data-product"]
+        ids = [d["_id"] for d in store.find({}, {"_id": 1, "_meta.offset": 1}).limit(samples * 2) if "_meta" in d][:samples]
+        docs = store.estimated_document_count()
+        client.close()
+        token = subprocess.run([str(self.meshguard), "token", "--sub", "bench", "--role", "payments-team"], env=env,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        out = open(self.tmp / f"{db}-serve.out", "w")
+        proc = self.spawn([str(self.meshguard), "serve"], env, out)
+        base = f"http://127.0.0.1:{port}"
+
+        def call(method, path, body=None):
+            req = urllib.request.Request(base + path, data=body, method=method,
+                                         headers={"Authorization": f"Bearer {token}", "content-type": "application/json"})
+            t = time.perf_counter()
+            with urllib.request.urlopen(req, timeout=120) as resp:
+                resp.read()
+                status = resp.status
+            return (time.perf_counter() - t) * 1000, status
+
+        try:
+            deadline = time.time() + 60
+            while True:
+                try:
+                    urllib.request.urlopen(base + "/healthz", timeout=2).read()
+                    break
+                except Exception:
+                    if time.time() > deadline or proc.poll() is not None:
+                        raise RuntimeError("meshguard serve did not start")
+                    time.sleep(0.1)
+            result = {"store_documents": docs, "samples": len(ids)}
+            for route in ("data", "lineage"):
+                ms = sorted(call("GET", f"/payments-data-product/{route}/{i}")[0] for i in ids)
+                if ms:
+                    result[f"{route}_p50_ms"] = round(ms[len(ms) // 2], 2)
+                    result[f"{route}_p99_ms"] = round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2)
+            body = json.dumps({"filter": {"and": [{"field": "payment_id", "op": "prefix", "value": "ab"},
+                                                    {"field": "status", "op": "eq", "value": "COMPLETED"}]},
+                                 "sort": {"field": "amount", "order": "desc"}, "limit": 5}).encode()
+            # On FerretDB 1.x a filter on anything but `_id` scans the collection, and a scan the
+            # API gave up on (408) goes on inside FerretDB, slowing whatever runs next: only with
+            # --api-search (run the storing contender last).
+            if not search:
+                result["search_ms"] = "not run (--api-search)"
+                raise StopIteration
+            try:
+                first = call("POST", "/payments-data-product/search", body)[0]
+                result["search_ms"] = round(sorted([first] + [call("POST", "/payments-data-product/search", body)[0] for _ in range(2)])[1], 1)
+            except Exception as e:
+                result["search_ms"] = f"failed: {str(e)[:80]}"
+        except StopIteration:
+            pass
+        finally:
+            self.stop(proc)
+            out.close()
+        log(json.dumps({"api": result}))
+        return result
 
     def wait_materialized(self, group, t0, stream_done, proc):
         """After the stream of a decoupled run has committed everything: waits until the
@@ -499,18 +573,31 @@ class Run:
                 "materialize_lag_at_stream_end_s": round(done - stream_done, 3)}
 
     def mongodb_ceiling(self, n):
-        """The document store's own ceiling: unordered insert_many of n lineage-sized documents
-        (batches of 4,000) from one pymongo client into a fresh
-        collection, docs/s."""
+        """The document store's own ceiling: unordered insert_many of n documents shaped like the
+        record store's (a payment's fields, `_meta`, one lineage entry: what meshguard writes for
+        a new key), batches of 4,000, from one pymongo client into a fresh collection, docs/s."""
+        import datetime
         import pymongo
         client = pymongo.MongoClient(self.args.mongodb)
         db = self.name("ceiling").replace("-", "_")
         self.mongo_dbs.append(db)
-        coll = client[db]["data_lineage"]
-        doc = lambda i: {"_id": f"ceiling/0/{i}/1700000000000", "lineage_id": f"ceiling/0/{i}/1700000000000", "product": "payments-data-product",
-                         "source": {"system": "kafka", "topic": "ceiling", "partition": 0, "offset": i, "record_id": f"pay-{i:08d}"},
-                         "destination": {"system": "mongodb", "collection": "records.payments-data-product", "document_id": f"pay-{i:08d}"},
-                         "transformation": {"type": "contract-validation", "contract": "payment-schema", "version": "1.0.0", "outcome": "valid"}}
+        coll = client[db]["records.payments-data-product"]
+        now = datetime.datetime.now(datetime.timezone.utc)
+
+        def doc(i):
+            k = f"{i:08x}-1111-4111-8111-111111111111"
+            lid = f"ceiling/{i % 12}/{i}/1700000000000"
+            return {"_id": k, "payment_id": k, "customer_id": i, "amount": 1234.56, "currency": "EUR", "status": "COMPLETED",
+                    "payment_method": {"type": "CARD", "last_four": "1234"}, "created_at": "2026-12-05T08:00:00.123456789Z",
+                    "updated_at": "2026-12-05T08:00:00.223456789Z",
+                    "_meta": {"event_time_ms": 1700000000000 + i, "topic": "ceiling", "partition": i % 12, "offset": i,
+                              "timestamp_ms": 1700000000000, "contract": "payment-schema", "contract_version": "1.0.0",
+                              "version_id": f"{k}@{lid}", "updated_at": now},
+                    "_lineage": [{"lineage_id": lid, "product": "payments-data-product",
+                                  "source": {"system": "kafka", "topic": "ceiling", "partition": i % 12, "offset": i, "record_id": k, "timestamp": now},
+                                  "destination": {"system": "mongodb", "collection": "records.payments-data-product", "document_id": k},
+                                  "transformation": {"type": "contract-validation", "contract": "payment-schema", "version": "1.0.0", "outcome": "valid"},
+                                  "created_at": now, "event_time_ms": 1700000000000 + i}]}
         t0 = time.time()
         for start in range(0, n, 4000):
             coll.insert_many([doc(i) for i in range(start, min(n, start + 4000))], ordered=False)
@@ -896,6 +983,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=600, help="throughput mode: longest run of one contender (s)")
     ap.add_argument("--metrics-port", type=int, default=19464)
     ap.add_argument("--out", help="write the results as JSON here")
+    ap.add_argument("--api-search", metavar="CONTENDER", default="",
+                    help="also time the README's search on the store this contender filled (a scan on FerretDB 1.x that goes on after a timeout: run that contender last)")
     ap.add_argument("--keep", action="store_true", help="keep the bench databases")
     ap.add_argument("--check", action="store_true", help="exit 1 unless every contender finished and each DLQ count equals the invalid count")
     a = ap.parse_args()
@@ -990,6 +1079,15 @@ def table(results):
                 r["contender"], f"{r['materialized_docs']:,.0f}" if r.get("materialized_docs") else "–",
                 f"{dps:,.0f}" if dps else "(did not finish)", f"{dps / store_ceiling:.2f}" if dps and store_ceiling else "–",
                 r.get("materialize_lag_at_stream_end_s", "–")))
+    with_api = [r for r in rows if r.get("api") and "error" not in r["api"]]
+    if with_api:
+        lines += ["", "| API on the store the run filled | documents | GET data p50 / p99 ms | GET lineage p50 / p99 ms | README search ms |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for r in with_api:
+            x = r["api"]
+            lines.append("| {} | {:,} | {} / {} | {} / {} | {} |".format(
+                r["contender"], x["store_documents"], x.get("data_p50_ms"), x.get("data_p99_ms"),
+                x.get("lineage_p50_ms"), x.get("lineage_p99_ms"), x.get("search_ms")))
     if results.get("growth"):
         lines += ["", "| dimension | point | mean bytes/event | events | events/s | MB/s | CPU s / 1M | peak RSS MB |",
                   "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
