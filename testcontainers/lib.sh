@@ -540,6 +540,8 @@ ferretdb_module_dir() {
 # the `@>` the queries use). Without it every find, update and delete by `_id` scans the
 # collection (docs/benchmarks.md, round 5c). Stores created before the patch keep their old
 # indexes: `testcontainers/down ferretdb` and remove its data folder to get the new ones.
+# id-prefix.patch (SQLite) pushes the `_id` condition of any filter down, a `^literal` regex on
+# `_id` as a range of that index (README.md, "FerretDB's `_id` prefix").
 ferretdb_patched_copy() {
   local from=$1 to=$2 p
   rm -rf "$to"
