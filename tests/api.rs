@@ -694,6 +694,43 @@ fn api_end_to_end() {
     assert_eq!(literal["count"], 0, "prefix is a literal, not a regex");
     let contains = search(&mut c, &team, p, json!({"filter": {"field": "payment_id", "op": "contains", "value": "00001d-"}}));
     assert_eq!(ids(&contains), vec![payments[0x1d].id.clone()]);
+    // Conditions on the key read by `_id` (an `eq`, a prefix as a range of the `_id` index); the
+    // other conditions, the sort and the page still apply. The README's search has this shape.
+    let one = search(
+        &mut c,
+        &team,
+        p,
+        json!({"filter": {"and": [{"field": "payment_id", "op": "eq", "value": payments[4].id}, {"field": "status", "op": "eq", "value": "COMPLETED"}]}}),
+    );
+    assert_eq!(ids(&one), vec![payments[4].id.clone()]);
+    let none = search(
+        &mut c,
+        &team,
+        p,
+        json!({"filter": {"and": [{"field": "payment_id", "op": "eq", "value": payments[5].id}, {"field": "status", "op": "eq", "value": "COMPLETED"}]}}),
+    );
+    assert_eq!(none["count"], 0, "payment 5 is PENDING: {none}");
+    let readme = search(
+        &mut c,
+        &team,
+        p,
+        json!({"filter": {"and": [{"field": "payment_id", "op": "prefix", "value": "3f"}, {"field": "status", "op": "eq", "value": "COMPLETED"}]},
+               "sort": {"field": "amount", "order": "desc"}, "limit": 3}),
+    );
+    let mut want: Vec<&Payment> = payments.iter().filter(|x| x.id.starts_with("3f") && x.status == "COMPLETED").collect();
+    want.sort_by_key(|x| std::cmp::Reverse(x.amount));
+    assert_eq!(ids(&readme), want.iter().take(3).map(|x| x.id.clone()).collect::<Vec<_>>());
+    assert!(readme["next_cursor"].is_string(), "{} match: {readme}", want.len());
+    let explain = rt.block_on(async {
+        let client = mongodb::Client::with_uri_str(mongodb_uri()).await.unwrap();
+        let filter = doc! { "_id": { "$regex": "^3f" }, "$and": [{ "status": { "$eq": "COMPLETED" } }] };
+        client.database(&db).run_command(doc! { "explain": { "find": &store, "filter": filter } }).await.unwrap()
+    });
+    assert!(
+        explain.get_bool("filterPushdown").is_ok_and(|b| b),
+        "FerretDB reads a key prefix from the _id index (testcontainers/ferretdb/patches/id-prefix.patch; \
+         a FerretDB built before it: testcontainers/down ferretdb && testcontainers/up): {explain}"
+    );
     let top = search(&mut c, &team, p, json!({"sort": {"field": "amount", "order": "desc"}, "limit": 5}));
     let mut by_amount = payments.clone();
     by_amount.sort_by_key(|x| std::cmp::Reverse(x.amount));

@@ -15,6 +15,7 @@ use mongodb::bson::{Bson, Document, doc};
 use serde_json::{Map, Value};
 
 use super::problem::FieldError;
+use crate::contract::{MAX_RECORD_ID, stored_id};
 
 /// Default page size.
 pub const DEFAULT_LIMIT: u64 = 50;
@@ -383,6 +384,30 @@ impl Search {
             doc! { "$and": parts }
         }
     }
+
+    /// The search's condition on the record key as a condition on `_id`, which the store can
+    /// look up instead of reading every document: the record store keeps each record under its
+    /// key ([`stored_id`]), so `eq` on `key_field` is `_id` equal to the stored id, and a
+    /// `prefix` is an anchored regex on `_id` (FerretDB's SQLite backend reads it as a range of
+    /// the `_id` index: testcontainers/ferretdb/patches/id-prefix.patch). `None` when the search
+    /// has neither; an `eq` is preferred. The condition itself stays in [`Search::filter`], so
+    /// this only narrows what is read. A record whose key is longer than [`MAX_RECORD_ID`]
+    /// bytes is kept under a hash and is not found by a prefix of its key.
+    pub fn key_filter(&self, key_field: &str) -> Option<Bson> {
+        let on_key = || self.conditions.iter().filter(|c| c.field == key_field);
+        let eq = on_key().find_map(|c| match (c.op, c.values.as_slice()) {
+            (Op::Eq, [Scalar::Str(v)]) => Some(Bson::String(stored_id(v.clone()))),
+            _ => None,
+        });
+        eq.or_else(|| {
+            on_key().find_map(|c| match (c.op, c.values.as_slice()) {
+                (Op::Prefix, [Scalar::Str(p)]) if !p.is_empty() && p.len() <= MAX_RECORD_ID => {
+                    Some(Bson::Document(doc! { "$regex": format!("^{}", regex::escape(p)) }))
+                }
+                _ => None,
+            })
+        })
+    }
 }
 
 impl Condition {
@@ -471,5 +496,31 @@ mod tests {
         }
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(parse(deep.as_bytes(), &fields()).is_err());
+    }
+
+    #[test]
+    fn key_conditions_become_id_conditions() {
+        let key = |body: &str| parse(body.as_bytes(), &fields()).unwrap_or_else(|e| panic!("{e:?}")).key_filter("payment_id");
+        assert_eq!(key(r#"{"filter":{"field":"status","op":"eq","value":"COMPLETED"}}"#), None);
+        assert_eq!(key(r#"{"filter":{"field":"payment_id","op":"contains","value":"ab"}}"#), None);
+        assert_eq!(key(r#"{"filter":{"field":"payment_id","op":"ne","value":"ab"}}"#), None);
+        assert_eq!(key(r#"{"filter":{"field":"payment_id","op":"prefix","value":""}}"#), None);
+        assert_eq!(
+            key(r#"{"filter":{"field":"payment_id","op":"prefix","value":"a.b"}}"#),
+            Some(Bson::Document(doc! { "$regex": "^a\\.b" })),
+            "a literal prefix"
+        );
+        // An eq wins over a prefix, wherever it is.
+        assert_eq!(
+            key(r#"{"filter":{"and":[{"field":"payment_id","op":"prefix","value":"a"},{"field":"payment_id","op":"eq","value":"ab"}]}}"#),
+            Some(Bson::String("ab".into()))
+        );
+        // Keys longer than MAX_RECORD_ID are stored under their hash: an eq looks that up, a
+        // prefix that long cannot be the start of a stored id.
+        let long = "x".repeat(MAX_RECORD_ID + 1);
+        let eq = key(&format!(r#"{{"filter":{{"field":"payment_id","op":"eq","value":"{long}"}}}}"#));
+        assert_eq!(eq, Some(Bson::String(stored_id(long.clone()))));
+        assert!(matches!(eq, Some(Bson::String(s)) if s.starts_with("sha256:")));
+        assert_eq!(key(&format!(r#"{{"filter":{{"field":"payment_id","op":"prefix","value":"{long}"}}}}"#)), None);
     }
 }

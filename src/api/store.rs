@@ -73,7 +73,14 @@ impl Api {
     /// store written before one document per key) are left out.
     pub(crate) async fn run_search(&self, p: &Product, s: &Search) -> Result<Value, Problem> {
         let coll = self.db.collection::<Document>(&MongoSink::record_store(p.name()));
-        let filter = doc! { "$and": [s.filter(), { "_meta": { "$exists": true }, "_lineage": { "$exists": true } }] };
+        let mut filter = doc! { "$and": [s.filter(), { "_meta": { "$exists": true }, "_lineage": { "$exists": true } }] };
+        // A condition on the key narrows the read to an `_id` lookup (or range) instead of a
+        // scan of the store, when every contract of the product keys its records by that field.
+        if let Some(key) = key_field(p)
+            && let Some(id) = s.key_filter(key)
+        {
+            let _ = filter.insert("_id", id);
+        }
         let mut sort = Document::new();
         if let Some((f, dir)) = &s.sort {
             let _ = sort.insert(f.as_str(), *dir);
@@ -148,6 +155,14 @@ impl Api {
             "quality": latest.into_values().collect::<Vec<_>>(),
         }))
     }
+}
+
+/// The field every contract (and contract version) of `p` keys its records by, if they agree.
+fn key_field(p: &Product) -> Option<&str> {
+    let mut keys =
+        p.contracts.iter().flat_map(|c| std::iter::once(&**c).chain(c.versions.iter().map(|v| &**v))).map(|c| c.key_field.as_deref());
+    let first = keys.next()??;
+    keys.all(|k| k == Some(first)).then_some(first)
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> Problem {

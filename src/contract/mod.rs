@@ -198,6 +198,17 @@ pub struct Contract {
 /// Longest record id kept as it is (bytes); longer ids are replaced by their SHA-256.
 pub const MAX_RECORD_ID: usize = 256;
 
+/// The id a record is kept under for the text of its key: the text itself, or `sha256:` and the
+/// hex SHA-256 of it when it is longer than [`MAX_RECORD_ID`] bytes.
+pub fn stored_id(id: String) -> String {
+    if id.len() <= MAX_RECORD_ID {
+        return id;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
 impl Contract {
     /// `product:contract`, the key the seed uses.
     pub fn key(&self) -> String {
@@ -224,12 +235,7 @@ impl Contract {
             (_, Some(n)) => n.to_string(),
             _ => return None,
         };
-        if id.len() <= MAX_RECORD_ID {
-            return Some(id);
-        }
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(id.as_bytes());
-        Some(format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+        Some(stored_id(id))
     }
 
     /// Whether this contract is Avro.
