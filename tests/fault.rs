@@ -100,29 +100,57 @@ impl Drop for RssSampler {
 }
 
 /// Every record of `topic` as (key, payload, meshguard.source.* position), read with a plain
-/// read_committed consumer until nothing new arrives for a few seconds.
+/// read_committed consumer up to the end each partition has when the read reaches it (partition
+/// EOF; read_committed: the last stable offset). Not "until nothing arrives for a while": the
+/// running service keeps adding OpenLineage run events, so that read never ended before its
+/// 180 s bound and made most of the harness's counting time.
 fn read_topic(bootstrap: &str, topic: &str) -> Vec<(Vec<u8>, Option<Position>)> {
-    let consumer = reader(bootstrap, topic);
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
+    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    assert!(!partitions.is_empty(), "topic {topic} has no partitions");
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning).unwrap_or_else(|e| panic!("{e}"));
+    }
+    consumer.assign(&tpl).unwrap_or_else(|e| panic!("assign {topic}: {e}"));
+    let mut at_end: std::collections::HashSet<i32> = std::collections::HashSet::new();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(180);
-    let mut last = Instant::now();
-    while Instant::now() < deadline && last.elapsed() < Duration::from_secs(6) {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            last = Instant::now();
-            let mut h: HashMap<&str, String> = HashMap::new();
-            if let Some(headers) = m.headers() {
-                for item in headers.iter() {
-                    let _ = h.insert(item.key, String::from_utf8_lossy(item.value.unwrap_or_default()).into_owned());
-                }
+    while at_end.len() < partitions.len() {
+        assert!(Instant::now() < deadline, "{topic}: {} of {} partitions read to their end within 180 s", at_end.len(), partitions.len());
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                let _ = at_end.insert(p);
             }
-            let pos = match (h.get("meshguard.source.topic"), h.get("meshguard.source.partition"), h.get("meshguard.source.offset")) {
-                (Some(t), Some(p), Some(o)) => p.parse().ok().zip(o.parse().ok()).map(|(p, o)| (t.clone(), p, o)),
-                _ => None,
-            };
-            let mut bytes = m.key().map(<[u8]>::to_vec).unwrap_or_default();
-            bytes.push(0);
-            bytes.extend_from_slice(m.payload().unwrap_or_default());
-            out.push((bytes, pos));
+            Some(Err(e)) => eprintln!("[fault-harness] reading {topic}: {e}"),
+            Some(Ok(m)) => {
+                let mut h: HashMap<&str, String> = HashMap::new();
+                if let Some(headers) = m.headers() {
+                    for item in headers.iter() {
+                        let _ = h.insert(item.key, String::from_utf8_lossy(item.value.unwrap_or_default()).into_owned());
+                    }
+                }
+                let pos = match (h.get("meshguard.source.topic"), h.get("meshguard.source.partition"), h.get("meshguard.source.offset")) {
+                    (Some(t), Some(p), Some(o)) => p.parse().ok().zip(o.parse().ok()).map(|(p, o)| (t.clone(), p, o)),
+                    _ => None,
+                };
+                let mut bytes = m.key().map(<[u8]>::to_vec).unwrap_or_default();
+                bytes.push(0);
+                bytes.extend_from_slice(m.payload().unwrap_or_default());
+                out.push((bytes, pos));
+            }
+            None => {}
         }
     }
     out
@@ -351,6 +379,7 @@ async fn run_mode(exactly_once: bool, seed: u64) -> Counts {
         let pos = (s["topic"].as_str().unwrap_or_default().to_owned(), int(&s["partition"]) as i32, int(&s["offset"]));
         *lineage.entry(pos).or_default() += 1;
     }
+    log("read the lineage");
     let store = mongo_positions(
         &names.database,
         &meshguard::sink::mongo::MongoSink::record_store("payments-data-product"),
@@ -359,7 +388,9 @@ async fn run_mode(exactly_once: bool, seed: u64) -> Counts {
         "_meta.offset",
     )
     .await;
+    log("counted the MongoDB stores");
     let dlq_records = read_topic(&kafka, &names.dlq);
+    log("read the dead-letter topic");
     let mut dlq: HashMap<Position, u32> = HashMap::new();
     for (_, pos) in &dlq_records {
         *dlq.entry(pos.clone().unwrap_or_default()).or_default() += 1;
@@ -378,6 +409,7 @@ async fn run_mode(exactly_once: bool, seed: u64) -> Counts {
             }
         }
     }
+    log("read the side topics");
     drop(primary);
     let (max_kb, max_outage_kb) = (rss.max_kb.load(Ordering::Relaxed), rss.max_outage_kb.load(Ordering::Relaxed));
     drop(rss);
