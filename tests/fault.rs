@@ -105,25 +105,8 @@ impl Drop for RssSampler {
 /// running service keeps adding OpenLineage run events, so that read never ended before its
 /// 180 s bound and made most of the harness's counting time.
 fn read_topic(bootstrap: &str, topic: &str) -> Vec<(Vec<u8>, Option<Position>)> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::error::KafkaError;
-    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap_or_else(|e| panic!("consumer: {e}"));
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
-    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-    assert!(!partitions.is_empty(), "topic {topic} has no partitions");
-    let mut tpl = TopicPartitionList::new();
-    for p in &partitions {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning).unwrap_or_else(|e| panic!("{e}"));
-    }
-    consumer.assign(&tpl).unwrap_or_else(|e| panic!("assign {topic}: {e}"));
+    let (consumer, partitions) = reader_to_end(bootstrap, topic);
     let mut at_end: std::collections::HashSet<i32> = std::collections::HashSet::new();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(180);

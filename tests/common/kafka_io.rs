@@ -87,16 +87,37 @@ pub async fn produce_payments(bootstrap: &str, topics: &[&str], count: usize, in
 
 /// A plain consumer of `topic` from the beginning, read_committed, in a group of its own.
 pub fn reader(bootstrap: &str, topic: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    let consumer: BaseConsumer =
+        reader_config(bootstrap).set("auto.offset.reset", "earliest").create().unwrap_or_else(|e| panic!("consumer: {e}"));
     consumer.subscribe(&[topic]).unwrap_or_else(|e| panic!("subscribe: {e}"));
     consumer
+}
+
+/// A read_committed reader assigned every partition of `topic` from its beginning, joining no
+/// group, that reports each partition's end (`KafkaError::PartitionEOF`); with the partitions.
+pub fn reader_to_end(bootstrap: &str, topic: &str) -> (BaseConsumer, Vec<i32>) {
+    let consumer: BaseConsumer =
+        reader_config(bootstrap).set("enable.partition.eof", "true").create().unwrap_or_else(|e| panic!("consumer: {e}"));
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
+    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    assert!(!partitions.is_empty(), "topic {topic} has no partitions");
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning).unwrap_or_else(|e| panic!("{e}"));
+    }
+    consumer.assign(&tpl).unwrap_or_else(|e| panic!("assign {topic}: {e}"));
+    (consumer, partitions)
+}
+
+/// What every test reader shares: its own group, no commits, committed records only.
+fn reader_config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    let _ = config
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
+    config
 }
 
 /// One dead letter as read back with a plain Kafka client.
