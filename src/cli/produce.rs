@@ -36,6 +36,11 @@ pub struct ProduceArgs {
     /// to report (0–1; exactly that share, every row counted).
     #[arg(long, default_value_t = 0.0)]
     pub bad_row_ratio: f64,
+    /// Draw record ids from a pool of this many keys, so that events update records already
+    /// sent (e.g. `-n 1000000 --keys 100000`: each record about 10 versions); 0 gives every
+    /// event a fresh id. The pool follows from --seed.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keys: usize,
     /// Seed of the generator, for reproducible streams.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -56,6 +61,12 @@ pub struct ProduceArgs {
     pub config: ConfigArg,
 }
 
+/// The key pool for `--keys`: never larger than the events sent (a pool entry no event can
+/// draw would only cost memory).
+fn pool_size(keys: usize, count: u64) -> usize {
+    usize::try_from(count).map_or(keys, |c| keys.min(c))
+}
+
 /// The status of a source row written to break the contract at rest (`--bad-row-ratio`): no
 /// shipped contract's status enum has it, and it fits the tables' VARCHAR(16).
 const BAD_STATUS: &str = "LOST";
@@ -72,7 +83,7 @@ pub(super) fn run(args: ProduceArgs) -> ExitCode {
     let Some(generator) = Generator::for_contract(&contract, args.seed, args.invalid_ratio, args.mismatch_ratio) else {
         return fail(format!("no generator for contract {:?}", contract.name));
     };
-    let mut generator = generator.with_card_framing(args.card_framing);
+    let mut generator = generator.with_card_framing(args.card_framing).with_key_pool(pool_size(args.keys, args.count), args.seed);
     let fixed_now = match &args.now {
         None => None,
         Some(s) => match OffsetDateTime::parse(s, &Rfc3339) {

@@ -111,8 +111,15 @@ fn confluent(id: u32, schema: &Schema, value: &Avro) -> Vec<u8> {
     out
 }
 
-/// One card event.
-pub(super) fn card_event(rng: &mut StdRng, now: OffsetDateTime, invalid: bool, mismatch_ratio: f64, framing: CardFraming) -> Event {
+/// One card event for the record id `id`.
+pub(super) fn card_event(
+    rng: &mut StdRng,
+    id: String,
+    now: OffsetDateTime,
+    invalid: bool,
+    mismatch_ratio: f64,
+    framing: CardFraming,
+) -> Event {
     let Some(s) = schemas() else {
         return Event {
             key: String::new(),
@@ -122,7 +129,6 @@ pub(super) fn card_event(rng: &mut StdRng, now: OffsetDateTime, invalid: bool, m
             mismatched: false,
         };
     };
-    let id = uuid(rng);
     let amount = Decimal::new(rng.random_range(100..500_000), 2);
     let currency = CURRENCIES[rng.random_range(0..CURRENCIES.len())];
     let status = STATUS[rng.random_range(0..STATUS.len())];

@@ -84,6 +84,8 @@ pub struct Generator {
     invalid_ratio: f64,
     mismatch_ratio: f64,
     card_framing: CardFraming,
+    /// Record ids events are drawn from (`with_key_pool`); empty: a fresh id per event.
+    key_pool: Vec<String>,
 }
 
 const CURRENCIES: &[&str] = &["EUR", "USD", "GBP", "CHF", "JPY"];
@@ -107,7 +109,27 @@ impl Generator {
             invalid_ratio: invalid_ratio.clamp(0.0, 1.0),
             mismatch_ratio: mismatch_ratio.clamp(0.0, 1.0),
             card_framing: CardFraming::Mixed,
+            key_pool: Vec::new(),
         })
+    }
+
+    /// Draws every event's record id from a pool of `keys` ids (0: a fresh id per event), so a
+    /// stream of n events updates at most `keys` records, as a domain service updating its
+    /// payments does. The pool comes from its own generator seeded from `seed`: the same seed
+    /// and size give the same ids.
+    pub fn with_key_pool(mut self, keys: usize, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x6b65_7973_706f_6f6c);
+        self.key_pool = (0..keys).map(|_| uuid(&mut rng)).collect();
+        self
+    }
+
+    /// The next record id: from the pool if there is one, else fresh.
+    fn next_id(&mut self) -> String {
+        if self.key_pool.is_empty() {
+            return uuid(&mut self.rng);
+        }
+        let i = self.rng.random_range(0..self.key_pool.len());
+        self.key_pool[i].clone()
     }
 
     /// Sets the Avro framing of card events.
@@ -120,7 +142,10 @@ impl Generator {
     pub fn next_event(&mut self, now: OffsetDateTime) -> Event {
         let invalid = self.rng.random_bool(self.invalid_ratio);
         match self.kind {
-            Kind::Card => avro::card_event(&mut self.rng, now, invalid, self.mismatch_ratio, self.card_framing),
+            Kind::Card => {
+                let id = self.next_id();
+                avro::card_event(&mut self.rng, id, now, invalid, self.mismatch_ratio, self.card_framing)
+            }
             _ => self.json_event(now, invalid),
         }
     }
@@ -131,8 +156,8 @@ impl Generator {
     }
 
     fn json_event(&mut self, now: OffsetDateTime, invalid: bool) -> Event {
+        let id = self.next_id();
         let rng = &mut self.rng;
-        let id = uuid(rng);
         let customer_id: i64 = rng.random_range(1..5_000_000);
         let amount = Decimal::new(rng.random_range(100..2_500_000), 2);
         let currency = CURRENCIES[rng.random_range(0..CURRENCIES.len())];
@@ -339,4 +364,45 @@ pub fn uuid(rng: &mut StdRng) -> String {
 /// RFC 3339 with milliseconds.
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::product::{Catalog, Files};
+
+    fn payments() -> std::sync::Arc<Contract> {
+        let catalog = Catalog::load(&Files::Embedded).unwrap_or_else(|e| panic!("samples: {e}"));
+        let binding = catalog.binding("payments.created").unwrap_or_else(|| panic!("payments.created is bound"));
+        binding.contract.clone()
+    }
+
+    #[test]
+    fn a_key_pool_bounds_the_record_ids_and_follows_the_seed() {
+        let contract = payments();
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let ids = |seed| {
+            let mut g = Generator::for_contract(&contract, seed, 0.0, 0.0).unwrap_or_else(|| panic!("generator")).with_key_pool(50, seed);
+            (0..2_000).map(|_| g.next_event(now).key).collect::<Vec<_>>()
+        };
+        let a = ids(7);
+        let distinct: HashSet<&String> = a.iter().collect();
+        assert_eq!(distinct.len(), 50, "2,000 draws from 50 keys reach all of them and no other");
+        assert_eq!(a, ids(7), "the same seed gives the same stream");
+        assert_ne!(a, ids(8), "another seed another pool");
+    }
+
+    #[test]
+    fn without_a_pool_every_event_has_a_fresh_id_as_before() {
+        let contract = payments();
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let mut plain = Generator::for_contract(&contract, 3, 0.0, 0.0).unwrap_or_else(|| panic!("generator"));
+        let mut empty = Generator::for_contract(&contract, 3, 0.0, 0.0).unwrap_or_else(|| panic!("generator")).with_key_pool(0, 3);
+        let a: Vec<_> = (0..500).map(|_| plain.next_event(now)).collect();
+        let b: Vec<_> = (0..500).map(|_| empty.next_event(now)).collect();
+        assert_eq!(a.iter().map(|e| &e.key).collect::<HashSet<_>>().len(), 500);
+        assert!(a.iter().zip(&b).all(|(x, y)| x.key == y.key && x.payload == y.payload));
+    }
 }
