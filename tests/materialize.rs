@@ -99,6 +99,84 @@ async fn exactly_once_materializer_killed_mid_stream_stores_each_record_once() {
     killed_mid_stream_stores_each_record_once(true, "mat-eos", 4102).await;
 }
 
+/// Records with many versions (6,000 events over 300 keys, ~20 each): the materializer merges
+/// each key's versions into its one document (read, merged, replaced by `_id`). Killed with
+/// SIGKILL mid-stream, every key ends with its newest version by (event time, offset) and
+/// exactly its newest `mongodb.history` (10) lineage entries, each once.
+#[tokio::test(flavor = "multi_thread")]
+async fn versions_of_a_key_merge_to_the_newest_across_a_kill() {
+    let s = Scenario::payments(&["mat-keys"], PARTITIONS).await;
+    let records_topic = unique("records");
+    let sent = s.produce_keyed(6_000, 0.0, 4104, 300).await;
+    let env = [
+        ("MESHGUARD__MONGODB__MATERIALIZE", "kafka"),
+        ("MESHGUARD__MONGODB__MATERIALIZE_BATCH", "500"),
+        ("MESHGUARD__TOPICS__RECORDS", records_topic.as_str()),
+        ("MESHGUARD__DELIVERY__BATCH_MAX_RECORDS", "300"),
+        ("MESHGUARD__MYSQL__ENABLED", "false"),
+        ("MESHGUARD__MONGODB__HISTORY", "10"),
+    ];
+    let store = "records.payments-data-product";
+    let order = |x: &Sent| (x.event_time_ms.unwrap_or(i64::MIN), x.offset);
+    let mut by_key: std::collections::HashMap<&str, Vec<&Sent>> = std::collections::HashMap::new();
+    for x in &sent {
+        by_key.entry(x.key.as_str()).or_default().push(x);
+    }
+    for versions in by_key.values_mut() {
+        versions.sort_by_key(|x| std::cmp::Reverse(order(x)));
+    }
+    assert_eq!(by_key.len(), 300, "6,000 draws from 300 keys reach them all");
+
+    let first = s.start(&env);
+    let (l, _) = wait_store(&s.names.database, store, 1, 0, Duration::from_secs(120)).await;
+    first.signal(9);
+    drop(first);
+    assert!(l >= 1, "the materializer wrote nothing within 120 s");
+
+    let _second = s.start(&env);
+    s.wait_committed(sent.len() as i64, Duration::from_secs(180));
+    // Every key's current version is its newest one: poll until the store says so (or 180 s).
+    let newest = |d: &serde_json::Value| {
+        let key = d["_id"].as_str().unwrap_or_default();
+        let want = by_key.get(key).and_then(|v| v.first()).map(|x| (x.topic.clone(), x.partition as i64, x.offset));
+        let got = (d["_meta"]["topic"].as_str().map(str::to_owned), d["_meta"]["partition"].as_i64(), d["_meta"]["offset"].as_i64());
+        want.is_some_and(|(t, p, o)| got == (Some(t), Some(p), Some(o)))
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let docs = loop {
+        let docs = mongo_docs(&s.names.database, store, doc! {}).await;
+        if (docs.len() == by_key.len() && docs.iter().all(newest)) || Instant::now() > deadline {
+            break docs;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(docs.len(), 300, "one document per key");
+    for d in &docs {
+        let key = d["_id"].as_str().unwrap_or_default();
+        let versions = &by_key[key];
+        assert!(newest(d), "{key}: stored {} but the newest sent is {:?}", d["_meta"], versions.first());
+        let mut lineage: Vec<(String, i64, i64)> = d["_lineage"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        let src = &e["source"];
+                        (
+                            src["topic"].as_str().unwrap_or_default().to_owned(),
+                            src["partition"].as_i64().unwrap_or(-1),
+                            src["offset"].as_i64().unwrap_or(-1),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut want: Vec<(String, i64, i64)> = versions.iter().take(10).map(|x| (x.topic.clone(), x.partition as i64, x.offset)).collect();
+        lineage.sort();
+        want.sort();
+        assert_eq!(lineage, want, "{key}: the newest 10 lineage entries, each once");
+    }
+}
+
 /// The stream does not wait for the store: with the materializer's writes slowed to a crawl
 /// (one document per write), the stream still commits every input record.
 #[tokio::test(flavor = "multi_thread")]

@@ -39,10 +39,27 @@ pub struct Sent {
     pub offset: i64,
     pub valid: bool,
     pub undecodable: bool,
+    /// The Kafka key (the record id).
+    pub key: String,
+    /// The record's event time as the contract defines it (epoch ms), if it decodes.
+    pub event_time_ms: Option<i64>,
 }
 
 /// Produces `count` generated payment events spread over `topics`; returns where each landed.
 pub async fn produce_payments(bootstrap: &str, topics: &[&str], count: usize, invalid_ratio: f64, seed: u64) -> Vec<Sent> {
+    produce_payments_keyed(bootstrap, topics, count, invalid_ratio, seed, 0).await
+}
+
+/// As [`produce_payments`], the record ids drawn from a pool of `keys` (0: a fresh id each),
+/// so that records get several versions.
+pub async fn produce_payments_keyed(
+    bootstrap: &str,
+    topics: &[&str],
+    count: usize,
+    invalid_ratio: f64,
+    seed: u64,
+    keys: usize,
+) -> Vec<Sent> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
@@ -56,8 +73,9 @@ pub async fn produce_payments(bootstrap: &str, topics: &[&str], count: usize, in
     .unwrap_or_else(|e| panic!("{e}"));
     let contract =
         catalog.product("payments-data-product").and_then(|p| p.contract(None)).cloned().unwrap_or_else(|| panic!("payments contract"));
-    let mut generator =
-        meshguard::generate::Generator::for_contract(&contract, seed, invalid_ratio, 0.0).unwrap_or_else(|| panic!("generator"));
+    let mut generator = meshguard::generate::Generator::for_contract(&contract, seed, invalid_ratio, 0.0)
+        .unwrap_or_else(|| panic!("generator"))
+        .with_key_pool(keys, seed);
     let mut pending = Vec::with_capacity(count);
     for i in 0..count {
         let event = generator.next_event(time::OffsetDateTime::now_utc());
@@ -65,10 +83,14 @@ pub async fn produce_payments(bootstrap: &str, topics: &[&str], count: usize, in
         let fut = producer
             .send_result(FutureRecord::to(topic).key(&event.key).payload(&event.payload))
             .unwrap_or_else(|(e, _)| panic!("send: {e}"));
-        pending.push((topic, event.intent, fut));
+        let event_time_ms = serde_json::from_slice::<serde_json::Value>(&event.payload)
+            .ok()
+            .and_then(|v| meshguard::measure::event_time(&v, &contract.event_time_fields))
+            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
+        pending.push((topic, event.intent, event.key, event_time_ms, fut));
     }
     let mut sent = Vec::with_capacity(count);
-    for (topic, intent, fut) in pending {
+    for (topic, intent, key, event_time_ms, fut) in pending {
         let d = match fut.await {
             Ok(Ok(d)) => d,
             Ok(Err((e, _))) => panic!("delivery failed: {e}"),
@@ -80,6 +102,8 @@ pub async fn produce_payments(bootstrap: &str, topics: &[&str], count: usize, in
             offset: d.offset,
             valid: intent.is_valid(),
             undecodable: matches!(intent, meshguard::generate::Intent::Undecodable(_)),
+            key,
+            event_time_ms,
         });
     }
     sent

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{Names, Products, Sent, Service, create_topics, kafka, produce_payments, unique, wait_committed};
+use super::{Names, Products, Sent, Service, create_topics, kafka, produce_payments, produce_payments_keyed, unique, wait_committed};
 
 /// Topics + products + names, ready for services and producers.
 pub struct Scenario {
@@ -46,6 +46,11 @@ impl Scenario {
     /// Produces `count` payment events over the topics (`invalid_ratio` of them invalid).
     pub async fn produce(&self, count: usize, invalid_ratio: f64, seed: u64) -> Vec<Sent> {
         produce_payments(&self.kafka, &self.topic_refs(), count, invalid_ratio, seed).await
+    }
+
+    /// As [`Scenario::produce`], the record ids drawn from a pool of `keys`.
+    pub async fn produce_keyed(&self, count: usize, invalid_ratio: f64, seed: u64, keys: usize) -> Vec<Sent> {
+        produce_payments_keyed(&self.kafka, &self.topic_refs(), count, invalid_ratio, seed, keys).await
     }
 
     /// Waits until the group has committed `target` records over the topics.
