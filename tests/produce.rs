@@ -147,3 +147,42 @@ async fn source_rows_are_written_before_their_events_are_readable() {
         &absent[..absent.len().min(3)]
     );
 }
+
+/// `--keys`: the events' record ids come from a pool of that many keys, so records get new
+/// versions; each key's source row holds the amount of its last event (the upsert).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_pool_gives_records_versions_and_the_source_row_the_last_amount() {
+    let kafka = kafka();
+    let url = mysql();
+    let pool = source_db(&url).await;
+    let topic = unique("pay-keys");
+    create_topics(&kafka, &[&topic], 2).await;
+    let products = Products::payments(&[&topic]);
+    let seed = (u64::from(std::process::id()) + 17).to_string();
+    let args = ["--count", "400", "--keys", "20", "--invalid-ratio", "0", "--seed", &seed, "--mysql", &url];
+    produce_cli(&kafka, products.dir.path(), &topic, &args);
+
+    // Read in each partition's order; a key's events share a partition, so the last one read
+    // for a key is the last one produced.
+    let records = read_all(&kafka, &topic, 400, Duration::from_secs(30));
+    assert_eq!(records.len(), 400);
+    let mut last: HashMap<String, Decimal> = HashMap::new();
+    for r in &records {
+        let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+        let v: serde_json::Value = serde_json::from_slice(r.payload.as_deref().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v["payment_id"].as_str(), Some(key.as_str()), "events are keyed by record id");
+        let amount = Decimal::from_str(&v["amount"].to_string()).unwrap_or_else(|e| panic!("{e}"));
+        let _ = last.insert(key, amount);
+    }
+    assert_eq!(last.len(), 20, "400 events over a pool of 20 keys reach all 20 and no other");
+
+    let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new("SELECT payment_id, amount FROM payments WHERE payment_id IN (");
+    let mut sep = q.separated(", ");
+    for id in last.keys() {
+        let _ = sep.push_bind(id.clone());
+    }
+    let _ = q.push(")");
+    let rows = q.build().fetch_all(&pool).await.unwrap_or_else(|e| panic!("{e}"));
+    let source: HashMap<String, Decimal> = rows.iter().map(|r| (r.get::<String, _>(0), r.get::<Decimal, _>(1))).collect();
+    assert_eq!(source, last, "one source row per key, with its last event's amount");
+}
