@@ -86,7 +86,7 @@ pub async fn produce_payments_keyed(
         let event_time_ms = serde_json::from_slice::<serde_json::Value>(&event.payload)
             .ok()
             .and_then(|v| meshguard::measure::event_time(&v, &contract.event_time_fields))
-            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
+            .map(meshguard::measure::unix_ms);
         pending.push((topic, event.intent, event.key, event_time_ms, fut));
     }
     let mut sent = Vec::with_capacity(count);
