@@ -22,17 +22,27 @@ async fn source_db(url: &str) -> sqlx::MySqlPool {
         .unwrap_or_else(|e| panic!("MariaDB at {url} does not answer ({e}): {START_HINT}"))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn produce_writes_events_and_their_source_rows() {
+/// `meshguard produce --mysql` to a new topic (`name`, `partitions`) with `args`, seeded with
+/// this process's id + `seed_offset`; the source database, the products folder and the topic.
+async fn produce_with_source_rows(name: &str, partitions: i32, seed_offset: u32, args: &[&str]) -> (sqlx::MySqlPool, Products, String) {
     let kafka = kafka();
     let url = mysql();
     let pool = source_db(&url).await;
-    let topic = unique("pay-produce");
-    create_topics(&kafka, &[&topic], 2).await;
+    let topic = unique(name);
+    create_topics(&kafka, &[&topic], partitions).await;
     let products = Products::payments(&[&topic]);
-    let seed = std::process::id().to_string();
-    let args = ["--count", "400", "--invalid-ratio", "0.1", "--mismatch-ratio", "0.25", "--seed", &seed, "--mysql", &url];
-    produce_cli(&kafka, products.dir.path(), &topic, &args);
+    let seed = (std::process::id() + seed_offset).to_string();
+    let mut all = args.to_vec();
+    all.extend(["--seed", &seed, "--mysql", &url]);
+    produce_cli(&kafka, products.dir.path(), &topic, &all);
+    (pool, products, topic)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn produce_writes_events_and_their_source_rows() {
+    let kafka = kafka();
+    let args = ["--count", "400", "--invalid-ratio", "0.1", "--mismatch-ratio", "0.25"];
+    let (pool, products, topic) = produce_with_source_rows("pay-produce", 2, 0, &args).await;
 
     let records = read_all(&kafka, &topic, 400, Duration::from_secs(30));
     assert_eq!(records.len(), 400);
@@ -77,14 +87,8 @@ async fn produce_writes_events_and_their_source_rows() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_rows_on_demand_break_the_contract_at_rest() {
     let kafka = kafka();
-    let url = mysql();
-    let pool = source_db(&url).await;
-    let topic = unique("pay-bad-rows");
-    create_topics(&kafka, &[&topic], 1).await;
-    let products = Products::payments(&[&topic]);
-    let seed = (std::process::id() + 2).to_string();
-    let args = ["--count", "100", "--invalid-ratio", "0", "--bad-row-ratio", "0.1", "--seed", &seed, "--mysql", &url];
-    produce_cli(&kafka, products.dir.path(), &topic, &args);
+    let args = ["--count", "100", "--invalid-ratio", "0", "--bad-row-ratio", "0.1"];
+    let (pool, _products, topic) = produce_with_source_rows("pay-bad-rows", 1, 2, &args).await;
     let records = read_all(&kafka, &topic, 100, Duration::from_secs(30));
     let mut q =
         sqlx::QueryBuilder::<sqlx::MySql>::new("SELECT CAST(SUM(status = 'LOST') AS SIGNED), COUNT(*) FROM payments WHERE payment_id IN (");
@@ -153,14 +157,8 @@ async fn source_rows_are_written_before_their_events_are_readable() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_pool_gives_records_versions_and_the_source_row_the_last_amount() {
     let kafka = kafka();
-    let url = mysql();
-    let pool = source_db(&url).await;
-    let topic = unique("pay-keys");
-    create_topics(&kafka, &[&topic], 2).await;
-    let products = Products::payments(&[&topic]);
-    let seed = (u64::from(std::process::id()) + 17).to_string();
-    let args = ["--count", "400", "--keys", "20", "--invalid-ratio", "0", "--seed", &seed, "--mysql", &url];
-    produce_cli(&kafka, products.dir.path(), &topic, &args);
+    let args = ["--count", "400", "--keys", "20", "--invalid-ratio", "0"];
+    let (pool, _products, topic) = produce_with_source_rows("pay-keys", 2, 17, &args).await;
 
     // Read in each partition's order; a key's events share a partition, so the last one read
     // for a key is the last one produced.
