@@ -541,7 +541,9 @@ ferretdb_module_dir() {
 # collection (docs/benchmarks.md, round 5c). Stores created before the patch keep their old
 # indexes: `testcontainers/down ferretdb` and remove its data folder to get the new ones.
 # id-prefix.patch (SQLite) pushes the `_id` condition of any filter down, a `^literal` regex on
-# `_id` as a range of that index (README.md, "FerretDB's `_id` prefix").
+# `_id` as a range of that index (README.md, "FerretDB's `_id` prefix"). string-eq.patch (SQLite)
+# adds the filter's top-level string equalities to that WHERE clause, so SQLite drops the rows
+# that cannot match before FerretDB decodes them (README.md, "String equalities in SQL").
 ferretdb_patched_copy() {
   local from=$1 to=$2 p
   rm -rf "$to"

@@ -287,3 +287,62 @@ async fn indexes_exist_and_connect_is_idempotent() {
 
     drop_db(&sink).await;
 }
+
+/// FerretDB's SQLite backend reads a top-level string equality in SQL
+/// (testcontainers/ferretdb/patches/string-eq.patch) and still matches as MongoDB does: an array
+/// holding the string matches, a value of another type or a nested field with that text does
+/// not, and conditions it cannot read in SQL (a dotted path, `$ne`) give the same answers.
+#[tokio::test]
+async fn string_equalities_are_read_in_sql_and_match_as_mongodb_does() {
+    let sink = sink(&[]).await;
+    let coll = sink.database().collection::<bson::Document>("eq");
+    let docs = vec![
+        doc! { "_id": "s", "status": "COMPLETED", "n": 1 },
+        doc! { "_id": "arr", "status": ["PENDING", "COMPLETED"], "n": 2 },
+        doc! { "_id": "other", "status": "PENDING", "n": 3 },
+        doc! { "_id": "nested", "status": { "COMPLETED": "COMPLETED" }, "n": 4 },
+        doc! { "_id": "int", "status": 7, "n": 5 },
+        doc! { "_id": "missing", "n": 6 },
+        doc! { "_id": "dotted", "a": { "status": "COMPLETED" }, "n": 7 },
+        doc! { "_id": "quote", "status": "it's \"COMPLETED\"", "n": 8 },
+    ];
+    let _ = coll.insert_many(docs).await.unwrap_or_else(|e| panic!("insert_many: {e}"));
+    let ids = |filter: bson::Document| {
+        let coll = coll.clone();
+        async move {
+            let mut cursor = coll.find(filter.clone()).sort(doc! { "_id": 1 }).await.unwrap_or_else(|e| panic!("find {filter}: {e}"));
+            let mut out = Vec::new();
+            while cursor.advance().await.unwrap_or_else(|e| panic!("{e}")) {
+                out.push(cursor.deserialize_current().unwrap_or_else(|e| panic!("{e}")).get_str("_id").unwrap_or_default().to_owned());
+            }
+            out
+        }
+    };
+    let pushdown = |filter: bson::Document| {
+        let db = sink.database().clone();
+        async move {
+            let explain = db
+                .run_command(doc! { "explain": { "find": "eq", "filter": filter } })
+                .await
+                .unwrap_or_else(|e| panic!("explain: {e}"));
+            explain.get_bool("filterPushdown").unwrap_or(false)
+        }
+    };
+    // MongoDB's answer: the string itself, or an array holding it.
+    assert_eq!(ids(doc! { "status": "COMPLETED" }).await, ["arr", "s"]);
+    assert_eq!(ids(doc! { "status": { "$eq": "COMPLETED" } }).await, ["arr", "s"]);
+    assert_eq!(ids(doc! { "$and": [{ "$and": [{ "status": { "$eq": "COMPLETED" } }] }, { "n": { "$lt": 2 } }] }).await, ["s"]);
+    assert_eq!(ids(doc! { "status": "it's \"COMPLETED\"" }).await, ["quote"]);
+    assert_eq!(ids(doc! { "status": "COMPLETED", "_id": { "$regex": "^a" } }).await, ["arr"]);
+    assert_eq!(ids(doc! { "a.status": "COMPLETED" }).await, ["dotted"]);
+    assert_eq!(ids(doc! { "status": { "$ne": "COMPLETED" } }).await, ["dotted", "int", "missing", "nested", "other", "quote"]);
+    assert!(
+        pushdown(doc! { "status": "COMPLETED" }).await,
+        "FerretDB reads a string equality in SQL (testcontainers/ferretdb/patches/string-eq.patch; a FerretDB built before it: \
+         testcontainers/down ferretdb && testcontainers/up)"
+    );
+    assert!(pushdown(doc! { "$and": [{ "$and": [{ "status": { "$eq": "COMPLETED" } }] }] }).await);
+    assert!(!pushdown(doc! { "a.status": "COMPLETED" }).await, "a dotted path is not read in SQL");
+    assert!(!pushdown(doc! { "status": 7 }).await, "only strings are");
+    drop_db(&sink).await;
+}
