@@ -186,11 +186,11 @@ impl<'b> Flow<'b> {
 
     /// The assignment changed: windows learn the topics owned; durable claims of lost
     /// partitions are dropped and those of gained ones restored.
-    pub(super) fn rebalanced(&mut self) -> Result<(), Error> {
+    pub(super) fn rebalanced(&mut self, stop: &AtomicBool) -> Result<(), Error> {
         let now = self.clock.now();
         self.out.owned(self.source.owned_topics(), now);
         if let (Some(store), Some(worker)) = (self.claims.as_mut(), self.reconciler.as_ref()) {
-            store.rebalanced(self.source.owned_partitions(), self.bound, worker, now)?;
+            store.rebalanced(self.source.owned_partitions(), self.bound, worker, now, stop)?;
         }
         Ok(())
     }

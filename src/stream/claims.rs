@@ -37,6 +37,7 @@ impl ClaimStore {
         bound: &Bindings,
         worker: &Worker,
         now: time::OffsetDateTime,
+        stop: &std::sync::atomic::AtomicBool,
     ) -> Result<(), Error> {
         let lost: Vec<(String, i32)> = self.owned.difference(&now_owned).cloned().collect();
         let gained: HashSet<(String, i32)> = now_owned.difference(&self.owned).cloned().collect();
@@ -62,8 +63,11 @@ impl ClaimStore {
             }
             if !claims.is_empty() {
                 info!(claims = claims.len(), ?restored, "pending reconciliation claims restored");
-                let stop = std::sync::atomic::AtomicBool::new(false);
-                worker.submit(claims, &stop);
+                // Waits for room like any batch's claims, but not past a shutdown: a drain that
+                // sat here until the database decided enough claims outlived
+                // delivery.shutdown_timeout_ms (the fault harness's second instance left with
+                // exit status 1).
+                worker.submit(claims, stop);
             }
         }
         self.owned = now_owned;

@@ -139,7 +139,7 @@ fn run_loop<'b>(flow: &mut Flow<'b>, limits: Limits, stop: &AtomicBool, reload: 
         }
         let epoch = flow.source.epoch();
         if epoch != owned_epoch {
-            if let Err(e) = flow.rebalanced() {
+            if let Err(e) = flow.rebalanced(stop) {
                 // Restoring durable claims failed (the claims topic unreadable): try again
                 // before this batch is processed, so no gained partition runs without its claims.
                 warn!(error = %e.message, retry_in_ms = backoff.current().as_millis() as u64, "cannot restore pending claims yet");
