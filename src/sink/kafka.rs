@@ -93,30 +93,39 @@ impl SinkError {
     }
 }
 
-/// When a Kafka transaction call (send the offsets and commit, or abort) may end, in ms since
-/// `WATCHDOG_EPOCH`; 0 when none is under way.
-static TXN_DEADLINE_MS: AtomicU64 = AtomicU64::new(0);
+/// The Kafka transaction calls under way (send the offsets and commit, or abort), each with the
+/// moment it may end by, in ms since `WATCHDOG_EPOCH`. One entry per call, not one shared
+/// deadline: the stream and the group-wide quality owner each have a transactional producer, and
+/// with a single slot the owner's calls (one per window) re-armed and then cleared it while the
+/// stream's call hung, so the watchdog never fired (the fault harness caught a stream parked in
+/// `send_offsets_to_transaction` for over five minutes, the owner committing beside it).
+static TXN_CALLS: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+static TXN_CALL_IDS: AtomicU64 = AtomicU64::new(0);
 static WATCHDOG_EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
 static WATCHDOG: std::sync::Once = std::sync::Once::new();
 /// A transaction call gets its own time-outs (30 s for the offsets, 30 s for the commit) and
 /// then this much more before the watchdog gives up on it.
 const TXN_WATCHDOG: Duration = Duration::from_secs(120);
 
+/// The earliest deadline of the transaction calls under way.
+fn earliest_txn_deadline() -> Option<u64> {
+    TXN_CALLS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().map(|(_, d)| *d).min()
+}
+
 /// Ends the process when a Kafka transaction call outlives its time-outs by far. librdkafka 2.12's
 /// `send_offsets_to_transaction` can wait forever for a group coordinator it decommissioned
-/// after a broker restart, past its time-out (confluentinc/librdkafka#5456 and #5511); the fault
-/// harness caught a stream thread parked there for ten minutes. The call cannot be cancelled,
-/// and a restart resumes from the last committed transaction, which is what exactly-once is
-/// built to survive (a supervisor, e.g. Kubernetes, starts the process again). Started once,
-/// by the first transactional producer.
+/// after a broker restart, past its time-out (confluentinc/librdkafka#5456 and #5511: the call
+/// waits on a condition variable with no time limit); the fault harness caught a stream thread
+/// parked there for ten minutes. The call cannot be cancelled, and a restart resumes from the
+/// last committed transaction, which is what exactly-once is built to survive (a supervisor,
+/// e.g. Kubernetes, starts the process again). Started once, by the first transactional producer.
 fn start_txn_watchdog() {
     WATCHDOG.call_once(|| {
         let _ = *WATCHDOG_EPOCH;
         let spawned = std::thread::Builder::new().name("txn-watchdog".into()).spawn(|| {
             loop {
                 std::thread::sleep(Duration::from_secs(1));
-                let deadline = TXN_DEADLINE_MS.load(Ordering::Relaxed);
-                if deadline != 0 && WATCHDOG_EPOCH.elapsed().as_millis() as u64 > deadline {
+                if earliest_txn_deadline().is_some_and(|d| WATCHDOG_EPOCH.elapsed().as_millis() as u64 > d) {
                     tracing::error!(
                         waited_s = TXN_WATCHDOG.as_secs(),
                         "a Kafka transaction call has not returned (librdkafka#5456/#5511); exiting so that a restart resumes from the last committed transaction"
@@ -131,20 +140,25 @@ fn start_txn_watchdog() {
     });
 }
 
-/// Arms the watchdog for one transaction call; disarmed when dropped.
-struct TxnCall;
+/// Arms the watchdog for one transaction call; disarmed (that call only) when dropped.
+struct TxnCall(u64);
 
 impl TxnCall {
     fn arm() -> Self {
-        let deadline = (WATCHDOG_EPOCH.elapsed() + TXN_WATCHDOG).as_millis() as u64;
-        TXN_DEADLINE_MS.store(deadline.max(1), Ordering::Relaxed);
-        Self
+        Self::arm_for(TXN_WATCHDOG)
+    }
+
+    fn arm_for(limit: Duration) -> Self {
+        let id = TXN_CALL_IDS.fetch_add(1, Ordering::Relaxed);
+        let deadline = (WATCHDOG_EPOCH.elapsed() + limit).as_millis() as u64;
+        TXN_CALLS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((id, deadline));
+        Self(id)
     }
 }
 
 impl Drop for TxnCall {
     fn drop(&mut self) {
-        TXN_DEADLINE_MS.store(0, Ordering::Relaxed);
+        TXN_CALLS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|(id, _)| *id != self.0);
     }
 }
 
@@ -375,5 +389,29 @@ impl AckWaiter {
             0 => Ok(()),
             n => Err(SinkError::Undelivered(n)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One producer's call ending must not disarm another's that is still under way (the
+    /// watchdog once shared one slot, which the quality owner's commits kept clearing).
+    #[test]
+    fn a_call_that_ends_leaves_the_others_armed() {
+        let hung = TxnCall::arm_for(Duration::from_secs(3_000));
+        let hung_deadline = earliest_txn_deadline();
+        assert!(hung_deadline.is_some());
+        for _ in 0..3 {
+            let other = TxnCall::arm_for(Duration::from_secs(4_000));
+            drop(other);
+        }
+        assert_eq!(earliest_txn_deadline(), hung_deadline, "the hung call is still watched");
+        let sooner = TxnCall::arm_for(Duration::from_secs(1_000));
+        assert!(earliest_txn_deadline() < hung_deadline, "the earliest deadline is the one watched");
+        drop(sooner);
+        drop(hung);
+        assert!(earliest_txn_deadline().is_none_or(|d| d != hung_deadline.unwrap_or_default()));
     }
 }
