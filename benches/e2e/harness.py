@@ -574,7 +574,10 @@ class Run:
     def mongodb_ceiling(self, n):
         """The document store's own ceiling: unordered insert_many of n documents shaped like the
         record store's (a payment's fields, `_meta`, one lineage entry: what meshguard writes for
-        a new key), batches of 4,000, from one pymongo client into a fresh collection, docs/s."""
+        a new key), batches of 4,000, from one pymongo client into a fresh collection, docs/s.
+        Twice: with ids in ascending order (each insert lands at the right edge of the `_id`
+        index) and with random v4 UUIDs, the ids the stream's records have (each insert lands
+        anywhere in the index, as meshguard's do)."""
         import datetime
         import pymongo
         client = pymongo.MongoClient(self.args.mongodb)
@@ -583,8 +586,8 @@ class Run:
         coll = client[db]["records.payments-data-product"]
         now = datetime.datetime.now(datetime.timezone.utc)
 
-        def doc(i):
-            k = f"{i:08x}-1111-4111-8111-111111111111"
+        def doc(i, k=None):
+            k = k or f"{i:08x}-1111-4111-8111-111111111111"
             lid = f"ceiling/{i % 12}/{i}/1700000000000"
             return {"_id": k, "payment_id": k, "customer_id": i, "amount": 1234.56, "currency": "EUR", "status": "COMPLETED",
                     "payment_method": {"type": "CARD", "last_four": "1234"}, "created_at": "2026-12-05T08:00:00.123456789Z",
@@ -597,6 +600,16 @@ class Run:
                                   "destination": {"system": "mongodb", "collection": "records.payments-data-product", "document_id": k},
                                   "transformation": {"type": "contract-validation", "contract": "payment-schema", "version": "1.0.0", "outcome": "valid"},
                                   "created_at": now, "event_time_ms": 1700000000000 + i}]}
+        import random
+        import uuid
+        rnd = random.Random(11)
+        random_coll = client[db + "_uuid"]["records.payments-data-product"]
+        self.mongo_dbs.append(db + "_uuid")
+        t0 = time.time()
+        for start in range(0, n, 4000):
+            random_coll.insert_many([doc(i, str(uuid.UUID(int=rnd.getrandbits(128), version=4))) for i in range(start, min(n, start + 4000))],
+                                    ordered=False)
+        random_wall = time.time() - t0
         t0 = time.time()
         for start in range(0, n, 4000):
             coll.insert_many([doc(i) for i in range(start, min(n, start + 4000))], ordered=False)
@@ -618,7 +631,7 @@ class Run:
         merge_wall = time.time() - t1
         client.close()
         r = {"contender": "mongodb-ceiling", "docs": n, "wall_s": round(wall, 3), "docs_per_s": round(n / wall, 1),
-             "merge_docs": m, "merge_docs_per_s": round(m / merge_wall, 1)}
+             "random_ids_docs_per_s": round(n / random_wall, 1), "merge_docs": m, "merge_docs_per_s": round(m / merge_wall, 1)}
         log(json.dumps(r))
         return r
 
@@ -1086,20 +1099,26 @@ def table(results):
     store_ceiling = (results.get("store_ceiling") or {}).get("docs_per_s")
     if stored or store_ceiling:
         merge_ceiling = (results.get("store_ceiling") or {}).get("merge_docs_per_s")
-        lines += ["", "| document store | docs | docs/s | × insert_many ceiling | × merge ceiling | records/s | lag left when the stream finished (s) |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        random_ceiling = (results.get("store_ceiling") or {}).get("random_ids_docs_per_s")
+        lines += ["", "| document store | docs | docs/s | × insert_many ceiling | × insert_many, random ids | × merge ceiling | records/s | lag left when the stream finished (s) |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        ratio = lambda a, b: f"{a / b:.2f}" if a and b else "–"  # noqa: E731
         if store_ceiling:
             c = results["store_ceiling"]
-            lines.append(f"| insert_many ceiling (pymongo, 4,000/batch) | {c['docs']:,} | {store_ceiling:,.0f} | 1.00 | – | – | – |")
+            lines.append(f"| insert_many ceiling (pymongo, 4,000/batch, ascending ids) | {c['docs']:,} | {store_ceiling:,.0f} | 1.00 | "
+                         f"{ratio(store_ceiling, random_ceiling)} | – | – | – |")
+            if random_ceiling:
+                lines.append(f"| insert_many ceiling (the same, random v4 UUID ids as the stream's) | {c['docs']:,} | {random_ceiling:,.0f} | "
+                             f"{ratio(random_ceiling, store_ceiling)} | 1.00 | – | – | – |")
             if merge_ceiling:
                 lines.append(f"| merge ceiling (pymongo find_one + replace_one by _id, 8 threads, 10 lineage entries) | {c['merge_docs']:,} "
-                             f"| {merge_ceiling:,.0f} | {merge_ceiling / store_ceiling:.2f} | 1.00 | – | – |")
+                             f"| {merge_ceiling:,.0f} | {ratio(merge_ceiling, store_ceiling)} | {ratio(merge_ceiling, random_ceiling)} | 1.00 | – | – |")
         for r in stored:
             dps = r.get("materialized_docs_per_s")
-            lines.append("| {} materializer | {} | {} | {} | {} | {} | {} |".format(
+            lines.append("| {} materializer | {} | {} | {} | {} | {} | {} | {} |".format(
                 r["contender"], f"{r['materialized_docs']:,.0f}" if r.get("materialized_docs") else "–",
-                f"{dps:,.0f}" if dps else "(did not finish)", f"{dps / store_ceiling:.2f}" if dps and store_ceiling else "–",
-                f"{dps / merge_ceiling:.2f}" if dps and merge_ceiling else "–",
+                f"{dps:,.0f}" if dps else "(did not finish)", ratio(dps, store_ceiling), ratio(dps, random_ceiling),
+                ratio(dps, merge_ceiling),
                 f"{r['materialized_records_per_s']:,.0f}" if r.get("materialized_records_per_s") else "–",
                 r.get("materialize_lag_at_stream_end_s", "–")))
     with_api = [r for r in rows if r.get("api") and "error" not in r["api"]]
