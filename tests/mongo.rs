@@ -321,10 +321,8 @@ async fn string_equalities_are_read_in_sql_and_match_as_mongodb_does() {
     let pushdown = |filter: bson::Document| {
         let db = sink.database().clone();
         async move {
-            let explain = db
-                .run_command(doc! { "explain": { "find": "eq", "filter": filter } })
-                .await
-                .unwrap_or_else(|e| panic!("explain: {e}"));
+            let explain =
+                db.run_command(doc! { "explain": { "find": "eq", "filter": filter } }).await.unwrap_or_else(|e| panic!("explain: {e}"));
             explain.get_bool("filterPushdown").unwrap_or(false)
         }
     };
