@@ -411,7 +411,9 @@ mod tests {
         let sooner = TxnCall::arm_for(Duration::from_secs(1_000));
         assert!(earliest_txn_deadline() < hung_deadline, "the earliest deadline is the one watched");
         drop(sooner);
+        let id = hung.0;
         drop(hung);
-        assert!(earliest_txn_deadline().is_none_or(|d| d != hung_deadline.unwrap_or_default()));
+        let armed = TXN_CALLS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().any(|(i, _)| *i == id);
+        assert!(!armed, "a call that ended is no longer watched");
     }
 }

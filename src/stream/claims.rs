@@ -63,10 +63,9 @@ impl ClaimStore {
             }
             if !claims.is_empty() {
                 info!(claims = claims.len(), ?restored, "pending reconciliation claims restored");
-                // Waits for room like any batch's claims, but not past a shutdown: a drain that
-                // sat here until the database decided enough claims outlived
-                // delivery.shutdown_timeout_ms (the fault harness's second instance left with
-                // exit status 1).
+                // Waits for room like any batch's claims, but not past a shutdown: with a stop
+                // flag of its own, a drain could sit here until the database had decided enough
+                // claims, past delivery.shutdown_timeout_ms.
                 worker.submit(claims, stop);
             }
         }
